@@ -1,0 +1,101 @@
+"""The process-wide frame writer: a bounded queue drained by one task that pipelines XADDs.
+
+Why one writer: redis-py's asyncio pool raises past 100 connections, so a thousand sockets each
+awaiting its own XADD fail; and one pipelined round trip for up to 64 frames costs Redis about
+as much as one XADD. Frames are real-time data: when the queue is full the frame is dropped and
+counted, never queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from classpulse import contracts
+
+log = logging.getLogger(__name__)
+
+BATCH = 64
+QUEUE_SIZE = 2048  # ~2 s of 1,000 frames/s: past that Redis is too slow and frames go stale
+DOWN_HOLD_S = 1.0  # after a failed write, refuse frames at once for this long
+
+# Called once per frame from the writer task: None when written, else the drop reason.
+Done = Callable[[str | None], None]
+
+
+@dataclass(slots=True)
+class _Frame:
+    fields: dict[bytes, bytes]
+    done: Done
+
+
+class FrameSink:
+    def __init__(self, redis: Redis, maxlen: int, on_depth: Callable[[int], None] = lambda n: None):
+        self._redis = redis
+        self._maxlen = maxlen
+        self._on_depth = on_depth
+        self._queue: asyncio.Queue[_Frame] = asyncio.Queue(QUEUE_SIZE)
+        self._down_until = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="frame-writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def offer(
+        self, session_id: str, student_id: str, seq: int, jpeg: bytes, emotion: bool, done: Done
+    ) -> str | None:
+        """Queue one frame; return a drop reason now, or None and call done() once written."""
+        if time.monotonic() < self._down_until:
+            return "redis_down"
+        fields = {
+            contracts.F_VERSION: b"1",
+            contracts.F_SESSION: session_id.encode(),
+            contracts.F_STUDENT: student_id.encode(),
+            contracts.F_SEQ: str(seq).encode(),
+            contracts.F_RECEIVED_MS: str(round(time.time() * 1000, 1)).encode(),
+            contracts.F_EMOTION: b"1" if emotion else b"0",
+            contracts.F_JPEG: jpeg,
+        }
+        try:
+            self._queue.put_nowait(_Frame(fields, done))
+        except asyncio.QueueFull:
+            return "queue_full"
+        return None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            # Whatever arrived while the previous pipeline was in flight goes in this one.
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._on_depth(self._queue.qsize())
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Frame]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for frame in batch:
+            pipe.xadd(contracts.FRAMES_STREAM, frame.fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            log.warning("frame writer: Redis write failed (%s); dropping %d frames", exc, len(batch))
+            self._down_until = time.monotonic() + DOWN_HOLD_S
+            replies = [exc] * len(batch)
+        for frame, reply in zip(batch, replies, strict=True):
+            try:
+                frame.done("redis_down" if isinstance(reply, Exception) else None)
+            except Exception:  # a socket's callback must never stop the writer
+                log.exception("frame writer: ack callback failed")

@@ -1,0 +1,130 @@
+"""The live hub: one Redis pub/sub listener per process, fanned out to a bounded queue per socket.
+
+Broadcaster style: however many dashboards and students watch a session, this process holds one
+pattern subscription to ``cp:live:*``. Each message is parsed at most once, to route it to the
+sockets of the student it concerns; teachers get every message of their session as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from classpulse import contracts
+
+log = logging.getLogger(__name__)
+
+PATTERN = contracts.live_channel("*")
+_PREFIX = contracts.live_channel("")
+
+
+class DropOldestQueue(asyncio.Queue[bytes | str]):
+    """A bounded queue where a new item pushes out the oldest: live data goes stale, so keep the newest."""
+
+    def push(self, item: bytes | str) -> bool:
+        """Put without waiting; return True when an older item was dropped to make room."""
+        dropped = False
+        if self.full():
+            self.get_nowait()
+            dropped = True
+        self.put_nowait(item)
+        return dropped
+
+
+class _Route(msgspec.Struct):
+    # Only the field needed for routing; msgspec skips the rest without building it.
+    student_id: str | None = None
+
+
+_route = msgspec.json.Decoder(_Route)
+
+
+class Hub:
+    """Routes messages of ``cp:live:{session}`` to subscribed queues. Bytes are from Redis."""
+
+    def __init__(self, redis: Redis, on_drop: Callable[[], None] = lambda: None) -> None:
+        self._redis = redis
+        self._on_drop = on_drop
+        # session id -> student id (None: the whole session, i.e. dashboards) -> queues
+        self._subs: dict[str, dict[str | None, set[DropOldestQueue]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self, wait_s: float = 2.0) -> None:
+        """Start listening; wait briefly for the subscription so early publishes aren't missed."""
+        self._task = asyncio.create_task(self._run(), name="live-hub")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), wait_s)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def subscribe(
+        self, session_id: str, queue: DropOldestQueue, student_id: str | None = None
+    ) -> Iterator[DropOldestQueue]:
+        """Deliver the session's messages (or one student's) into queue until the block exits."""
+        self._subs[session_id][student_id].add(queue)
+        try:
+            yield queue
+        finally:
+            by_student = self._subs[session_id]
+            by_student[student_id].discard(queue)
+            if not by_student[student_id]:
+                del by_student[student_id]
+            if not by_student:
+                del self._subs[session_id]
+
+    def dispatch(self, channel: bytes, data: bytes) -> None:
+        session_id = channel.decode()[len(_PREFIX) :]
+        by_student = self._subs.get(session_id)
+        if not by_student:
+            return
+        targets = set(by_student.get(None, ()))
+        if len(by_student) > 1 or None not in by_student:  # some student of it listens here
+            try:
+                student = _route.decode(data).student_id
+            except msgspec.DecodeError:
+                log.warning("live hub: undecodable message on %s", channel)
+                return
+            if student is None:  # session-wide news (e.g. session ended): everyone
+                for queues in by_student.values():
+                    targets |= queues
+            else:
+                targets |= by_student.get(student, set())
+        for queue in targets:
+            if queue.push(data):
+                self._on_drop()
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(PATTERN)
+                self._subscribed.set()
+                backoff = 0.5
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is not None and msg["type"] == "pmessage":
+                        self.dispatch(msg["channel"], msg["data"])
+            except (RedisError, OSError) as exc:
+                # Redis restarted or unreachable: keep the sockets, resubscribe when it is back.
+                log.warning("live hub lost Redis (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

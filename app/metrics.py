@@ -1,0 +1,94 @@
+"""Prometheus metrics of one gateway app, plus the pipeline counters read from Redis per scrape."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from classpulse import contracts
+
+log = logging.getLogger(__name__)
+
+DROP_REASONS = ("too_large", "not_jpeg", "rate_limited", "queue_full", "redis_down")
+
+
+class Metrics:
+    """Per-app registry, not the global one: tests build many apps in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames_received = Counter(
+            "classpulse_frames_received", "Binary frame messages received", registry=r
+        )
+        self.frames_accepted = Counter(
+            "classpulse_frames_accepted", "Frames written to the frames stream", registry=r
+        )
+        self.frames_dropped = Counter(
+            "classpulse_frames_dropped", "Frames refused or dropped", ["reason"], registry=r
+        )
+        for reason in DROP_REASONS:  # export zeros so rates work before the first drop
+            self.frames_dropped.labels(reason)
+        self.sockets = Gauge(
+            "classpulse_websockets", "Open WebSocket connections", ["kind"], registry=r
+        )
+        for kind in ("student", "teacher"):
+            self.sockets.labels(kind)
+        self.live_dropped = Counter(
+            "classpulse_live_dropped",
+            "Live messages dropped because a socket's queue was full",
+            registry=r,
+        )
+        self.frame_queue = Gauge(
+            "classpulse_frame_queue_depth", "Frames waiting for the frame writer", registry=r
+        )
+
+    async def render(self, redis: Redis) -> bytes:
+        """Exposition text: this process's metrics, then the pipeline's shared counters."""
+        return generate_latest(self.registry) + generate_latest(await _pipeline_registry(redis))
+
+
+async def _pipeline_registry(redis: Redis) -> CollectorRegistry:
+    # The worker and aggregator keep their counters in one Redis hash so that any gateway can
+    # expose them; read at scrape time rather than polled.
+    pipeline = CounterMetricFamily(
+        "classpulse_pipeline", "Worker and aggregator counters (Redis hash cp:stats)", labels=["counter"]
+    )
+    workers = GaugeMetricFamily("classpulse_workers_alive", "Workers with a live heartbeat key")
+    backlog = GaugeMetricFamily("classpulse_frames_stream_length", "Entries in the frames stream")
+    try:
+        stats = await redis.hgetall(contracts.STATS_KEY)
+        alive = await count_keys(redis, contracts.WORKER_HEARTBEAT_PREFIX + "*")
+        length = await redis.xlen(contracts.FRAMES_STREAM)
+    except RedisError as exc:
+        log.warning("metrics: cannot read pipeline counters from Redis: %s", exc)
+        return CollectorRegistry()
+    for name, value in sorted(stats.items()):
+        try:
+            pipeline.add_metric([name.decode()], float(value))
+        except ValueError:
+            continue  # a non-numeric field is not a counter
+    workers.add_metric([], alive)
+    backlog.add_metric([], length)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Fixed([pipeline, workers, backlog]))
+    return registry
+
+
+class _Fixed:
+    """A collector that yields metric families computed beforehand."""
+
+    def __init__(self, families: list[CounterMetricFamily | GaugeMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return iter(self.families)
+
+
+async def count_keys(redis: Redis, pattern: str) -> int:
+    """Number of keys matching pattern, by SCAN (never KEYS, which blocks Redis)."""
+    return sum([1 async for _ in redis.scan_iter(match=pattern, count=500)])

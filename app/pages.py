@@ -1,0 +1,122 @@
+"""HTML pages: thin server-rendered shells; every piece of data arrives through the API in JS.
+
+No page reads the database or renders user data on the server, so the pages need no auth of
+their own: the API answers 401 and the page's script goes to /login.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Annotated
+
+import segno
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import SettingsDep, Templates
+
+router = APIRouter(include_in_schema=False)
+
+ACCESS_COOKIE = "cp_access"
+# Scripts and styles only from this origin (Chart.js is vendored); `connect-src 'self'` also
+# covers same-origin ws:/wss: in current browsers; camera previews use a MediaStream, not a URL.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "same-origin",  # keep join codes out of other sites' logs
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    # The camera for this origin only (the student page); nothing else is needed.
+    "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+}
+
+SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
+# A join link is a base URL, "/join/" and a code: nothing after the code, no other path.
+_JOIN_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _page(templates: Templates, request: Request, template: str, **context: object) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, context)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+@router.get("/")
+def index(request: Request) -> RedirectResponse:
+    """Teachers with a session cookie go to their sessions, everyone else to the login."""
+    target = "/sessions" if request.cookies.get(ACCESS_COOKIE) else "/login"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, templates: Templates) -> HTMLResponse:
+    return _page(templates, request, "login.html", page="login")
+
+
+@router.get("/sessions", response_class=HTMLResponse)
+def sessions_page(request: Request, templates: Templates) -> HTMLResponse:
+    return _page(templates, request, "sessions.html", page="sessions", teacher=True)
+
+
+@router.get("/sessions/{session_id}", response_class=HTMLResponse)
+def dashboard_page(request: Request, templates: Templates, session_id: SessionId) -> HTMLResponse:
+    return _page(
+        templates, request, "dashboard.html", page="dashboard", teacher=True, session_id=session_id
+    )
+
+
+@router.get("/join/{code}", response_class=HTMLResponse)
+def join_page(request: Request, templates: Templates, code: JoinCode) -> HTMLResponse:
+    return _page(templates, request, "join.html", page="join", join_code=code)
+
+
+@router.get("/privacy", response_class=HTMLResponse)
+def privacy_page(request: Request, templates: Templates) -> HTMLResponse:
+    return _page(templates, request, "privacy.html", page="privacy")
+
+
+def is_join_link(data: str, request: Request, settings: SettingsDep) -> bool:
+    """True for a join link of this service: this host's or the configured public URL's."""
+    bases = [str(request.base_url)]
+    if settings.public_url:
+        bases.append(settings.public_url)
+    for base in bases:
+        prefix = base.rstrip("/") + "/join/"
+        if data.startswith(prefix) and _JOIN_CODE.fullmatch(data[len(prefix) :]):
+            return True
+    return False
+
+
+@router.get("/qr.svg")
+def qr_svg(
+    request: Request, settings: SettingsDep, data: Annotated[str, Query(max_length=512)]
+) -> Response:
+    """An SVG QR code of one of this service's join links, to project in the classroom.
+
+    Restricted to join links so the endpoint can't be used to brand arbitrary URLs as ours.
+    """
+    if not is_join_link(data, request, settings):
+        raise HTTPException(status_code=400, detail="only this service's join links")
+    buf = io.BytesIO()
+    # A white quiet zone so the code scans when projected on a dark slide.
+    segno.make(data, error="m").save(
+        buf,
+        kind="svg",
+        scale=8,
+        border=4,
+        dark="#000",
+        light="#fff",
+        xmldecl=False,
+        title="QR code of the join link",
+    )
+    return Response(
+        buf.getvalue(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,39 @@
+"""Presence updates (connected, camera off, withdrawn...) written by the gateway for dashboards."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from classpulse import contracts
+
+PRESENCE_TTL_S = 24 * 3600  # the hash outlives any class; expire it instead of leaking keys
+
+
+async def publish_presence(
+    redis: Redis, session_id: str, student_id: str, presence: str, display_name: str | None
+) -> None:
+    """Publish a presence LiveUpdate to the session's channel and keep it for late dashboards."""
+    update = contracts.LiveUpdate(
+        type="presence",
+        session_id=session_id,
+        student_id=student_id,
+        t=time.time(),
+        presence=presence,
+        display_name=display_name,
+    )
+    data = contracts.encoder.encode(update)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hset(contracts.presence_key(session_id), student_id, data)
+        pipe.expire(contracts.presence_key(session_id), PRESENCE_TTL_S)
+        pipe.publish(contracts.live_channel(session_id), data)
+        await pipe.execute()
+
+
+async def publish_session_ended(redis: Redis, session_id: str) -> None:
+    """Tell every socket of the session (dashboards and students) that it has ended."""
+    data = contracts.encoder.encode(
+        {"type": "session_ended", "session_id": session_id, "t": time.time()}
+    )
+    await redis.publish(contracts.live_channel(session_id), data)

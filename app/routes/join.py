@@ -1,0 +1,117 @@
+"""The join flow: join code → consent notice → display name → a short-lived student token."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.auth import create_student_token
+from app.consent import CONSENT_TEXT, CONSENT_VERSION
+from app.deps import CurrentStudent, DbSession, RedisDep, SettingsDep
+from app.presence import publish_presence
+from classpulse.db import ClassSession, Student, User, utcnow
+
+router = APIRouter(prefix="/api", tags=["join"])
+
+
+class JoinInfo(BaseModel):
+    session_title: str
+    teacher: str
+    consent_version: str
+    consent_text: str
+
+
+class JoinIn(BaseModel):
+    display_name: str = Field(max_length=200)  # checked again after stripping
+    consent: bool = False
+    consent_version: str | None = None
+
+
+class JoinOut(BaseModel):
+    student_id: uuid.UUID
+    token: str
+    session_id: uuid.UUID
+    session_title: str
+    expires_in: int
+    ws_url: str = "/ws/student"
+
+
+def open_session(db: Session, code: str) -> ClassSession:
+    """The session of a join code: 404 unknown, 410 ended."""
+    session = db.scalar(select(ClassSession).where(ClassSession.join_code == code.strip().upper()))
+    if session is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no class session has this join code")
+    if session.ended_at is not None:
+        raise HTTPException(status.HTTP_410_GONE, "this class session has ended")
+    return session
+
+
+@router.get("/join/{code}", response_model=JoinInfo)
+def join_info(code: str, db: DbSession) -> JoinInfo:
+    """What a student reads before joining: the class, its teacher and the consent notice."""
+    session = open_session(db, code)
+    owner = db.get(User, session.owner_id)
+    return JoinInfo(
+        session_title=session.title,
+        teacher=owner.display_name if owner else "",
+        consent_version=CONSENT_VERSION,
+        consent_text=CONSENT_TEXT,
+    )
+
+
+@router.post("/join/{code}", response_model=JoinOut, status_code=status.HTTP_201_CREATED)
+def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinOut:
+    """Join with a display name after accepting the consent notice; nothing is stored without it."""
+    if body.consent is not True:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "consent is required: read the notice and send \"consent\": true to join",
+        )
+    if body.consent_version is not None and body.consent_version != CONSENT_VERSION:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"the consent notice has changed (now version {CONSENT_VERSION}): read it again",
+        )
+    name = " ".join(body.display_name.split())  # also folds newlines and runs of spaces
+    if not 1 <= len(name) <= 80:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "display_name must have 1 to 80 characters")
+    session = open_session(db, code)
+    student = Student(
+        session_id=session.id, display_name=name, consent_version=CONSENT_VERSION, consent_at=utcnow()
+    )
+    db.add(student)
+    db.commit()
+    return JoinOut(
+        student_id=student.id,
+        token=create_student_token(settings, student.id, session.id),
+        session_id=session.id,
+        session_title=session.title,
+        expires_in=settings.student_token_ttl_s,
+    )
+
+
+def withdraw_student(db: Session, student_id: uuid.UUID, session_id: uuid.UUID) -> Student | None:
+    """Record the withdrawal (first time only); None if the token's student is unknown."""
+    student = db.get(Student, student_id)
+    if student is None or student.session_id != session_id:
+        return None
+    if student.withdrawn_at is None:
+        student.withdrawn_at = utcnow()
+        db.commit()
+    return student
+
+
+@router.post("/student/withdraw", status_code=status.HTTP_204_NO_CONTENT)
+async def withdraw(claims: CurrentStudent, db: DbSession, redis: RedisDep) -> None:
+    """Stop taking part: recorded at once; the student's sockets are closed by the live update."""
+    student = await run_in_threadpool(withdraw_student, db, claims.student_id, claims.session_id)
+    if student is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown student")
+    await publish_presence(
+        redis, str(claims.session_id), str(claims.student_id), "withdrawn", student.display_name
+    )

@@ -1,0 +1,88 @@
+"""Per-student emotion history of a session, from the aggregator's time buckets in PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
+from app.routes.sessions import visible_session
+from app.snapshot import model_labels
+from classpulse.db import EmotionBucket, Student
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+class BucketOut(BaseModel):
+    student_id: uuid.UUID
+    display_name: str
+    bucket_start: datetime
+    frames: int
+    frames_with_face: int
+    probs: dict[str, float]  # mean probability over the frames with a face
+    dominant: str | None
+
+
+class TimelineOut(BaseModel):
+    session_id: uuid.UUID
+    bucket_seconds: int
+    labels: list[str]
+    buckets: list[BucketOut]
+
+
+def _rows(db: Session, session_id: uuid.UUID, since: datetime | None) -> list[tuple[EmotionBucket, str]]:
+    query = (
+        select(EmotionBucket, Student.display_name)
+        .join(Student, Student.id == EmotionBucket.student_id)
+        .where(EmotionBucket.session_id == session_id)
+        .order_by(EmotionBucket.bucket_start, Student.display_name, Student.id)
+    )
+    if since is not None:
+        query = query.where(EmotionBucket.bucket_start >= since)
+    return [(b, name) for b, name in db.execute(query)]
+
+
+def bucket_out(bucket: EmotionBucket, display_name: str, labels: list[str]) -> BucketOut:
+    faced = bucket.frames_with_face
+    sums = bucket.prob_sums or {}
+    probs = {k: sums.get(k, 0.0) / faced for k in labels} if faced else {}
+    return BucketOut(
+        student_id=bucket.student_id,
+        display_name=display_name,
+        bucket_start=bucket.bucket_start,
+        frames=bucket.frames,
+        frames_with_face=faced,
+        probs=probs,
+        dominant=max(probs, key=probs.__getitem__) if probs else None,
+    )
+
+
+@router.get("/{session_id}/timeline", response_model=TimelineOut)
+async def timeline(
+    session_id: str,
+    user: CurrentTeacher,
+    db: DbSession,
+    settings: SettingsDep,
+    redis: RedisDep,
+    since: datetime | None = None,
+) -> TimelineOut:
+    """Time buckets per student, ordered by time then student; `?since=ISO` for the recent part."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # a naive time from a client means UTC
+    session = await run_in_threadpool(visible_session, db, user, session_id)
+    rows = await run_in_threadpool(_rows, db, session.id, since)
+    labels = await model_labels(redis)
+    if labels is None:
+        labels = sorted({k for b, _ in rows for k in (b.prob_sums or {})})
+    return TimelineOut(
+        session_id=session.id,
+        bucket_seconds=settings.bucket_seconds,
+        labels=labels,
+        buckets=[bucket_out(b, name, labels) for b, name in rows],
+    )

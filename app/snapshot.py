@@ -1,0 +1,69 @@
+"""The state a dashboard gets on connect: roster from PostgreSQL, latest updates from Redis."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from classpulse import contracts
+from classpulse.db import Student
+from starlette.concurrency import run_in_threadpool
+
+
+async def model_labels(redis: Redis) -> list[str] | None:
+    """The emotion model's label order as the worker published it; None if no worker has yet."""
+    try:
+        raw = await redis.hget(contracts.MODEL_INFO_KEY, "labels")
+        labels = json.loads(raw) if raw else None
+    except (RedisError, ValueError):
+        return None
+    return [str(x) for x in labels] if isinstance(labels, list) else None
+
+
+def _roster(make_session: sessionmaker[Session], session_id: uuid.UUID) -> list[dict[str, Any]]:
+    with make_session() as db:
+        query = select(Student).where(Student.session_id == session_id)
+        students = db.scalars(query.order_by(Student.joined_at, Student.id))
+        return [
+            {
+                "student_id": str(s.id),
+                "display_name": s.display_name,
+                "joined_at": s.joined_at.isoformat(),
+                "withdrawn": s.withdrawn_at is not None,
+            }
+            for s in students
+        ]
+
+
+def _latest(raw: dict[bytes, bytes], student_id: str) -> dict[str, Any] | None:
+    data = raw.get(student_id.encode())
+    if data is None:
+        return None
+    try:
+        return msgspec.json.decode(data)  # type: ignore[no-any-return]
+    except msgspec.DecodeError:
+        return None
+
+
+async def build_snapshot(
+    redis: Redis, make_session: sessionmaker[Session], session_id: uuid.UUID
+) -> dict[str, Any]:
+    """Snapshot message: every student of the roster with their latest presence and emotion."""
+    students = await run_in_threadpool(_roster, make_session, session_id)
+    sid = str(session_id)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(contracts.snapshot_key(sid))
+        pipe.hgetall(contracts.presence_key(sid))
+        emotions, presence = await pipe.execute()
+    labels = await model_labels(redis) or []
+    for s in students:
+        s["presence"] = _latest(presence, s["student_id"])
+        s["emotion"] = _latest(emotions, s["student_id"])
+    return {"type": "snapshot", "session_id": sid, "labels": labels, "students": students}

@@ -1,0 +1,210 @@
+"""``WS /ws/student``: binary JPEG frames in, one JSON ack per frame and the self-view out.
+
+The gateway never decodes a frame: it checks the size, the JPEG markers and the student's rate,
+hands the bytes to the process-wide frame writer, and acks when Redis has them. The page keeps a
+fixed number of frames in flight by waiting for acks, so nothing queues up anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, WebSocket
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from app import ws_common as wsc
+from app.auth import StudentClaims, TokenError, decode_student_token
+from app.deps import Res
+from app.hub import DropOldestQueue
+from app.presence import publish_presence
+from app.resources import Resources
+from app.routes.join import withdraw_student
+from classpulse.db import ClassSession, Student
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+MAX_PROTOCOL_ERRORS = 50  # consecutive bad control messages before the socket is closed
+OUTBOUND_QUEUE = 64  # acks + self-view updates waiting to be sent to this socket
+JPEG_START = b"\xff\xd8\xff"
+JPEG_END = b"\xff\xd9"  # browsers end with it; other encoders may pad a few bytes after it
+
+
+def _check(res: Resources, claims: StudentClaims) -> tuple[int, str] | Student:
+    """The student if it may stream now, else a close code and reason."""
+    with res.sessionmaker() as db:
+        student = db.get(Student, claims.student_id)
+        if student is None:
+            return wsc.UNAUTHORIZED, "unknown student"
+        if student.session_id != claims.session_id:
+            return wsc.FORBIDDEN, "token not valid for this session"
+        if student.withdrawn_at is not None:
+            return wsc.FORBIDDEN, "withdrawn"
+        session = db.get(ClassSession, student.session_id)
+        if session is None or session.ended_at is not None:
+            return wsc.FORBIDDEN, "session ended"
+        return student
+
+
+class StudentSocket:
+    def __init__(self, ws: WebSocket, res: Resources, student: Student) -> None:
+        self.ws, self.res = ws, res
+        self.student_id = str(student.id)
+        self.session_id = str(student.session_id)
+        self.display_name = student.display_name
+        self.bucket = res.frame_limits.bucket(self.student_id)
+        self.outbound = DropOldestQueue(OUTBOUND_QUEUE)
+        self.seq = 0
+        self.errors = 0
+        self.withdrawn = False
+
+    def config(self) -> dict[str, Any]:
+        s = self.res.settings
+        return {
+            "type": "config",
+            "fps": min(2.0, s.frame_max_fps),
+            "max_fps": s.frame_max_fps,
+            "max_in_flight": s.frames_in_flight,
+            "width": 320,
+            "height": 240,
+            "jpeg_quality": 0.7,
+        }
+
+    async def presence(self, state: str) -> None:
+        try:
+            await publish_presence(self.res.redis, self.session_id, self.student_id, state, self.display_name)
+        except RedisError as exc:  # the dashboard misses one presence change; frames still flow
+            log.warning("student socket: cannot publish presence %s: %s", state, exc)
+
+    # --- frames ---------------------------------------------------------------------------
+    def ack(self, seq: int, reason: str | None) -> None:
+        metrics = self.res.metrics
+        if reason is None:
+            metrics.frames_accepted.inc()
+            self.push(f'{{"type":"ack","seq":{seq},"ok":true}}')
+        else:
+            metrics.frames_dropped.labels(reason).inc()
+            self.push(f'{{"type":"ack","seq":{seq},"ok":false,"reason":"{reason}"}}')
+
+    def push(self, item: str) -> None:
+        if self.outbound.push(item):
+            self.res.metrics.live_dropped.inc()
+
+    def frame(self, data: bytes) -> None:
+        self.seq += 1
+        seq = self.seq
+        self.res.metrics.frames_received.inc()
+        if len(data) > self.res.settings.frame_max_bytes:
+            reason: str | None = "too_large"
+        elif not data.startswith(JPEG_START) or JPEG_END not in data[-32:]:
+            reason = "not_jpeg"
+        elif not self.bucket.take():
+            reason = "rate_limited"
+        else:
+            reason = self.res.sink.offer(
+                self.session_id, self.student_id, seq, data, True, lambda r: self.ack(seq, r)
+            )
+            if reason is None:
+                return  # acked by the writer once Redis has it
+        self.ack(seq, reason)
+
+    # --- control messages -----------------------------------------------------------------
+    async def control(self, text: str) -> None:
+        try:
+            msg = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            msg = None
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "camera" and msg["state"] in ("on", "off"):  # type: ignore[index]
+            await self.presence("present" if msg["state"] == "on" else "camera_off")  # type: ignore[index]
+        elif kind == "ping":
+            self.push('{"type":"pong"}')
+        elif kind == "withdraw":
+            await self.withdraw()
+            return
+        else:
+            self.errors += 1
+            self.push(msgspec.json.encode({"type": "error", "message": _explain(msg)}).decode())
+            if self.errors >= MAX_PROTOCOL_ERRORS:
+                await wsc.close(self.ws, wsc.POLICY_VIOLATION, "too many protocol errors")
+            return
+        self.errors = 0
+
+    async def withdraw(self) -> None:
+        sid, stid = uuid.UUID(self.session_id), uuid.UUID(self.student_id)
+        with self.res.sessionmaker() as db:
+            await run_in_threadpool(withdraw_student, db, stid, sid)
+        self.withdrawn = True
+        await self.presence("withdrawn")
+        await wsc.close(self.ws, 1000, "withdrawn")
+
+    # --- the two halves -------------------------------------------------------------------
+    async def receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                self.frame(message["bytes"])
+            elif message.get("text") is not None:
+                await self.control(message["text"])
+            if self.ws.application_state != wsc.WebSocketState.CONNECTED:
+                return  # we closed it (withdrawn, too many errors)
+
+    async def send(self) -> None:
+        while True:
+            item = await self.outbound.get()
+            if isinstance(item, str):
+                await self.ws.send_text(item)
+                continue
+            update = msgspec.json.decode(item)  # from the hub: about this student or the session
+            if update.get("type") == "session_ended":
+                await self.ws.send_text(item.decode())
+                await wsc.close(self.ws, wsc.FORBIDDEN, "session ended")
+                return
+            kind = update.pop("type", None)
+            await self.ws.send_text(msgspec.json.encode({"type": "self", "kind": kind, **update}).decode())
+            if kind == "presence" and update.get("presence") == "withdrawn":
+                self.withdrawn = True  # e.g. withdrawn through the REST call from another tab
+                await wsc.close(self.ws, 1000, "withdrawn")
+                return
+
+
+def _explain(msg: object) -> str:
+    if not isinstance(msg, dict):
+        return "text messages must be JSON objects with a \"type\"; frames are binary JPEG"
+    if msg.get("type") == "camera":
+        return 'camera messages need "state": "on" or "off"'
+    return f"unknown message type {msg.get('type')!r}; expected camera, withdraw or ping"
+
+
+@router.websocket("/ws/student")
+async def student_socket(ws: WebSocket, res: Res, token: str = "") -> None:
+    if not wsc.origin_allowed(ws, res.settings):
+        return await wsc.refuse(ws, wsc.FORBIDDEN, "origin not allowed")
+    try:
+        claims = decode_student_token(res.settings, token)
+    except TokenError as exc:
+        return await wsc.refuse(ws, wsc.UNAUTHORIZED, str(exc))
+    checked = await run_in_threadpool(_check, res, claims)
+    if not isinstance(checked, Student):
+        return await wsc.refuse(ws, *checked)
+    conn = StudentSocket(ws, res, checked)
+    gauge = res.metrics.sockets.labels("student")
+    await ws.accept()
+    gauge.inc()
+    try:
+        with res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
+            await ws.send_json(conn.config())
+            await conn.presence("present")
+            await wsc.run_pair(conn.receive, conn.send)
+    finally:
+        gauge.dec()
+        if not conn.withdrawn:
+            with wsc.shielded(2.0):
+                await conn.presence("disconnected")
+        await wsc.close(ws)

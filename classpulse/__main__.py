@@ -1,0 +1,5 @@
+import sys
+
+from classpulse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""The `classpulse` command. Each part registers its own subcommands and imports lazily, so
+`classpulse gateway` never loads OpenCV or onnxruntime and `classpulse worker` never FastAPI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from classpulse import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="classpulse", description="ClassPulse: live classroom monitoring, private by design."
+    )
+    parser.add_argument("--version", action="version", version=f"classpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from classpulse import commands
+
+    commands.register(sub)
+    from worker import analyze
+
+    analyze.register(sub)
+    from training import cli as training_cli
+
+    training_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from classpulse.settings import get_settings
+
+    try:
+        level = get_settings().log_level.upper()
+    except Exception as exc:  # settings errors are user errors: say what is wrong, no traceback
+        print(f"error: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

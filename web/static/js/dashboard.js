@@ -1,0 +1,504 @@
+/* Live teacher dashboard: one tile per student from the live WebSocket, the class's current
+ * distribution, a five-minute timeline sampled from the tiles, and the stored history. */
+(function () {
+  "use strict";
+  const CP = window.ClassPulse;
+  const root = document.getElementById("dashboard");
+  const sessionId = root.dataset.sessionId;
+  const sessionPath = "/api/sessions/" + encodeURIComponent(sessionId);
+
+  // Until the snapshot brings the model's own label order.
+  let labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+  const COLORS = {
+    angry: "#c62828",
+    disgust: "#6d4c41",
+    fear: "#7b1fa2",
+    happy: "#2e7d32",
+    sad: "#1565c0",
+    surprise: "#ef6c00",
+    neutral: "#757575",
+  };
+  const SPARE_COLORS = ["#00838f", "#ad1457", "#9e9d24", "#4527a0"];
+  const PRESENCE_TEXT = {
+    present: "present",
+    no_face: "no face",
+    camera_off: "camera off",
+    disconnected: "disconnected",
+    withdrawn: "withdrawn",
+    waiting: "not started",
+  };
+  // Connection-level states from the gateway that override an older emotion estimate.
+  const OFF_STATES = new Set(["camera_off", "disconnected", "withdrawn", "no_face"]);
+  const SAMPLE_MS = 2000;
+  const TIMELINE_POINTS = 150; // 5 minutes at one sample every 2 s
+
+  const tiles = document.getElementById("tiles");
+  const tileTemplate = document.getElementById("tile-template");
+  const connState = document.getElementById("conn-state");
+  const errorBox = document.getElementById("dashboard-error");
+  const students = new Map(); // student_id -> {id, name, withdrawn, presence, emotion, el}
+
+  function colorOf(label) {
+    if (COLORS[label]) return COLORS[label];
+    const i = labels.indexOf(label);
+    return SPARE_COLORS[(i < 0 ? 0 : i) % SPARE_COLORS.length];
+  }
+
+  function pct(p) {
+    return Math.round(p * 100) + " %";
+  }
+
+  // --- student state -------------------------------------------------------------------------
+
+  /** What a tile shows, from the latest presence and emotion updates of one student. */
+  function viewOf(s) {
+    const p = s.presence;
+    const e = s.emotion;
+    const v = { presence: "waiting", emotion: null, confidence: null, probs: null, faces: null, t: 0 };
+    v.t = Math.max(p ? p.t : 0, e ? e.t : 0);
+    if (s.withdrawn || (p && p.presence === "withdrawn") || (e && e.presence === "withdrawn")) {
+      v.presence = "withdrawn";
+    } else if (p && OFF_STATES.has(p.presence) && (!e || p.t >= e.t)) {
+      v.presence = p.presence;
+    } else if (e) {
+      v.presence = e.presence || "present";
+      if (v.presence === "present") {
+        v.emotion = e.emotion || null;
+        v.confidence = e.confidence;
+        v.probs = e.probs || null;
+      }
+      v.faces = e.faces;
+    } else if (p) {
+      v.presence = p.presence || "present";
+    }
+    return v;
+  }
+
+  function ensureStudent(id, name) {
+    let s = students.get(id);
+    if (!s) {
+      const el = tileTemplate.content.firstElementChild.cloneNode(true);
+      el.dataset.studentId = id;
+      s = { id: id, name: name || "Student", withdrawn: false, presence: null, emotion: null, el: el };
+      students.set(id, s);
+      tiles.appendChild(el);
+      updateCount();
+    } else if (name && name !== s.name) {
+      s.name = name;
+    }
+    return s;
+  }
+
+  function updateCount() {
+    document.getElementById("student-count").textContent = String(students.size);
+    CP.show(document.getElementById("no-students"), students.size === 0);
+  }
+
+  function renderProbs(bar, probs) {
+    if (!probs) {
+      bar.replaceChildren();
+      return;
+    }
+    const segments = labels.map(function (label) {
+      const seg = document.createElement("span");
+      const p = Number(probs[label]) || 0;
+      seg.className = "seg";
+      seg.style.width = (p * 100).toFixed(1) + "%";
+      seg.style.backgroundColor = colorOf(label);
+      seg.title = label + " " + pct(p);
+      return seg;
+    });
+    bar.replaceChildren.apply(bar, segments);
+  }
+
+  function renderTile(s) {
+    const v = viewOf(s);
+    const el = s.el;
+    el.dataset.presence = v.presence;
+    el.querySelector(".name").textContent = s.name;
+    const presence = el.querySelector(".presence");
+    presence.dataset.presence = v.presence;
+    presence.textContent = PRESENCE_TEXT[v.presence] || v.presence;
+    const emotion = el.querySelector(".emotion");
+    emotion.dataset.emotion = v.emotion || "none";
+    emotion.textContent = v.emotion || "—";
+    emotion.style.color = v.emotion && v.emotion !== "uncertain" ? colorOf(v.emotion) : "";
+    el.querySelector(".confidence").textContent =
+      v.emotion && typeof v.confidence === "number" ? pct(v.confidence) : "";
+    renderProbs(el.querySelector(".probbar"), v.probs);
+    const face = el.querySelector(".face");
+    face.textContent = v.faces === null ? "" : v.faces > 0 ? "face seen" : "no face";
+    const ago = el.querySelector(".ago");
+    ago.dataset.t = String(v.t || "");
+    ago.textContent = v.t ? CP.ago(v.t) : "";
+  }
+
+  function applySnapshot(msg) {
+    if (Array.isArray(msg.labels) && msg.labels.length) labels = msg.labels.slice();
+    students.clear();
+    tiles.replaceChildren();
+    (msg.students || []).forEach(function (st) {
+      const s = ensureStudent(st.student_id, st.display_name);
+      s.withdrawn = Boolean(st.withdrawn);
+      s.presence = st.presence || null;
+      s.emotion = st.emotion || null;
+      renderTile(s);
+    });
+    updateCount();
+    setupCharts();
+    scheduleDistribution();
+  }
+
+  function applyUpdate(msg) {
+    if (!msg.student_id) return;
+    const s = ensureStudent(msg.student_id, msg.display_name);
+    if (msg.type === "presence") {
+      if (!s.presence || msg.t >= s.presence.t) s.presence = msg;
+      if (msg.presence === "withdrawn") s.withdrawn = true;
+    } else if (!s.emotion || msg.t >= s.emotion.t) {
+      s.emotion = msg;
+    }
+    renderTile(s);
+    scheduleDistribution();
+  }
+
+  /** Current class counts per label, plus how many are uncertain or show no face. */
+  function classCounts() {
+    const counts = {};
+    labels.forEach(function (label) {
+      counts[label] = 0;
+    });
+    let uncertain = 0;
+    let noFace = 0;
+    students.forEach(function (s) {
+      const v = viewOf(s);
+      if (v.presence === "no_face") noFace += 1;
+      if (v.emotion === "uncertain") uncertain += 1;
+      else if (v.emotion && v.emotion in counts) counts[v.emotion] += 1;
+    });
+    return { counts: counts, uncertain: uncertain, noFace: noFace };
+  }
+
+  // --- charts --------------------------------------------------------------------------------
+  let distributionChart = null;
+  let timelineChart = null;
+  let historyChart = null;
+  let distributionPending = false;
+
+  function chartsAvailable() {
+    return typeof window.Chart === "function";
+  }
+
+  function setupCharts() {
+    if (!chartsAvailable()) return;
+    const colors = labels.map(colorOf);
+    if (distributionChart) distributionChart.destroy();
+    distributionChart = new Chart(document.getElementById("distribution-chart"), {
+      type: "bar",
+      data: { labels: labels, datasets: [{ label: "students", data: labels.map(() => 0), backgroundColor: colors }] },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        plugins: { legend: { display: false } },
+        scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
+      },
+    });
+    if (timelineChart) timelineChart.destroy();
+    timelineChart = new Chart(document.getElementById("timeline-chart"), {
+      type: "line",
+      data: {
+        labels: [],
+        datasets: labels.map(function (label, i) {
+          return {
+            label: label,
+            data: [],
+            borderColor: colorOf(label),
+            backgroundColor: colorOf(label) + "99",
+            fill: i === 0 ? "origin" : "-1",
+            pointRadius: 0,
+            borderWidth: 1,
+            tension: 0.2,
+          };
+        }),
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false },
+        scales: {
+          x: { ticks: { maxTicksLimit: 6, autoSkip: true } },
+          y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
+        },
+        plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      },
+    });
+  }
+
+  function scheduleDistribution() {
+    if (distributionPending) return;
+    distributionPending = true;
+    // Many updates per second arrive in a full class: redraw at most once per frame.
+    requestAnimationFrame(function () {
+      distributionPending = false;
+      const c = classCounts();
+      document.getElementById("uncertain-count").textContent = String(c.uncertain);
+      document.getElementById("noface-count").textContent = String(c.noFace);
+      if (distributionChart) {
+        distributionChart.data.datasets[0].data = labels.map((label) => c.counts[label]);
+        distributionChart.update("none");
+      }
+    });
+  }
+
+  function sampleTimeline() {
+    if (!timelineChart) return;
+    const c = classCounts();
+    const data = timelineChart.data;
+    data.labels.push(new Date().toLocaleTimeString());
+    data.datasets.forEach(function (ds) {
+      ds.data.push(c.counts[ds.label] || 0);
+    });
+    if (data.labels.length > TIMELINE_POINTS) {
+      data.labels.shift();
+      data.datasets.forEach((ds) => ds.data.shift());
+    }
+    timelineChart.update("none");
+  }
+
+  // --- live socket ---------------------------------------------------------------------------
+  const retry = CP.backoff(1000, 30000);
+  let socket = null;
+  let retryTimer = null;
+  let countdownTimer = null;
+  let closedForGood = false;
+
+  function setConn(state, text) {
+    connState.dataset.state = state;
+    connState.textContent = text;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    clearInterval(countdownTimer);
+    retryTimer = null;
+    setConn("connecting", "connecting…");
+    const ws = new WebSocket(CP.wsUrl("/ws/sessions/" + encodeURIComponent(sessionId) + "/live"));
+    socket = ws;
+    ws.onopen = function () {
+      setConn("open", "live");
+    };
+    ws.onmessage = function (event) {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (err) {
+        return;
+      }
+      if (msg.type === "snapshot") {
+        retry.reset(); // only a connection that delivered data counts as recovered
+        applySnapshot(msg);
+      } else if (msg.type === "student" || msg.type === "presence") {
+        applyUpdate(msg);
+      } else if (msg.type === "error") {
+        CP.setError(errorBox, msg.message || "Server error.");
+      }
+    };
+    ws.onclose = function (event) {
+      if (socket !== ws) return;
+      socket = null;
+      if (event.code === 4401) {
+        CP.toLogin();
+        return;
+      }
+      if (event.code === 4403 || event.code === 4404) {
+        closedForGood = true;
+        setConn("closed", "no access");
+        CP.setError(errorBox, event.code === 4403
+          ? "You don't have access to this session's live data."
+          : "This session doesn't exist.");
+        return;
+      }
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    const delay = retry.next();
+    const due = Date.now() + delay;
+    const tick = function () {
+      const s = Math.max(0, Math.ceil((due - Date.now()) / 1000));
+      setConn("reconnecting", "disconnected — retrying in " + s + " s");
+    };
+    tick();
+    countdownTimer = setInterval(tick, 1000);
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  // Back online: don't sit out the rest of a long backoff.
+  window.addEventListener("online", function () {
+    if (!socket && !closedForGood && retryTimer) {
+      retry.reset();
+      connect();
+    }
+  });
+
+  // --- session details, join link and QR -----------------------------------------------------
+  async function loadSession() {
+    let result;
+    try {
+      result = await CP.teacherApi(sessionPath);
+    } catch (err) {
+      CP.setError(errorBox, "Can't reach the server.");
+      return true; // the socket's backoff takes over
+    }
+    if (!result) return false;
+    if (result.status === 403 || result.status === 404) {
+      CP.setError(errorBox, result.status === 404 ? "This session doesn't exist." : "This session isn't yours.");
+      setConn("closed", "no access");
+      return false;
+    }
+    if (!result.ok) {
+      CP.setError(errorBox, CP.errorText(result, "Couldn't load the session."));
+      return true;
+    }
+    const s = result.data;
+    document.getElementById("session-title").textContent = s.title;
+    document.title = s.title + " · ClassPulse";
+    document.getElementById("session-meta").textContent =
+      "Started " + CP.formatTime(s.created_at, true) + (s.ended_at ? " · ended " + CP.formatTime(s.ended_at, true) : "");
+    const link = document.getElementById("join-link");
+    link.href = s.join_url;
+    link.textContent = s.join_url;
+    document.getElementById("copy-join").onclick = function (event) {
+      CP.copyText(s.join_url, event.currentTarget);
+    };
+    document.getElementById("show-qr").onclick = function () {
+      CP.showQr(s.join_url);
+    };
+    const qr = document.getElementById("join-qr");
+    qr.onload = function () {
+      qr.hidden = false;
+    };
+    qr.onerror = function () {
+      qr.hidden = true;
+    };
+    qr.src = "/qr.svg?data=" + encodeURIComponent(s.join_url);
+    if (s.ended_at) {
+      document.querySelector(".join-panel").hidden = true;
+    }
+    return true;
+  }
+
+  // --- history -------------------------------------------------------------------------------
+  function bucketKey(value) {
+    const t = typeof value === "number" ? value * 1000 : Date.parse(value);
+    return isNaN(t) ? String(value) : t;
+  }
+
+  function renderHistory(data) {
+    const histLabels = Array.isArray(data.labels) && data.labels.length ? data.labels : labels;
+    const columns = histLabels.concat(["uncertain"]);
+    const groups = new Map();
+    (data.buckets || []).forEach(function (b) {
+      const key = bucketKey(b.bucket_start);
+      let g = groups.get(key);
+      if (!g) {
+        g = { key: key, start: b.bucket_start, students: 0, frames: 0, withFace: 0, counts: {} };
+        columns.forEach((c) => (g.counts[c] = 0));
+        groups.set(key, g);
+      }
+      g.students += 1;
+      g.frames += b.frames || 0;
+      g.withFace += b.frames_with_face || 0;
+      if (b.dominant && b.dominant in g.counts) g.counts[b.dominant] += 1;
+    });
+    const rows = Array.from(groups.values()).sort(function (a, b) {
+      return typeof a.key === "number" && typeof b.key === "number" ? a.key - b.key : String(a.key).localeCompare(String(b.key));
+    });
+    const status = document.getElementById("history-status");
+    if (!rows.length) {
+      status.textContent = "No stored data for this session yet.";
+      return;
+    }
+    status.textContent = rows.length + " buckets of " + (data.bucket_seconds || "?") + " s.";
+
+    const table = document.getElementById("history-table");
+    const headRow = document.createElement("tr");
+    ["time", "students", "frames", "with face"].concat(columns).forEach(function (name) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = name;
+      headRow.appendChild(th);
+    });
+    table.tHead.replaceChildren(headRow);
+    const body = table.tBodies[0];
+    body.replaceChildren.apply(body, rows.map(function (g) {
+      const tr = document.createElement("tr");
+      [CP.formatTime(g.start), g.students, g.frames, g.withFace].concat(columns.map((c) => g.counts[c])).forEach(function (value) {
+        const td = document.createElement("td");
+        td.textContent = String(value);
+        tr.appendChild(td);
+      });
+      return tr;
+    }));
+    CP.show(document.getElementById("history-details"), true);
+
+    if (!chartsAvailable()) return;
+    CP.show(document.getElementById("history-chart-box"), true);
+    if (historyChart) historyChart.destroy();
+    historyChart = new Chart(document.getElementById("history-chart"), {
+      type: "bar",
+      data: {
+        labels: rows.map((g) => CP.formatTime(g.start)),
+        datasets: columns.map(function (label) {
+          return {
+            label: label,
+            data: rows.map((g) => g.counts[label]),
+            backgroundColor: label === "uncertain" ? "#bdbdbd" : colorOf(label),
+          };
+        }),
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+        plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      },
+    });
+  }
+
+  document.getElementById("load-history").addEventListener("click", async function (event) {
+    const button = event.currentTarget;
+    const status = document.getElementById("history-status");
+    button.disabled = true;
+    status.textContent = "Loading…";
+    try {
+      const result = await CP.teacherApi(sessionPath + "/timeline");
+      if (!result) return;
+      if (!result.ok) {
+        status.textContent = CP.errorText(result, "Couldn't load the history (HTTP " + result.status + ").");
+        return;
+      }
+      renderHistory(result.data || {});
+      button.textContent = "Reload history";
+    } catch (err) {
+      status.textContent = "Can't reach the server.";
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // --- start ---------------------------------------------------------------------------------
+  setInterval(function () {
+    tiles.querySelectorAll(".ago").forEach(function (el) {
+      const t = Number(el.dataset.t);
+      if (t) el.textContent = CP.ago(t);
+    });
+  }, 1000);
+  setInterval(sampleTimeline, SAMPLE_MS);
+  setupCharts();
+  updateCount();
+  loadSession().then(function (go) {
+    if (go) connect();
+  });
+})();

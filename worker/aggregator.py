@@ -1,0 +1,251 @@
+"""The aggregator: results stream → per-student smoothing + time buckets → PostgreSQL + live.
+
+The only writer of emotion data. Each batch is folded into its buckets in ONE transaction that
+also records the batch's frame ids in ``applied_results``; only frames not seen before are
+added, so a replay (a crash between commit and XACK, a reclaimed batch) never double-counts.
+Results are acknowledged only after the commit; live updates are published after it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import redis
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from classpulse import contracts as c
+from classpulse.db import make_engine
+from classpulse.settings import Settings
+from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
+
+log = logging.getLogger(__name__)
+RECLAIM_IDLE_MS = 15_000
+
+APPLY_IDS = text(
+    "INSERT INTO applied_results (id) SELECT unnest(CAST(:ids AS text[])) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+KNOWN_STUDENTS = text(
+    "SELECT id::text FROM students WHERE id = ANY(CAST(:ids AS uuid[])) AND withdrawn_at IS NULL"
+)
+UPSERT_BUCKET = text(
+    """
+    INSERT INTO emotion_buckets
+        (session_id, student_id, bucket_start, frames, frames_with_face, prob_sums, updated_at)
+    VALUES (:session_id, :student_id, :bucket_start, :frames, :frames_with_face,
+            CAST(:prob_sums AS jsonb), now())
+    ON CONFLICT (session_id, student_id, bucket_start) DO UPDATE SET
+        frames = emotion_buckets.frames + excluded.frames,
+        frames_with_face = emotion_buckets.frames_with_face + excluded.frames_with_face,
+        prob_sums = cp_jsonb_add(emotion_buckets.prob_sums, excluded.prob_sums),
+        updated_at = now()
+    """
+)
+
+
+@dataclass
+class BucketDelta:
+    frames: int = 0
+    frames_with_face: int = 0
+    prob_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+@dataclass
+class StudentState:
+    """Exponentially smoothed probabilities of one student's recent faced frames."""
+
+    probs: np.ndarray | None = None
+    labels: tuple[str, ...] = ()
+    frames: int = 0
+
+
+def main_face(result: c.FrameResult) -> c.Face | None:
+    """The largest face is taken as the student's own (a sibling behind them is not)."""
+    faces = [f for f in result.faces if f.probs]
+    return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, r: redis.Redis, engine: Engine) -> None:
+        self.settings = settings
+        self.r = r
+        self.engine = engine
+        self.name = consumer_name("aggregator")
+        self.heartbeat = Heartbeat(r, c.AGGREGATOR_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
+        self.students: dict[str, StudentState] = {}
+        self._pending_own = True  # on start, first re-read what this name left unacknowledged
+        self._last_reclaim = 0.0
+
+    # --- reading ------------------------------------------------------------------------------
+    def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        count = 500
+        if self._pending_own:
+            resp = self.r.xreadgroup(c.AGGREGATOR_GROUP, self.name, {c.RESULTS_STREAM: "0"}, count=count)
+            entries = resp[0][1] if resp else []
+            if entries:
+                return entries
+            self._pending_own = False
+        now = time.monotonic()
+        if now - self._last_reclaim > 5.0:
+            self._last_reclaim = now
+            _, claimed, _ = self.r.xautoclaim(
+                c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, RECLAIM_IDLE_MS,
+                start_id="0-0", count=count,
+            )
+            claimed = [e for e in claimed if e[1]]
+            if claimed:
+                log.info("reclaimed %d results from a dead aggregator", len(claimed))
+                return claimed
+        resp = self.r.xreadgroup(
+            c.AGGREGATOR_GROUP, self.name, {c.RESULTS_STREAM: ">"}, count=count, block=200
+        )
+        return resp[0][1] if resp else []
+
+    # --- folding ------------------------------------------------------------------------------
+    def bucket_start(self, received_ms: float) -> datetime:
+        size = self.settings.bucket_seconds
+        return datetime.fromtimestamp((received_ms / 1000) // size * size, UTC)
+
+    def commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
+        """Fold new results into their buckets in one transaction; return the ones applied."""
+        if not results:
+            return []
+        with self.engine.begin() as conn:
+            fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})}
+            student_ids = list({r.student_id for r in results})
+            known = {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": student_ids})}
+            applied = [r for r in results if r.frame_id in fresh and r.student_id in known]
+            deltas: dict[tuple[str, str, datetime], BucketDelta] = defaultdict(BucketDelta)
+            for res in applied:
+                delta = deltas[(res.session_id, res.student_id, self.bucket_start(res.received_ms))]
+                delta.frames += 1
+                face = main_face(res)
+                if face is not None and face.probs:
+                    delta.frames_with_face += 1
+                    for label, p in face.probs.items():
+                        delta.prob_sums[label] += p
+            if deltas:
+                conn.execute(
+                    UPSERT_BUCKET,
+                    [
+                        {
+                            "session_id": s, "student_id": u, "bucket_start": b,
+                            "frames": d.frames, "frames_with_face": d.frames_with_face,
+                            "prob_sums": msgspec.json.encode(dict(d.prob_sums)).decode(),
+                        }
+                        for (s, u, b), d in deltas.items()
+                    ],
+                )
+        return applied
+
+    # --- live ---------------------------------------------------------------------------------
+    def live_update(self, res: c.FrameResult) -> c.LiveUpdate:
+        state = self.students.setdefault(res.student_id, StudentState())
+        state.frames += 1
+        face = main_face(res)
+        update = c.LiveUpdate(
+            type="student", session_id=res.session_id, student_id=res.student_id,
+            t=time.time(), faces=len(res.faces), frames=state.frames, received_ms=res.received_ms,
+        )
+        if face is None or not face.probs:
+            update.presence = "no_face" if not res.faces else "present"
+            return update
+        labels = tuple(face.probs)
+        p = np.fromiter(face.probs.values(), np.float64, len(labels))
+        if state.probs is None or state.labels != labels:
+            state.probs, state.labels = p, labels
+        else:
+            a = self.settings.smoothing_alpha
+            state.probs = a * p + (1 - a) * state.probs
+        k = int(np.argmax(state.probs))
+        update.confidence = round(float(state.probs[k]), 4)
+        update.emotion = labels[k] if update.confidence >= self.settings.uncertain_below else "uncertain"
+        update.probs = {label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)}
+        return update
+
+    def publish(self, applied: list[c.FrameResult]) -> None:
+        latest: dict[str, c.LiveUpdate] = {}
+        for res in sorted(applied, key=lambda r: r.received_ms):
+            latest[res.student_id] = self.live_update(res)
+        pipe = self.r.pipeline(transaction=False)
+        for update in latest.values():
+            payload = c.encoder.encode(update)
+            pipe.hset(c.snapshot_key(update.session_id), update.student_id, payload)
+            pipe.expire(c.snapshot_key(update.session_id), 24 * 3600)
+            pipe.publish(c.live_channel(update.session_id), payload)
+        pipe.execute()
+
+    # --- loop ---------------------------------------------------------------------------------
+    def handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        results, bad = [], 0
+        for _, fields in entries:
+            try:
+                res = c.result_decoder.decode(fields[c.R_DATA])
+                uuid.UUID(res.session_id), uuid.UUID(res.student_id)
+                results.append(res)
+            except (KeyError, msgspec.DecodeError, ValueError):
+                bad += 1
+        applied = self.commit(results)
+        self.publish(applied)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xack(c.RESULTS_STREAM, c.AGGREGATOR_GROUP, *[e[0] for e in entries])
+        pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
+        if len(results) - len(applied):
+            pipe.hincrby(c.STATS_KEY, "aggregator.skipped", len(results) - len(applied))
+        if bad:
+            pipe.hincrby(c.STATS_KEY, "aggregator.malformed", bad)
+        pipe.execute()
+        return len(applied)
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = Backoff()
+        ready = False
+        batch: list = []
+        while not stop.is_set():
+            try:
+                if not ready:
+                    ensure_group(self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
+                    ready = True
+                self.heartbeat.beat()
+                if not batch:  # a batch whose commit failed is retried as is
+                    batch = self.read_batch()
+                if batch:
+                    self.handle(batch)
+                    batch = []
+                backoff.reset()
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                ready, batch = False, []
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ready = False
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                backoff.wait(stop)
+            except (OperationalError, DBAPIError) as exc:
+                if not getattr(exc, "connection_invalidated", False) and not isinstance(exc, OperationalError):
+                    raise
+                log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, backoff.delay)
+                backoff.wait(stop)
+        self.heartbeat.clear()
+        log.info("aggregator %s stopped", self.name)
+
+
+def main(settings: Settings) -> int:
+    if not settings.redis_url or not settings.database_url:
+        raise SystemExit("CLASSPULSE_DATABASE_URL and CLASSPULSE_REDIS_URL must be set (or use `classpulse run`)")
+    stop = stop_on_signals()
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    engine = make_engine(settings.database_url, pool_size=2)
+    Aggregator(settings, r, engine).run(stop)
+    engine.dispose()
+    return 0

@@ -1,0 +1,161 @@
+"""Frame → faces → emotions: the inference core shared by the live worker and `analyze`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from classpulse.settings import Settings
+from worker.classifier import EmotionClassifier
+from worker.detector import Detection, FaceDetector
+from worker.runtime import OnnxModel
+
+# Refuse frames whose header claims more pixels than this before decoding them: a tiny JPEG
+# can declare 65535×65535 and make imdecode allocate gigabytes (a decompression bomb).
+MAX_FRAME_PIXELS = 4096 * 4096
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+class BadFrame(ValueError):
+    """A frame that cannot be analysed; ``reason`` is a short counter label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def jpeg_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's SOF header without decoding; BadFrame if there is none."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        raise BadFrame("not_jpeg", "not a JPEG (no SOI marker)")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise BadFrame("corrupt", f"JPEG marker expected at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS and i + 9 <= n:
+            h = int.from_bytes(data[i + 5 : i + 7], "big")
+            w = int.from_bytes(data[i + 7 : i + 9], "big")
+            return w, h
+        if marker in (0xDA, 0xD9) or length < 2:
+            break
+        i += 2 + length
+    raise BadFrame("corrupt", "JPEG has no frame header")
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """Decode a JPEG frame to BGR after checking its declared size; BadFrame on any problem."""
+    w, h = jpeg_dimensions(data)
+    if w < 16 or h < 16:
+        raise BadFrame("too_small", f"frame of {w}×{h} pixels is too small to analyse")
+    if w * h > MAX_FRAME_PIXELS:
+        raise BadFrame("too_large", f"frame of {w}×{h} pixels exceeds the limit")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadFrame("corrupt", "JPEG could not be decoded")
+    return image
+
+
+@dataclass(slots=True)
+class FaceResult:
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    score: float
+    keypoints: np.ndarray
+    probs: np.ndarray | None = None  # in FramePipeline.labels order; None when emotion is off
+
+
+@dataclass
+class Timings:
+    detect_ms: float = 0.0
+    classify_ms: float = 0.0
+    faces: int = 0
+
+
+class FramePipeline:
+    """Detects faces in BGR frames and classifies all faces of a batch of frames in one call."""
+
+    def __init__(self, detector: FaceDetector, classifier: EmotionClassifier | None) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        # On the CPU, batching the detector across frames did not pay (DESIGN.md); on a GPU it does.
+        self.batch_detector = detector.model.uses_gpu
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, emotion: bool = True) -> FramePipeline:
+        common = dict(
+            providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+            require_gpu=settings.require_gpu,
+        )
+        detector = FaceDetector(
+            OnnxModel(settings.detector_model_path, **common),
+            score_threshold=settings.detector_score_threshold,
+            iou_threshold=settings.detector_iou_threshold,
+            min_face_size=settings.min_face_size,
+            max_faces=settings.max_faces,
+        )
+        classifier = None
+        if emotion:
+            paths = [settings.emotion_model_path, *settings.extra_emotion_models]
+            classifier = EmotionClassifier(
+                [OnnxModel(p, **common) for p in paths],
+                crop_scale=settings.crop_scale,
+                flip_average=settings.flip_average,
+            )
+        return cls(detector, classifier)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.classifier.labels if self.classifier else ()
+
+    @property
+    def versions(self) -> dict[str, str]:
+        c = self.detector.model.contract
+        out = {"detector": f"{c.name}@{c.version}"}
+        if self.classifier:
+            out["emotion"] = self.classifier.version
+        return out
+
+    def analyze(
+        self, frames: list[np.ndarray], emotion: list[bool] | None = None
+    ) -> tuple[list[list[FaceResult]], Timings]:
+        """Faces per frame; ``emotion[i]`` False skips classification for frame i."""
+        timings = Timings()
+        t0 = time.perf_counter()
+        if self.batch_detector:
+            detections = self.detector.detect_batch(frames)
+        else:
+            detections = [self.detector.detect(f) for f in frames]
+        t1 = time.perf_counter()
+        timings.detect_ms = (t1 - t0) * 1000
+        results = [[_face(d) for d in dets] for dets in detections]
+        timings.faces = sum(len(r) for r in results)
+        if self.classifier is not None and timings.faces:
+            crops, owners = [], []
+            for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
+                if not dets or (emotion is not None and not emotion[i]):
+                    continue
+                grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                crops.append(self.classifier.crops(grey, [d.box for d in dets]))
+                owners.extend((i, j) for j in range(len(dets)))
+            if crops:
+                probs = self.classifier.classify_crops(np.concatenate(crops))
+                for (i, j), p in zip(owners, probs, strict=True):
+                    results[i][j].probs = p
+            timings.classify_ms = (time.perf_counter() - t1) * 1000
+        return results, timings
+
+
+def _face(d: Detection) -> FaceResult:
+    x, y, w, h = d.box
+    return FaceResult((round(x), round(y), round(w), round(h)), d.score, d.keypoints)

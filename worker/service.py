@@ -1,0 +1,194 @@
+"""The inference worker: frames stream → FramePipeline → results stream.
+
+A plain loop (arq style): read a batch through the consumer group, drop stale frames, decode,
+detect, classify all faces of the batch in one call, then write the results and acknowledge
+the frames in one MULTI/EXEC so a crash can never leave a frame both answered and pending.
+Frames that a dead worker left pending are reclaimed with XAUTOCLAIM; a malformed frame is
+counted and acknowledged, never fatal. No database, no FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import redis
+
+from classpulse import contracts as c
+from classpulse.settings import Settings
+from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
+from worker.pipeline import BadFrame, FramePipeline, decode_jpeg
+
+log = logging.getLogger(__name__)
+RECLAIM_EVERY_S = 5.0
+RECLAIM_IDLE_MS = 10_000  # a frame pending this long belongs to a worker that died or hung
+
+
+@dataclass(slots=True)
+class Frame:
+    entry_id: str
+    session_id: str
+    student_id: str
+    seq: int
+    received_ms: float
+    emotion: bool
+    image: np.ndarray
+
+
+class InferenceWorker:
+    def __init__(self, settings: Settings, r: redis.Redis, pipeline: FramePipeline) -> None:
+        self.settings = settings
+        self.r = r
+        self.pipeline = pipeline
+        self.name = consumer_name("worker")
+        self.heartbeat = Heartbeat(r, c.WORKER_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
+        self._last_reclaim = 0.0
+
+    def setup(self) -> None:
+        ensure_group(self.r, c.FRAMES_STREAM, c.WORKER_GROUP)
+        labels = msgspec.json.encode(list(self.pipeline.labels)).decode()
+        self.r.hset(c.MODEL_INFO_KEY, mapping={"labels": labels, **self.pipeline.versions})
+        self.heartbeat.last = 0.0
+        self.heartbeat.beat()
+
+    def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        entries: list = []
+        now = time.monotonic()
+        if now - self._last_reclaim > RECLAIM_EVERY_S:
+            self._last_reclaim = now
+            _, claimed, _ = self.r.xautoclaim(
+                c.FRAMES_STREAM, c.WORKER_GROUP, self.name, RECLAIM_IDLE_MS,
+                start_id="0-0", count=self.settings.worker_batch_size,
+            )
+            entries = [e for e in claimed if e[1]]  # deleted (trimmed) entries come back empty
+            if claimed:
+                log.info("reclaimed %d pending frames from dead consumers", len(claimed))
+        if not entries:
+            resp = self.r.xreadgroup(
+                c.WORKER_GROUP, self.name, {c.FRAMES_STREAM: ">"},
+                count=self.settings.worker_batch_size, block=500,
+            )
+            entries = resp[0][1] if resp else []
+        return entries
+
+    def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        """Analyse one batch; returns how many results were written."""
+        counters: dict[str, int] = {}
+        frames: list[Frame] = []
+        now_ms = time.time() * 1000
+        t0 = time.perf_counter()
+        for entry_id, fields in entries:
+            try:
+                frame = self._parse(entry_id, fields, now_ms)
+            except BadFrame as exc:
+                counters[f"worker.dropped.{exc.reason}"] = counters.get(f"worker.dropped.{exc.reason}", 0) + 1
+                log.debug("dropped frame %s: %s", entry_id, exc)
+                continue
+            frames.append(frame)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        results, timings = self.pipeline.analyze(
+            [f.image for f in frames], emotion=[f.emotion for f in frames]
+        )
+        labels = self.pipeline.labels
+        versions = self.pipeline.versions
+        per_frame = {
+            "decode": round(decode_ms / max(1, len(entries)), 3),
+            "detect": round(timings.detect_ms / max(1, len(frames)), 3),
+            "classify": round(timings.classify_ms / max(1, len(frames)), 3),
+        }
+        done_ms = time.time() * 1000
+        pipe = self.r.pipeline(transaction=True)
+        for frame, faces in zip(frames, results, strict=True):
+            h, w = frame.image.shape[:2]
+            result = c.FrameResult(
+                frame_id=frame.entry_id,
+                session_id=frame.session_id,
+                student_id=frame.student_id,
+                seq=frame.seq,
+                received_ms=frame.received_ms,
+                processed_ms=done_ms,
+                width=w,
+                height=h,
+                faces=[
+                    c.Face(
+                        box=f.box,
+                        score=round(f.score, 4),
+                        probs=None if f.probs is None
+                        else {k: float(p) for k, p in zip(labels, f.probs, strict=True)},
+                    )
+                    for f in faces
+                ],
+                models=versions,
+                timings_ms=per_frame,
+            )
+            pipe.xadd(
+                c.RESULTS_STREAM, {c.R_DATA: c.encoder.encode(result)},
+                maxlen=self.settings.results_stream_maxlen, approximate=True,
+            )
+        if entries:
+            pipe.xack(c.FRAMES_STREAM, c.WORKER_GROUP, *[e[0] for e in entries])
+        counters["worker.processed"] = len(frames)
+        counters["worker.faces"] = timings.faces
+        for key, n in counters.items():
+            if n:
+                pipe.hincrby(c.STATS_KEY, key, n)
+        pipe.execute()
+        return len(frames)
+
+    def _parse(self, entry_id: bytes, fields: dict[bytes, bytes], now_ms: float) -> Frame:
+        try:
+            received_ms = float(fields[c.F_RECEIVED_MS])
+            session_id = fields[c.F_SESSION].decode()
+            student_id = fields[c.F_STUDENT].decode()
+            seq = int(fields.get(c.F_SEQ, b"0"))
+            jpeg = fields[c.F_JPEG]
+        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise BadFrame("malformed", f"malformed stream entry: {exc!r}") from exc
+        if now_ms - received_ms > self.settings.frame_max_age_ms:
+            raise BadFrame("stale", f"frame is {now_ms - received_ms:.0f} ms old")
+        return Frame(
+            entry_id=entry_id.decode(), session_id=session_id, student_id=student_id, seq=seq,
+            received_ms=received_ms, emotion=fields.get(c.F_EMOTION, b"1") == b"1",
+            image=decode_jpeg(jpeg),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = Backoff()
+        ready = False
+        while not stop.is_set():
+            try:
+                if not ready:
+                    self.setup()
+                    ready = True
+                    log.info("worker %s ready on %s", self.name, ", ".join(
+                        self.pipeline.detector.model.providers))
+                self.heartbeat.beat()
+                entries = self.read_batch()
+                if entries:
+                    self.process(entries)
+                backoff.reset()
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
+                    ready = False
+                    continue
+                raise
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                ready = False
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
+                backoff.wait(stop)
+        self.heartbeat.clear()
+        log.info("worker %s stopped", self.name)
+
+
+def main(settings: Settings) -> int:
+    if not settings.redis_url:
+        raise SystemExit("CLASSPULSE_REDIS_URL is not set (or use `classpulse run`)")
+    stop = stop_on_signals()
+    pipeline = FramePipeline.from_settings(settings)
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    InferenceWorker(settings, r, pipeline).run(stop)
+    return 0
