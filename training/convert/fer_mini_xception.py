@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,14 +161,17 @@ def semantic_names(layers: list[Layer]) -> dict[str, str]:
         if len(add.inbound) != 2:
             raise ValueError(f"{add.name}: expected two inputs")
         pool = next((by_name[n] for n in add.inbound if by_name[n].cls == "MaxPooling2D"), None)
-        bn_short = next((by_name[n] for n in add.inbound if by_name[n].cls == "BatchNormalization"),
-                        None)
+        bn_short = next(
+            (by_name[n] for n in add.inbound if by_name[n].cls == "BatchNormalization"), None
+        )
         if pool is None or bn_short is None:
             raise ValueError(f"{add.name}: expected max-pool + batch-norm shortcut inputs")
         shortcut = only_input(bn_short.name, "Conv2D")
         sep2 = only_input(only_input(pool.name, "BatchNormalization").name, "SeparableConv2D")
-        sep1 = only_input(only_input(only_input(sep2.name, "Activation").name,
-                                     "BatchNormalization").name, "SeparableConv2D")
+        sep1 = only_input(
+            only_input(only_input(sep2.name, "Activation").name, "BatchNormalization").name,
+            "SeparableConv2D",
+        )
         names[sep1.name] = f"block{i}.sep1"
         names[sep2.name] = f"block{i}.sep2"
         names[shortcut.name] = f"block{i}.shortcut"
@@ -235,8 +237,11 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
         model_config = h5.attrs["model_config"]
         layers = parse_config(model_config)
         names = semantic_names(layers)
-        weights = {layer.name: layer_weights(h5, layer.name) for layer in layers
-                   if layer.cls in ("Conv2D", "SeparableConv2D", "BatchNormalization")}
+        weights = {
+            layer.name: layer_weights(h5, layer.name)
+            for layer in layers
+            if layer.cls in ("Conv2D", "SeparableConv2D", "BatchNormalization")
+        }
 
     by_name = {layer.name: layer for layer in layers}
     nodes: list[Any] = []
@@ -250,8 +255,9 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
         inits.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
         return name
 
-    def conv_pads(layer: Layer, hw: tuple[int, int], k: tuple[int, int],
-                  s: tuple[int, int]) -> tuple[int, int, int, int]:
+    def conv_pads(
+        layer: Layer, hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
         if layer.config["padding"] == "valid":
             return 0, 0, 0, 0
         if layer.config["padding"] != "same":
@@ -285,10 +291,14 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
             _, h, w, c = cfg["batch_input_shape"]
             shape[layer.name] = (h, w, c)
             graph_input = helper.make_tensor_value_info(
-                "input", TensorProto.FLOAT, ["batch", h, w, c])
+                "input", TensorProto.FLOAT, ["batch", h, w, c]
+            )
             # The model is NHWC like Keras; ONNX Conv wants NCHW.
-            nodes.append(helper.make_node("Transpose", ["input"], ["input_nchw"],
-                                          perm=[0, 3, 1, 2], name="to_nchw"))
+            nodes.append(
+                helper.make_node(
+                    "Transpose", ["input"], ["input_nchw"], perm=[0, 3, 1, 2], name="to_nchw"
+                )
+            )
             tensor[layer.name] = "input_nchw"
         elif layer.cls in ("Conv2D", "SeparableConv2D"):
             check_activation(layer)
@@ -308,10 +318,18 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
                 dw = dk.transpose(2, 3, 0, 1).reshape(cin * mult, 1, k[0], k[1])
                 pw = wts["pointwise_kernel"].transpose(3, 2, 0, 1)  # (F, C*M, 1, 1)
                 dw_out = f"{prefix}.depthwise"
-                nodes.append(helper.make_node(
-                    "Conv", [x, init(f"{prefix}.depthwise.weight", dw)], [dw_out],
-                    name=f"{prefix}.depthwise", group=cin * mult, kernel_shape=list(k),
-                    strides=list(s), pads=list(pads)))
+                nodes.append(
+                    helper.make_node(
+                        "Conv",
+                        [x, init(f"{prefix}.depthwise.weight", dw)],
+                        [dw_out],
+                        name=f"{prefix}.depthwise",
+                        group=cin * mult,
+                        kernel_shape=list(k),
+                        strides=list(s),
+                        pads=list(pads),
+                    )
+                )
                 weight, x, kk, ss, pp, op = pw, dw_out, (1, 1), (1, 1), (0, 0, 0, 0), "pointwise"
             else:
                 weight, kk, ss, pp, op = wts["kernel"].transpose(3, 2, 0, 1), k, s, pads, None
@@ -321,9 +339,17 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
                 folded.add(bn.name)
             wname = f"{prefix}.{op}" if op else prefix
             out_name = bn.name if bn is not None else layer.name
-            nodes.append(helper.make_node(
-                "Conv", [x, init(f"{wname}.weight", weight), init(f"{wname}.bias", bias)],
-                [out_name], name=wname, kernel_shape=list(kk), strides=list(ss), pads=list(pp)))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [x, init(f"{wname}.weight", weight), init(f"{wname}.bias", bias)],
+                    [out_name],
+                    name=wname,
+                    kernel_shape=list(kk),
+                    strides=list(ss),
+                    pads=list(pp),
+                )
+            )
             tensor[layer.name] = out_name
             shape[layer.name] = (*o, weight.shape[0])
             if bn is not None:
@@ -338,8 +364,11 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
             elif act == "softmax":
                 if len(shape[src]) != 1:
                     raise ValueError(f"{layer.name}: softmax over a feature map")
-                nodes.append(helper.make_node("Softmax", [tensor[src]], [layer.name],
-                                              name=layer.name, axis=1))
+                nodes.append(
+                    helper.make_node(
+                        "Softmax", [tensor[src]], [layer.name], name=layer.name, axis=1
+                    )
+                )
             elif act != "linear":
                 raise ValueError(f"{layer.name}: activation {act!r}")
             tensor[layer.name] = layer.name if act != "linear" else tensor[src]
@@ -350,21 +379,43 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
             pads = conv_pads(layer, hw, k, s)
             o = record(layer, "MaxPool", hw, k, s, pads)
             # ONNX MaxPool ignores padded cells (= TF's -inf padding), asymmetric pads allowed.
-            nodes.append(helper.make_node("MaxPool", [tensor[src]], [layer.name], name=layer.name,
-                                          kernel_shape=list(k), strides=list(s), pads=list(pads)))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    [tensor[src]],
+                    [layer.name],
+                    name=layer.name,
+                    kernel_shape=list(k),
+                    strides=list(s),
+                    pads=list(pads),
+                )
+            )
             tensor[layer.name], shape[layer.name] = layer.name, (*o, shape[src][2])
         elif layer.cls == "Add":
             a, b = (shape[n] for n in layer.inbound)
             if a != b:
                 raise ValueError(f"{layer.name}: adding {a} and {b}")
-            nodes.append(helper.make_node("Add", [tensor[n] for n in layer.inbound], [layer.name],
-                                          name=layer.name))
+            nodes.append(
+                helper.make_node(
+                    "Add", [tensor[n] for n in layer.inbound], [layer.name], name=layer.name
+                )
+            )
             tensor[layer.name], shape[layer.name] = layer.name, a
         elif layer.cls == "GlobalAveragePooling2D":
-            nodes.append(helper.make_node("GlobalAveragePool", [tensor[src]],
-                                          [layer.name + "_4d"], name=layer.name))
-            nodes.append(helper.make_node("Flatten", [layer.name + "_4d"], [layer.name],
-                                          name=layer.name + "_flatten", axis=1))
+            nodes.append(
+                helper.make_node(
+                    "GlobalAveragePool", [tensor[src]], [layer.name + "_4d"], name=layer.name
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Flatten",
+                    [layer.name + "_4d"],
+                    [layer.name],
+                    name=layer.name + "_flatten",
+                    axis=1,
+                )
+            )
             tensor[layer.name], shape[layer.name] = layer.name, (shape[src][2],)
         else:
             raise ValueError(f"layer {layer.name}: {layer.cls} is not supported")
@@ -376,27 +427,37 @@ def build_model(h5_file: str | Path | io.BytesIO) -> tuple[Any, list[PadRecord]]
     final = tensor[last.name]
     for node in nodes:
         node.output[:] = ["probs" if t == final else t for t in node.output]
-    graph_output = helper.make_tensor_value_info("probs", TensorProto.FLOAT,
-                                                 ["batch", len(LABELS)])
-    graph = helper.make_graph(nodes, "mini_xception_fer2013", [graph_input], [graph_output],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="classpulse.training.convert",
-                              producer_version="1")
+    graph_output = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(LABELS)])
+    graph = helper.make_graph(
+        nodes, "mini_xception_fer2013", [graph_input], [graph_output], initializer=inits
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="classpulse.training.convert",
+        producer_version="1",
+    )
     model.ir_version = 8  # readable by onnxruntime >= 1.14
-    model.doc_string = (f"mini-Xception FER2013 from {SOURCE.spec} {SOURCE.member} "
-                        f"(sha256 {SOURCE.member_sha256}); BN folded, TF 'same' pads explicit.")
+    model.doc_string = (
+        f"mini-Xception FER2013 from {SOURCE.spec} {SOURCE.member} "
+        f"(sha256 {SOURCE.member_sha256}); BN folded, TF 'same' pads explicit."
+    )
     onnx.checker.check_model(model, full_check=True)
     return model, pads_used
 
 
 def pads_table(records: list[PadRecord]) -> str:
-    lines = ["| layer | op | input H×W | kernel | stride | pads (top, left, bottom, right) | "
-             "output H×W |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layer | op | input H×W | kernel | stride | pads (top, left, bottom, right) | "
+        "output H×W |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in records:
-        lines.append(f"| {r.layer} | {r.op} | {r.in_hw[0]}×{r.in_hw[1]} | "
-                     f"{r.kernel[0]}×{r.kernel[1]} | {r.stride[0]} | {r.pads} | "
-                     f"{r.out_hw[0]}×{r.out_hw[1]} |")
+        lines.append(
+            f"| {r.layer} | {r.op} | {r.in_hw[0]}×{r.in_hw[1]} | "
+            f"{r.kernel[0]}×{r.kernel[1]} | {r.stride[0]} | {r.pads} | "
+            f"{r.out_hw[0]}×{r.out_hw[1]} |"
+        )
     return "\n".join(lines)
 
 

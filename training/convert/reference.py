@@ -42,10 +42,20 @@ SEED = 20240611
 # Face boxes (x, y, size) in the 512×512 scikit-image pictures, found once by hand / Haar.
 FACES = {"astronaut": (177, 62, 100), "camera": (160, 68, 112)}
 # Non-face crops (image, x, y, size): backgrounds, objects, a cat.
-NON_FACES = [("camera", 330, 20, 120), ("camera", 20, 380, 100), ("astronaut", 380, 300, 120),
-             ("coffee", 150, 100, 200), ("chelsea", 140, 40, 160), ("rocket", 250, 100, 150),
-             ("brick", 100, 100, 200), ("coins", 50, 50, 120), ("moon", 200, 200, 150),
-             ("text", 20, 20, 100), ("grass", 0, 0, 256), ("page", 0, 0, 160)]
+NON_FACES = [
+    ("camera", 330, 20, 120),
+    ("camera", 20, 380, 100),
+    ("astronaut", 380, 300, 120),
+    ("coffee", 150, 100, 200),
+    ("chelsea", 140, 40, 160),
+    ("rocket", 250, 100, 150),
+    ("brick", 100, 100, 200),
+    ("coins", 50, 50, 120),
+    ("moon", 200, 200, 150),
+    ("text", 20, 20, 100),
+    ("grass", 0, 0, 256),
+    ("page", 0, 0, 160),
+]
 TOP_K = 256
 
 
@@ -57,8 +67,15 @@ def grey(image: np.ndarray) -> np.ndarray:
     return image @ np.array([0.299, 0.587, 0.114])
 
 
-def crop(image: np.ndarray, cx: float, cy: float, size: float, angle_deg: float = 0.0,
-         flip: bool = False, out: int = 64) -> np.ndarray:
+def crop(
+    image: np.ndarray,
+    cx: float,
+    cy: float,
+    size: float,
+    angle_deg: float = 0.0,
+    flip: bool = False,
+    out: int = 64,
+) -> np.ndarray:
     """Bilinear similarity-warped square crop (centre, side, rotation), float grey."""
     from skimage.transform import warp
 
@@ -78,8 +95,9 @@ def crop(image: np.ndarray, cx: float, cy: float, size: float, angle_deg: float 
         from skimage.filters import gaussian
 
         src = gaussian(image, sigma=(s - 1) / 2, preserve_range=True)
-    return warp(src, inverse_map, output_shape=(out, out), order=1, mode="edge",
-                preserve_range=True)
+    return warp(
+        src, inverse_map, output_shape=(out, out), order=1, mode="edge", preserve_range=True
+    )
 
 
 def face_crops(rng: np.random.Generator, per_face: int = 80) -> np.ndarray:
@@ -124,7 +142,7 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     small = resize(image, (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
     out = np.zeros((size, size, 3), np.uint8)
     top, left = (size - nh) // 2, (size - nw) // 2
-    out[top:top + nh, left:left + nw] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    out[top : top + nh, left : left + nw] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
     return out
 
 
@@ -135,10 +153,12 @@ def detector_scenes() -> list[np.ndarray]:
 
     astro, cam = data.astronaut(), np.repeat(data.camera()[..., None], 3, axis=2)
     collage = np.full((480, 640, 3), 90, np.uint8)
-    collage[40:280, 30:270] = np.rint(resize(astro, (240, 240), anti_aliasing=True,
-                                             preserve_range=True)).astype(np.uint8)
-    collage[200:440, 380:620] = np.rint(resize(cam[:, ::-1], (240, 240), anti_aliasing=True,
-                                               preserve_range=True)).astype(np.uint8)
+    collage[40:280, 30:270] = np.rint(
+        resize(astro, (240, 240), anti_aliasing=True, preserve_range=True)
+    ).astype(np.uint8)
+    collage[200:440, 380:620] = np.rint(
+        resize(cam[:, ::-1], (240, 240), anti_aliasing=True, preserve_range=True)
+    ).astype(np.uint8)
     return [astro, cam, collage, data.rocket()]
 
 
@@ -161,11 +181,17 @@ def main(argv: list[str] | None = None) -> None:
         model = keras.models.load_model(str(h5), compile=False)
         inputs = face_crops(rng)
         probs = model.predict(normalise(inputs)[..., None], batch_size=64, verbose=0)
-        np.savez_compressed(out / "mini_xception_keras.npz", inputs=inputs,
-                            probs=probs.astype(np.float32), source_sha256=src.member_sha256,
-                            runtime=f"keras {keras.__version__} / tensorflow {tf.__version__}")
-        print(f"mini-Xception: {len(inputs)} crops, top-1 histogram "
-              f"{np.bincount(probs.argmax(1), minlength=7).tolist()}")
+        np.savez_compressed(
+            out / "mini_xception_keras.npz",
+            inputs=inputs,
+            probs=probs.astype(np.float32),
+            source_sha256=src.member_sha256,
+            runtime=f"keras {keras.__version__} / tensorflow {tf.__version__}",
+        )
+        print(
+            f"mini-Xception: {len(inputs)} crops, top-1 histogram "
+            f"{np.bincount(probs.argmax(1), minlength=7).tolist()}"
+        )
 
         # --- BlazeFace, run by the TFLite interpreter from the original .tflite files.
         scenes = detector_scenes()
@@ -189,13 +215,19 @@ def main(argv: list[str] | None = None) -> None:
                 tops.append(top)
                 top_reg.append(reg[top])
             logits = np.stack(logits).astype(np.float32)
-            np.savez_compressed(out / f"blazeface_{variant}_tflite.npz", inputs=boxes,
-                                logits=logits, top_index=np.stack(tops),
-                                top_regressors=np.stack(top_reg).astype(np.float32),
-                                source_sha256=spec.source.member_sha256,
-                                runtime=f"tf.lite.Interpreter / tensorflow {tf.__version__}")
-            print(f"{variant}: max sigmoid score per scene "
-                  f"{np.round(1 / (1 + np.exp(-logits.max(1))), 3).tolist()}")
+            np.savez_compressed(
+                out / f"blazeface_{variant}_tflite.npz",
+                inputs=boxes,
+                logits=logits,
+                top_index=np.stack(tops),
+                top_regressors=np.stack(top_reg).astype(np.float32),
+                source_sha256=spec.source.member_sha256,
+                runtime=f"tf.lite.Interpreter / tensorflow {tf.__version__}",
+            )
+            print(
+                f"{variant}: max sigmoid score per scene "
+                f"{np.round(1 / (1 + np.exp(-logits.max(1))), 3).tolist()}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""Inference core benchmark: classifier faces/s by batch, per-frame pipeline cost, our overhead.
+
+    .venv/bin/python bench/bench_inference.py [--repeat 200] [--threads 1]
+
+Prints (all on the CPU unless onnxruntime-gpu is installed and a GPU is present):
+1. mini-Xception faces/s at batch 1, 8, 32, 128;
+2. the full per-frame pipeline (JPEG decode + detect + crop + classify), one face per frame,
+   at 320×240 and 640×480, in ms/frame (median);
+3. the ratio of the pipeline's time to the bare InferenceSession.run calls on the same inputs,
+   measured in the same run: the overhead our code adds (letterbox, decoding, NMS, crops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data as skdata
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classpulse.settings import REPO_ROOT  # noqa: E402
+from worker.classifier import EmotionClassifier  # noqa: E402
+from worker.detector import FaceDetector  # noqa: E402
+from worker.pipeline import FramePipeline, decode_jpeg  # noqa: E402
+from worker.runtime import OnnxModel  # noqa: E402
+
+MODELS = REPO_ROOT / "models"
+
+
+def median_ms(fn, repeat: int) -> float:
+    for _ in range(max(3, repeat // 10)):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def webcam_frame(width: int, height: int) -> np.ndarray:
+    """A webcam-like frame: the astronaut's head and shoulders filling about half the height."""
+    astro = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:400, 60:460]
+    side = int(height * 0.9)
+    frame = np.full((height, width, 3), 110, np.uint8)
+    x = (width - side) // 2
+    frame[height - side :, x : x + side] = cv2.resize(astro, (side, side))
+    return frame
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    kw = dict(providers=["cuda", "cpu"], intra_op_threads=args.threads)
+    det_model = OnnxModel(MODELS / "face_detection_full_range.onnx", **kw)
+    emo_model = OnnxModel(MODELS / "emotion_mini_xception.onnx", **kw)
+    detector = FaceDetector(det_model)
+    classifier = EmotionClassifier([emo_model])
+    pipeline = FramePipeline(detector, classifier)
+    print(f"providers: {det_model.providers}; intra-op threads: {args.threads}")
+
+    print("\n1. emotion classifier (mini-Xception), bare InferenceSession.run")
+    print(f"{'batch':>6} {'ms/batch':>9} {'ms/face':>8} {'faces/s':>9}")
+    rng = np.random.default_rng(0)
+    for n in (1, 8, 32, 128):
+        x = rng.uniform(-1, 1, (n, 64, 64, 1)).astype(np.float32)
+        ms = median_ms(lambda x=x: emo_model.session.run(None, {"input": x}), max(20, args.repeat // 4))
+        print(f"{n:>6} {ms:>9.3f} {ms / n:>8.3f} {n / ms * 1000:>9.0f}")
+
+    print("\n2-3. per-frame pipeline, one face per frame (median ms)")
+    print(f"{'frame':>8} {'decode':>7} {'pipeline':>9} {'+decode':>8} {'bare run':>9} {'ratio':>6} {'ratio+dec':>9}")
+    for w, h in ((320, 240), (640, 480)):
+        frame = webcam_frame(w, h)
+        jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+        (faces,), _ = pipeline.analyze([frame])
+        assert len(faces) == 1, f"expected one face at {w}×{h}, found {len(faces)}"
+        # The bare calls on the very inputs the pipeline feeds the models.
+        det_input = detector.preprocess(frame)[0][None]
+        if det_model.contract.layout == "NCHW":
+            det_input = np.ascontiguousarray(det_input.transpose(0, 3, 1, 2))
+        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        crops = classifier.crops(grey, [faces[0].box])
+        emo_input = ((crops.astype(np.float32) - 127.5) / 127.5)[..., None]
+
+        def bare() -> None:
+            det_model.session.run(None, {"input": det_input})
+            emo_model.session.run(None, {"input": emo_input})
+
+        decode = median_ms(lambda: decode_jpeg(jpeg), args.repeat)
+        full = median_ms(lambda: pipeline.analyze([decode_jpeg(jpeg)]), args.repeat)
+        only = median_ms(lambda: pipeline.analyze([frame]), args.repeat)
+        bare_ms = median_ms(bare, args.repeat)
+        print(f"{w}x{h:<4} {decode:>7.3f} {only:>9.3f} {full:>8.3f} {bare_ms:>9.3f} "
+              f"{only / bare_ms:>6.2f} {full / bare_ms:>9.2f}")
+
+    print("\n4. options (640×480, one face): cost before making them default")
+    frame = webcam_frame(640, 480)
+    base = median_ms(lambda: pipeline.analyze([frame]), args.repeat)
+    flip = FramePipeline(detector, EmotionClassifier([emo_model], flip_average=True))
+    flip_ms = median_ms(lambda: flip.analyze([frame]), args.repeat)
+    print(f"  default {base:.3f} ms; flip-averaging {flip_ms:.3f} ms ({flip_ms / base:.2f}×)")
+    big = MODELS / "emotion_big_xception.onnx"
+    if big.exists():
+        ens = FramePipeline(detector, EmotionClassifier([emo_model, OnnxModel(big, **kw)]))
+        ens_ms = median_ms(lambda: ens.analyze([frame]), args.repeat)
+        print(f"  ensemble with big-Xception {ens_ms:.3f} ms ({ens_ms / base:.2f}×)")
+    short = FramePipeline(FaceDetector(OnnxModel(MODELS / "face_detection_short_range.onnx", **kw)), classifier)
+    short_ms = median_ms(lambda: short.analyze([frame]), args.repeat)
+    print(f"  short-range detector {short_ms:.3f} ms ({short_ms / base:.2f}×)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
