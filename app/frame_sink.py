@@ -91,7 +91,9 @@ class FrameSink:
         try:
             replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
-            log.warning("frame writer: Redis write failed (%s); dropping %d frames", exc, len(batch))
+            log.warning(
+                "frame writer: Redis write failed (%s); dropping %d frames", exc, len(batch)
+            )
             self._down_until = time.monotonic() + DOWN_HOLD_S
             replies = [exc] * len(batch)
         for frame, reply in zip(batch, replies, strict=True):

@@ -56,7 +56,9 @@ async def _pipeline_registry(redis: Redis) -> CollectorRegistry:
     # The worker and aggregator keep their counters in one Redis hash so that any gateway can
     # expose them; read at scrape time rather than polled.
     pipeline = CounterMetricFamily(
-        "classpulse_pipeline", "Worker and aggregator counters (Redis hash cp:stats)", labels=["counter"]
+        "classpulse_pipeline",
+        "Worker and aggregator counters (Redis hash cp:stats)",
+        labels=["counter"],
     )
     workers = GaugeMetricFamily("classpulse_workers_alive", "Workers with a live heartbeat key")
     backlog = GaugeMetricFamily("classpulse_frames_stream_length", "Entries in the frames stream")
@@ -69,7 +71,7 @@ async def _pipeline_registry(redis: Redis) -> CollectorRegistry:
         return CollectorRegistry()
     for name, value in sorted(stats.items()):
         try:
-            pipeline.add_metric([name.decode()], float(value))
+            pipeline.add_metric([name.decode() if isinstance(name, bytes) else name], float(value))
         except ValueError:
             continue  # a non-numeric field is not a counter
     workers.add_metric([], alive)

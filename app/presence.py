@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from redis.asyncio import Redis
 
 from classpulse import contracts
@@ -23,7 +24,9 @@ async def publish_presence(
         presence=presence,
         display_name=display_name,
     )
-    data = contracts.encoder.encode(update)
+    # Every field, defaults included: LiveUpdate omits defaults, which would drop the very
+    # "presence": "present" this message exists to carry.
+    data = contracts.encoder.encode(msgspec.structs.asdict(update))
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(contracts.presence_key(session_id), student_id, data)
         pipe.expire(contracts.presence_key(session_id), PRESENCE_TTL_S)

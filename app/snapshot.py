@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from classpulse import contracts
 from classpulse.db import Student
-from starlette.concurrency import run_in_threadpool
 
 
 async def model_labels(redis: Redis) -> list[str] | None:

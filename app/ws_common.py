@@ -42,12 +42,17 @@ async def refuse(ws: WebSocket, code: int, reason: str) -> None:
 
 
 async def close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
-    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+    if (
+        ws.application_state == WebSocketState.CONNECTED
+        and ws.client_state == WebSocketState.CONNECTED
+    ):
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await ws.close(code, reason)
 
 
-async def run_pair(receiver: Callable[[], Awaitable[None]], sender: Callable[[], Awaitable[None]]) -> None:
+async def run_pair(
+    receiver: Callable[[], Awaitable[None]], sender: Callable[[], Awaitable[None]]
+) -> None:
     """Run a socket's receiver and sender together; when either ends, stop the other."""
 
     async with anyio.create_task_group() as tg:

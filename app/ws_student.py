@@ -24,6 +24,7 @@ from app.hub import DropOldestQueue
 from app.presence import publish_presence
 from app.resources import Resources
 from app.routes.join import withdraw_student
+from classpulse import contracts
 from classpulse.db import ClassSession, Student
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ class StudentSocket:
 
     async def presence(self, state: str) -> None:
         try:
-            await publish_presence(self.res.redis, self.session_id, self.student_id, state, self.display_name)
+            await publish_presence(
+                self.res.redis, self.session_id, self.student_id, state, self.display_name
+            )
         except RedisError as exc:  # the dashboard misses one presence change; frames still flow
             log.warning("student socket: cannot publish presence %s: %s", state, exc)
 
@@ -168,14 +171,22 @@ class StudentSocket:
             if isinstance(item, str):
                 await self.ws.send_text(item)
                 continue
-            update = msgspec.json.decode(item)  # from the hub: about this student or the session
-            if update.get("type") == "session_ended":
-                await self.ws.send_text(item.decode())
-                await wsc.close(self.ws, wsc.FORBIDDEN, "session ended")
-                return
-            kind = update.pop("type", None)
-            await self.ws.send_text(msgspec.json.encode({"type": "self", "kind": kind, **update}).decode())
-            if kind == "presence" and update.get("presence") == "withdrawn":
+            try:
+                raw = msgspec.json.decode(item)  # from the hub: about this student or the session
+                if raw.get("type") == "session_ended":
+                    await self.ws.send_text(item.decode())
+                    await wsc.close(self.ws, wsc.FORBIDDEN, "session ended")
+                    return
+                update = msgspec.structs.asdict(msgspec.convert(raw, contracts.LiveUpdate))
+            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
+                log.warning("student socket: dropping a malformed live update")
+                continue
+            # Every field (defaults included) under type "self"; the update's own type as "kind".
+            kind = update.pop("type")
+            await self.ws.send_text(
+                msgspec.json.encode({"type": "self", "kind": kind, **update}).decode()
+            )
+            if kind == "presence" and update["presence"] == "withdrawn":
                 self.withdrawn = True  # e.g. withdrawn through the REST call from another tab
                 await wsc.close(self.ws, 1000, "withdrawn")
                 return
@@ -183,7 +194,7 @@ class StudentSocket:
 
 def _explain(msg: dict[str, Any]) -> str:
     if not msg:
-        return "text messages must be JSON objects with a \"type\"; frames are binary JPEG"
+        return 'text messages must be JSON objects with a "type"; frames are binary JPEG'
     if msg.get("type") == "camera":
         return 'camera messages need "state": "on" or "off"'
     return f"unknown message type {msg.get('type')!r}; expected camera, withdraw or ping"

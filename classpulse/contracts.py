@@ -94,6 +94,7 @@ class LiveUpdate(msgspec.Struct, omit_defaults=True):
     faces: int = 0
     frames: int = 0
     received_ms: float | None = None  # of the frame behind this update, for latency figures
+    seq: int | None = None  # the page's frame number behind this update
     display_name: str | None = None
     v: int = SCHEMA_VERSION
 

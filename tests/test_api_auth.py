@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from tests.test_gateway_helpers import PASSWORD, bearer, client_for, join, make_user, new_session
 
 from app.auth import create_student_token
+from tests.test_gateway_helpers import PASSWORD, bearer, client_for, join, make_user, new_session
 
 PROTECTED = [
     ("GET", "/api/auth/me"),
@@ -26,7 +26,9 @@ PROTECTED = [
 def test_login_sets_token_and_cookie(settings):
     make_user(settings, "t@school.example")
     with client_for(settings) as client:
-        r = client.post("/api/auth/login", json={"email": " T@School.example ", "password": PASSWORD})
+        r = client.post(
+            "/api/auth/login", json={"email": " T@School.example ", "password": PASSWORD}
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["token_type"] == "bearer" and body["expires_in"] == settings.access_token_ttl_s
@@ -42,7 +44,12 @@ def test_login_sets_token_and_cookie(settings):
         # Cookie-authenticated writes need the CSRF header; bearer-authenticated ones don't.
         r = client.post("/api/sessions", json={"title": "x"})
         assert r.status_code == 403 and "X-ClassPulse-CSRF" in r.json()["detail"]
-        assert client.post("/api/sessions", json={"title": "x"}, headers={"X-ClassPulse-CSRF": "1"}).status_code == 201
+        assert (
+            client.post(
+                "/api/sessions", json={"title": "x"}, headers={"X-ClassPulse-CSRF": "1"}
+            ).status_code
+            == 201
+        )
 
         assert client.post("/api/auth/logout").status_code == 204
         assert client.get("/api/auth/me").status_code == 401
@@ -53,7 +60,9 @@ def test_bad_credentials_then_rate_limited(settings):
     make_user(settings, "t@school.example")
     with client_for(settings) as client:
         for _ in range(3):
-            r = client.post("/api/auth/login", json={"email": "t@school.example", "password": "wrong password"})
+            r = client.post(
+                "/api/auth/login", json={"email": "t@school.example", "password": "wrong password"}
+            )
             assert r.status_code == 401 and r.json()["detail"] == "wrong email or password"
         r = client.post("/api/auth/login", json={"email": "t@school.example", "password": PASSWORD})
         assert r.status_code == 429
@@ -65,7 +74,9 @@ def test_bad_credentials_then_rate_limited(settings):
 
 def test_unknown_email_is_401(settings):
     with client_for(settings) as client:
-        r = client.post("/api/auth/login", json={"email": "nobody@school.example", "password": PASSWORD})
+        r = client.post(
+            "/api/auth/login", json={"email": "nobody@school.example", "password": PASSWORD}
+        )
         assert r.status_code == 401
 
 
@@ -78,7 +89,10 @@ def test_no_token_no_data(settings):
             assert r.status_code == 401, (method, path, r.text)
             assert r.json()["detail"].startswith("not authenticated")
             bad = {"Authorization": "Bearer not-a-token"}
-            assert client.request(method, path.format(sid=sid), json={}, headers=bad).status_code == 401
+            assert (
+                client.request(method, path.format(sid=sid), json={}, headers=bad).status_code
+                == 401
+            )
 
 
 def test_student_token_cannot_use_teacher_api(settings):
@@ -108,18 +122,31 @@ def test_other_secret_is_refused(settings):
 @pytest.mark.parametrize("role", ["teacher", "admin"])
 def test_admin_manages_users(settings, role):
     caller = make_user(settings, "caller@school.example", role)
-    new = {"email": "new@school.example", "password": "long enough password", "role": "teacher", "display_name": "Ms New"}
+    new = {
+        "email": "new@school.example",
+        "password": "long enough password",
+        "role": "teacher",
+        "display_name": "Ms New",
+    }
     with client_for(settings) as client:
         r = client.post("/api/admin/users", json=new, headers=bearer(settings, caller, role))
         if role == "teacher":
             assert r.status_code == 403 and r.json()["detail"] == "administrators only"
-            assert client.get("/api/admin/users", headers=bearer(settings, caller)).status_code == 403
+            assert (
+                client.get("/api/admin/users", headers=bearer(settings, caller)).status_code == 403
+            )
             return
         assert r.status_code == 201 and r.json()["display_name"] == "Ms New"
         again = client.post("/api/admin/users", json=new, headers=bearer(settings, caller, role))
         assert again.status_code == 409
-        weak = client.post("/api/admin/users", json={**new, "email": "b@x.example", "password": "short"},
-                           headers=bearer(settings, caller, role))
+        weak = client.post(
+            "/api/admin/users",
+            json={**new, "email": "b@x.example", "password": "short"},
+            headers=bearer(settings, caller, role),
+        )
         assert weak.status_code == 400 and "at least" in weak.json()["detail"]
-        emails = [u["email"] for u in client.get("/api/admin/users", headers=bearer(settings, caller, role)).json()]
+        emails = [
+            u["email"]
+            for u in client.get("/api/admin/users", headers=bearer(settings, caller, role)).json()
+        ]
         assert emails == ["caller@school.example", "new@school.example"]

@@ -23,11 +23,12 @@ MODELS = ROOT / "models"
 REF = Path(__file__).resolve().parent / "data" / "reference"
 
 CLASSIFIER = "emotion_mini_xception.onnx"
+BIG = "emotion_big_xception.onnx"
 DETECTORS = {
     "face_detection_full_range.onnx": ("full_range", 192, 2304),
     "face_detection_short_range.onnx": ("short_range", 128, 896),
 }
-ALL = [CLASSIFIER, *DETECTORS]
+ALL = [CLASSIFIER, BIG, *DETECTORS]
 
 
 def _session(name: str) -> ort.InferenceSession:
@@ -69,8 +70,9 @@ def test_model_loads_with_contract(sessions, name):
     assert "://" not in repr(c.source)  # provenance names packages, not hosts
 
 
-def test_classifier_contract(sessions):
-    sess = sessions[CLASSIFIER]
+@pytest.mark.parametrize("name", [CLASSIFIER, BIG])
+def test_classifier_contract(sessions, name):
+    sess = sessions[name]
     c = _contract(sess)
     assert c.kind == "emotion_classifier" and c.output == "probabilities"
     assert c.labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -135,6 +137,22 @@ def test_mini_xception_dynamic_batch(sessions):
         part = sess.run(["probs"], {"input": x[:n]})[0]
         np.testing.assert_allclose(part, full[:n], rtol=0, atol=1e-6)
     np.testing.assert_allclose(full.sum(1), 1.0, atol=1e-5)
+
+
+def test_big_xception_matches_tfjs(sessions):
+    sess = sessions[BIG]
+    c = _contract(sess)
+    ref = np.load(REF / "big_xception_tfjs.npz")
+    assert str(ref["source_sha256"]) == c.source["sha256"]
+    assert str(ref["weights_sha256"]) == c.source["weights_sha256"]
+    # Same crops as the mini-Xception reference (stored once).
+    x = _normalise(np.load(REF / "mini_xception_keras.npz")["inputs"], c)[..., None]
+    probs = sess.run(["probs"], {"input": x})[0]
+    err = float(np.abs(probs - ref["probs"]).max())
+    assert err <= 1e-5, f"max |dp| {err:.3g}"
+    assert np.array_equal(probs.argmax(1), ref["probs"].argmax(1))
+    one = sess.run(["probs"], {"input": x[3:4]})[0]
+    np.testing.assert_allclose(one[0], probs[3], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))

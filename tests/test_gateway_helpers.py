@@ -36,7 +36,12 @@ def make_user(settings: Settings, email: str, role: str = "teacher") -> int:
     engine = make_engine(settings.database_url or "")
     try:
         with Session(engine) as db:
-            user = User(email=email, password_hash=_password_hash(), role=role, display_name=email.split("@")[0])
+            user = User(
+                email=email,
+                password_hash=_password_hash(),
+                role=role,
+                display_name=email.split("@")[0],
+            )
             db.add(user)
             db.commit()
             return user.id
@@ -56,7 +61,9 @@ def client_for(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def new_session(client: TestClient, headers: dict[str, str], title: str = "Maths 4B") -> dict[str, Any]:
+def new_session(
+    client: TestClient, headers: dict[str, str], title: str = "Maths 4B"
+) -> dict[str, Any]:
     r = client.post("/api/sessions", json={"title": title}, headers=headers)
     assert r.status_code == 201, r.text
     return r.json()
@@ -68,7 +75,9 @@ def join(client: TestClient, code: str, name: str = "Ada") -> dict[str, Any]:
     return r.json()
 
 
-def next_json(ws: WebSocketTestSession, match: Callable[[dict[str, Any]], bool], limit: int = 50) -> dict[str, Any]:
+def next_json(
+    ws: WebSocketTestSession, match: Callable[[dict[str, Any]], bool], limit: int = 50
+) -> dict[str, Any]:
     """The next message that matches, skipping others (presence echoes arrive in any order)."""
     for _ in range(limit):
         msg = ws.receive_json()

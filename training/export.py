@@ -87,8 +87,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, data: np.ndarray | None
     try:
         # The TorchScript exporter gives a plain, static graph with named initializers and
         # needs no onnxscript; the batch axis is the only dynamic one.
-        with warnings.catch_warnings():  # int(shape) in tf_same_max_pool: H, W are static
+        with warnings.catch_warnings():
+            # int(shape) in tf_same_max_pool is intended: H and W are static.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # The TorchScript exporter is deprecated since 2.9 but still in 2.13 (pinned); the
+            # dynamo one would need onnxscript and gives the same graph here.
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapped, (x[:2],), str(out), dynamo=False, opset_version=OPSET,
                 input_names=["input"], output_names=["probs"],

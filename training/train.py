@@ -73,7 +73,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
-    """Inverse class frequency, mean 1 over present classes; absent classes weigh 0."""
+    """Inverse class frequency (average weight per image 1); absent classes weigh 0."""
     counts = np.bincount(labels, minlength=len(LABELS)).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
     return torch.tensor(w, dtype=torch.float32)

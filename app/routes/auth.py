@@ -54,7 +54,11 @@ async def _count_attempt(redis: RedisDep, key: str) -> tuple[int, int]:
 
 @router.post("/login", response_model=LoginOut)
 async def login(
-    body: LoginIn, request: Request, response: Response, settings: SettingsDep, redis: RedisDep,
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    redis: RedisDep,
     db: DbSession,
 ) -> LoginOut:
     """Exchange email and password for an access token, also set as the `cp_access` cookie."""
@@ -64,7 +68,9 @@ async def login(
         # Count before checking the password so parallel guesses cannot all slip under the limit.
         counts = [await _count_attempt(redis, k) for k in (email_key, ip_key)]
     except RedisError as exc:
-        raise HTTPException(503, "login is unavailable: the rate limiter cannot reach Redis") from exc
+        raise HTTPException(
+            503, "login is unavailable: the rate limiter cannot reach Redis"
+        ) from exc
     limit = settings.login_attempts_per_minute
     over = [ttl for attempts, ttl in counts if attempts > limit]
     if over:
@@ -88,7 +94,9 @@ async def login(
         samesite="lax",
         secure=(settings.public_url or "").startswith("https://"),
     )
-    return LoginOut(access_token=token, expires_in=settings.access_token_ttl_s, user=UserOut.of(user))
+    return LoginOut(
+        access_token=token, expires_in=settings.access_token_ttl_s, user=UserOut.of(user)
+    )
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

@@ -70,7 +70,7 @@ def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinO
     if body.consent is not True:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            "consent is required: read the notice and send \"consent\": true to join",
+            'consent is required: read the notice and send "consent": true to join',
         )
     if body.consent_version is not None and body.consent_version != CONSENT_VERSION:
         raise HTTPException(
@@ -79,10 +79,15 @@ def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinO
         )
     name = " ".join(body.display_name.split())  # also folds newlines and runs of spaces
     if not 1 <= len(name) <= 80:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "display_name must have 1 to 80 characters")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "display_name must have 1 to 80 characters"
+        )
     session = open_session(db, code)
     student = Student(
-        session_id=session.id, display_name=name, consent_version=CONSENT_VERSION, consent_at=utcnow()
+        session_id=session.id,
+        display_name=name,
+        consent_version=CONSENT_VERSION,
+        consent_at=utcnow(),
     )
     db.add(student)
     db.commit()

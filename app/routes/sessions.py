@@ -79,8 +79,14 @@ def visible_session(db: Session, user: User, session_id: str) -> ClassSession:
 def _out(db: Session, settings: Settings, request: Request, s: ClassSession) -> SessionOut:
     count = db.scalar(select(func.count()).select_from(Student).where(Student.session_id == s.id))
     return SessionOut(
-        id=s.id, title=s.title, join_code=s.join_code, join_url=join_url(settings, request, s.join_code),
-        created_at=s.created_at, ended_at=s.ended_at, owner_id=s.owner_id, student_count=count or 0,
+        id=s.id,
+        title=s.title,
+        join_code=s.join_code,
+        join_url=join_url(settings, request, s.join_code),
+        created_at=s.created_at,
+        ended_at=s.ended_at,
+        owner_id=s.owner_id,
+        student_count=count or 0,
     )
 
 
@@ -90,7 +96,9 @@ def create_session(
 ) -> SessionOut:
     """Start a class session with a fresh join code."""
     for _ in range(10):  # a collision is a one-in-10**12 event; retry rather than fail
-        session = ClassSession(owner_id=user.id, title=body.title.strip(), join_code=new_join_code())
+        session = ClassSession(
+            owner_id=user.id, title=body.title.strip(), join_code=new_join_code()
+        )
         db.add(session)
         try:
             db.commit()
@@ -125,7 +133,11 @@ def get_session(
 
 @router.post("/{session_id}/end", response_model=SessionOut)
 async def end_session(
-    session_id: str, user: CurrentTeacher, db: DbSession, settings: SettingsDep, request: Request,
+    session_id: str,
+    user: CurrentTeacher,
+    db: DbSession,
+    settings: SettingsDep,
+    request: Request,
     redis: RedisDep,
 ) -> SessionOut:
     """End the session: no more joins or frames; connected students are told and disconnected."""

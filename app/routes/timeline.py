@@ -36,7 +36,9 @@ class TimelineOut(BaseModel):
     buckets: list[BucketOut]
 
 
-def _rows(db: Session, session_id: uuid.UUID, since: datetime | None) -> list[tuple[EmotionBucket, str]]:
+def _rows(
+    db: Session, session_id: uuid.UUID, since: datetime | None
+) -> list[tuple[EmotionBucket, str]]:
     query = (
         select(EmotionBucket, Student.display_name)
         .join(Student, Student.id == EmotionBucket.student_id)

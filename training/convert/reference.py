@@ -23,6 +23,14 @@ What it writes (npz, compressed, each well under 1 MB):
   interpreter (``tf.lite.Interpreter``, default CPU kernels incl. XNNPACK) on
   ``(x - 127.5) / 127.5``.
 
+* ``big_xception_tfjs.npz``: ``probs`` float32 (N, 7) of ``@vladmandic/human``'s emotion model
+  run by TensorFlow.js itself (``@tensorflow/tfjs`` 4.22.0, pure-JS CPU backend, under node) on
+  the SAME crops as ``mini_xception_keras.npz`` (inputs not stored twice). Needs ``--tfjs-dir``,
+  a folder where ``npm install @tensorflow/tfjs@4.22.0`` was run (node and npm on PATH)::
+
+      mkdir /tmp/tfjsref && (cd /tmp/tfjsref && npm init -y && npm install @tensorflow/tfjs@4.22.0)
+      /tmp/refvenv/bin/python -m training.convert.reference --tfjs-dir /tmp/tfjsref
+
 The ``sha256`` of every source file used is stored in each npz (``source_sha256``) so a test can
 tell which source the references belong to.
 """
@@ -35,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.convert import blazeface, fer_mini_xception
-from training.convert.common import fetch_member
+from training.convert import blazeface, fer_mini_xception, human_emotion
+from training.convert.common import fetch_archive, fetch_member, read_member
 
 SEED = 20240611
 # Face boxes (x, y, size) in the 512×512 scikit-image pictures, found once by hand / Haar.
@@ -162,36 +170,123 @@ def detector_scenes() -> list[np.ndarray]:
     return [astro, cam, collage, data.rocket()]
 
 
+TFJS_SCRIPT = r"""
+const fs = require('fs');
+const tf = require('@tensorflow/tfjs');
+const [graphPath, binPath, inPath, outPath, n] = process.argv.slice(2);
+(async () => {
+  await tf.setBackend('cpu');
+  const graph = JSON.parse(fs.readFileSync(graphPath, 'utf8'));
+  const bin = fs.readFileSync(binPath);
+  const weightData = bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.byteLength);
+  const model = await tf.loadGraphModel(tf.io.fromMemory({
+    modelTopology: graph.modelTopology, weightSpecs: graph.weightsManifest[0].weights,
+    weightData, format: graph.format, generatedBy: graph.generatedBy,
+    convertedBy: graph.convertedBy, userDefinedMetadata: graph.userDefinedMetadata}));
+  const raw = fs.readFileSync(inPath);
+  const x = tf.tensor4d(new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4),
+                        [Number(n), 64, 64, 1]);
+  const y = model.execute(x);
+  fs.writeFileSync(outPath, Buffer.from((await y.data()).buffer));
+  console.log('tfjs', tf.version.tfjs, 'backend', tf.getBackend());
+})();
+"""
+
+
+def tfjs_reference(inputs: np.ndarray, tfjs_dir: Path, tmp: Path) -> tuple[np.ndarray, str]:
+    """Run @vladmandic/human's emotion model in TensorFlow.js (node, CPU backend)."""
+    import os
+    import subprocess
+
+    src = human_emotion.SOURCE
+    archive = fetch_archive(src, tmp / "human")
+    (tmp / "emotion.json").write_bytes(read_member(archive, src.member))
+    (tmp / "emotion.bin").write_bytes(read_member(archive, human_emotion.BIN_MEMBER))
+    normalise(inputs).tofile(tmp / "x.f32")
+    (tmp / "run.js").write_text(TFJS_SCRIPT)
+    env = {**os.environ, "NODE_PATH": str(Path(tfjs_dir).resolve() / "node_modules")}
+    log = (
+        subprocess.run(
+            [
+                "node",
+                str(tmp / "run.js"),
+                str(tmp / "emotion.json"),
+                str(tmp / "emotion.bin"),
+                str(tmp / "x.f32"),
+                str(tmp / "y.f32"),
+                str(len(inputs)),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    return np.fromfile(tmp / "y.f32", dtype="<f4").reshape(len(inputs), 7), log
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Reference outputs from the original runtimes.")
     ap.add_argument("--out", default="tests/data/reference")
+    ap.add_argument("--tfjs-dir", help="folder with node_modules/@tensorflow/tfjs (big-Xception)")
+    ap.add_argument(
+        "--only",
+        choices=["mini", "blazeface", "big"],
+        action="append",
+        help="compute only these references (default: all available)",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    import keras
-    import tensorflow as tf
+    only = set(args.only or ["mini", "blazeface", "big"])
+    if "big" in only and not args.tfjs_dir:
+        print("big-Xception reference skipped: no --tfjs-dir")
+        only.discard("big")
 
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory(prefix="classpulse-ref-") as tmp:
         tmp = Path(tmp)
-        # --- mini-Xception, run by Keras from the original HDF5.
-        src = fer_mini_xception.SOURCE
-        h5 = fetch_member(src, tmp / "fer")
-        model = keras.models.load_model(str(h5), compile=False)
-        inputs = face_crops(rng)
-        probs = model.predict(normalise(inputs)[..., None], batch_size=64, verbose=0)
-        np.savez_compressed(
-            out / "mini_xception_keras.npz",
-            inputs=inputs,
-            probs=probs.astype(np.float32),
-            source_sha256=src.member_sha256,
-            runtime=f"keras {keras.__version__} / tensorflow {tf.__version__}",
-        )
-        print(
-            f"mini-Xception: {len(inputs)} crops, top-1 histogram "
-            f"{np.bincount(probs.argmax(1), minlength=7).tolist()}"
-        )
+        if "mini" in only:
+            # --- mini-Xception, run by Keras from the original HDF5.
+            import keras
+            import tensorflow as tf
+
+            src = fer_mini_xception.SOURCE
+            h5 = fetch_member(src, tmp / "fer")
+            model = keras.models.load_model(str(h5), compile=False)
+            inputs = face_crops(rng)
+            probs = model.predict(normalise(inputs)[..., None], batch_size=64, verbose=0)
+            np.savez_compressed(
+                out / "mini_xception_keras.npz",
+                inputs=inputs,
+                probs=probs.astype(np.float32),
+                source_sha256=src.member_sha256,
+                runtime=f"keras {keras.__version__} / tensorflow {tf.__version__}",
+            )
+            print(
+                f"mini-Xception: {len(inputs)} crops, top-1 histogram "
+                f"{np.bincount(probs.argmax(1), minlength=7).tolist()}"
+            )
+        if "big" in only:
+            # --- big-Xception, run by TensorFlow.js on the same crops.
+            inputs = np.load(out / "mini_xception_keras.npz")["inputs"]
+            probs, log = tfjs_reference(inputs, Path(args.tfjs_dir), tmp)
+            np.savez_compressed(
+                out / "big_xception_tfjs.npz",
+                probs=probs.astype(np.float32),
+                source_sha256=human_emotion.SOURCE.member_sha256,
+                weights_sha256=human_emotion.BIN_SHA256,
+                runtime=log,
+            )
+            print(
+                f"big-Xception ({log}): top-1 histogram "
+                f"{np.bincount(probs.argmax(1), minlength=7).tolist()}"
+            )
+        if "blazeface" not in only:
+            return
+        import tensorflow as tf
 
         # --- BlazeFace, run by the TFLite interpreter from the original .tflite files.
         scenes = detector_scenes()

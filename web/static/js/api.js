@@ -84,6 +84,145 @@
     };
   }
 
+  /** A WebSocket that reconnects with backoff after drops, keeps idle proxies from closing it
+   * (a ping every 25 s) and gives up on a socket that stays silent for a minute instead of
+   * waiting for a close handshake that a dead network never delivers.
+   * opts: url() → string; onOpen(ws); onMessage(event); onClose(event) → false to stop retrying;
+   * onState(state, text) with state connecting | open | reconnecting; ping: the text to send. */
+  function reconnectingSocket(opts) {
+    const retry = backoff(1000, 30000);
+    const PING_MS = 25000;
+    const SILENT_MS = 60000;
+    let ws = null;
+    let retryTimer = null;
+    let countdownTimer = null;
+    let lastSeen = 0;
+    let stopped = false;
+
+    function clearTimers() {
+      clearTimeout(retryTimer);
+      clearInterval(countdownTimer);
+      retryTimer = null;
+    }
+
+    function connect() {
+      clearTimers();
+      if (stopped) return;
+      opts.onState("connecting", "connecting…");
+      const sock = new WebSocket(opts.url());
+      sock.binaryType = "arraybuffer";
+      ws = sock;
+      lastSeen = Date.now();
+      sock.onopen = function () {
+        lastSeen = Date.now();
+        opts.onState("open", "connected");
+        if (opts.onOpen) opts.onOpen(sock);
+      };
+      sock.onmessage = function (event) {
+        lastSeen = Date.now();
+        opts.onMessage(event, sock);
+      };
+      sock.onclose = function (event) {
+        if (ws !== sock) return;
+        ws = null;
+        if (stopped) return;
+        if (opts.onClose && opts.onClose(event) === false) {
+          stopped = true;
+          return;
+        }
+        scheduleReconnect();
+      };
+    }
+
+    function scheduleReconnect() {
+      clearTimers();
+      const delay = retry.next();
+      const due = Date.now() + delay;
+      const tick = function () {
+        const s = Math.max(0, Math.ceil((due - Date.now()) / 1000));
+        opts.onState("reconnecting", "disconnected — retrying in " + s + " s");
+      };
+      tick();
+      countdownTimer = setInterval(tick, 1000);
+      retryTimer = setTimeout(connect, delay);
+    }
+
+    /** Abandon the current socket now (its close event is ignored) and reconnect later. */
+    function drop(code, reason) {
+      const sock = ws;
+      ws = null;
+      if (sock) {
+        try {
+          sock.close(code || 4000, reason || "");
+        } catch (err) {
+          /* already closing */
+        }
+      }
+      if (!stopped) scheduleReconnect();
+    }
+
+    setInterval(function () {
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (Date.now() - lastSeen > SILENT_MS) drop(4000, "silent");
+      else if (opts.ping) ws.send(opts.ping);
+    }, PING_MS);
+
+    // Back online: don't sit out the rest of a long backoff.
+    window.addEventListener("online", function () {
+      if (!ws && retryTimer && !stopped) {
+        retry.reset();
+        connect();
+      }
+    });
+
+    return {
+      start: connect,
+      /** The server accepted us (first real message): later drops start from 1 s again. */
+      recovered: function () {
+        retry.reset();
+      },
+      drop: drop,
+      /** Close for good: no reconnect. */
+      stop: function (code, reason) {
+        stopped = true;
+        clearTimers();
+        const sock = ws;
+        ws = null;
+        if (sock) sock.close(code || 1000, reason || "");
+      },
+      /** The open socket, or null. */
+      open: function () {
+        return ws && ws.readyState === WebSocket.OPEN ? ws : null;
+      },
+    };
+  }
+
+  /** What to show for one student, from the latest presence update (gateway: connected,
+   * camera off, withdrawn...) and the latest emotion update (aggregator). A connection-level
+   * state newer than the estimate wins over it; a withdrawal always wins. */
+  function studentView(presence, emotion, withdrawn) {
+    const p = presence;
+    const e = emotion;
+    const v = { presence: "waiting", emotion: null, confidence: null, probs: null, faces: null, t: 0 };
+    v.t = Math.max(p && p.t ? p.t : 0, e && e.t ? e.t : 0);
+    if (withdrawn || (p && p.presence === "withdrawn") || (e && e.presence === "withdrawn")) {
+      v.presence = "withdrawn";
+    } else if (p && p.presence && p.presence !== "present" && (!e || p.t >= e.t)) {
+      v.presence = p.presence;
+    } else if (e) {
+      v.presence = e.presence || "present";
+      if (v.presence === "present") {
+        v.emotion = e.emotion || null;
+        v.confidence = typeof e.confidence === "number" ? e.confidence : null;
+        v.probs = e.probs || null;
+      }
+      v.faces = typeof e.faces === "number" ? e.faces : null;
+    } else if (p) {
+      v.presence = p.presence || "present";
+    }
+    return v;
+  }
+
   /** "just now", "12 s ago", "3 min ago", "2 h ago" for an epoch-seconds time. */
   function ago(epochSeconds) {
     if (!epochSeconds) return "never";
@@ -156,6 +295,8 @@
     toLogin: toLogin,
     wsUrl: wsUrl,
     backoff: backoff,
+    reconnectingSocket: reconnectingSocket,
+    studentView: studentView,
     ago: ago,
     formatTime: formatTime,
     show: show,

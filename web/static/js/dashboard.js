@@ -27,8 +27,6 @@
     withdrawn: "withdrawn",
     waiting: "not started",
   };
-  // Connection-level states from the gateway that override an older emotion estimate.
-  const OFF_STATES = new Set(["camera_off", "disconnected", "withdrawn", "no_face"]);
   const SAMPLE_MS = 2000;
   const TIMELINE_POINTS = 150; // 5 minutes at one sample every 2 s
 
@@ -50,28 +48,8 @@
 
   // --- student state -------------------------------------------------------------------------
 
-  /** What a tile shows, from the latest presence and emotion updates of one student. */
   function viewOf(s) {
-    const p = s.presence;
-    const e = s.emotion;
-    const v = { presence: "waiting", emotion: null, confidence: null, probs: null, faces: null, t: 0 };
-    v.t = Math.max(p ? p.t : 0, e ? e.t : 0);
-    if (s.withdrawn || (p && p.presence === "withdrawn") || (e && e.presence === "withdrawn")) {
-      v.presence = "withdrawn";
-    } else if (p && OFF_STATES.has(p.presence) && (!e || p.t >= e.t)) {
-      v.presence = p.presence;
-    } else if (e) {
-      v.presence = e.presence || "present";
-      if (v.presence === "present") {
-        v.emotion = e.emotion || null;
-        v.confidence = e.confidence;
-        v.probs = e.probs || null;
-      }
-      v.faces = e.faces;
-    } else if (p) {
-      v.presence = p.presence || "present";
-    }
-    return v;
+    return CP.studentView(s.presence, s.emotion, s.withdrawn);
   }
 
   function ensureStudent(id, name) {
@@ -266,80 +244,54 @@
   }
 
   // --- live socket ---------------------------------------------------------------------------
-  const retry = CP.backoff(1000, 30000);
-  let socket = null;
-  let retryTimer = null;
-  let countdownTimer = null;
-  let closedForGood = false;
-
   function setConn(state, text) {
     connState.dataset.state = state;
-    connState.textContent = text;
+    connState.textContent = state === "open" ? "live" : text;
   }
 
-  function connect() {
-    clearTimeout(retryTimer);
-    clearInterval(countdownTimer);
-    retryTimer = null;
-    setConn("connecting", "connecting…");
-    const ws = new WebSocket(CP.wsUrl("/ws/sessions/" + encodeURIComponent(sessionId) + "/live"));
-    socket = ws;
-    ws.onopen = function () {
-      setConn("open", "live");
-    };
-    ws.onmessage = function (event) {
+  function sessionEnded() {
+    document.querySelector(".join-panel").hidden = true;
+    const meta = document.getElementById("session-meta");
+    if (!/ended/.test(meta.textContent)) meta.textContent += " · ended";
+  }
+
+  const live = CP.reconnectingSocket({
+    url: () => CP.wsUrl("/ws/sessions/" + encodeURIComponent(sessionId) + "/live"),
+    ping: "ping",
+    onState: setConn,
+    onMessage: function (event) {
       let msg;
       try {
         msg = JSON.parse(event.data);
       } catch (err) {
-        return;
+        return; // "pong"
       }
       if (msg.type === "snapshot") {
-        retry.reset(); // only a connection that delivered data counts as recovered
+        live.recovered(); // only a connection that delivered data counts as recovered
+        CP.setError(errorBox, "");
         applySnapshot(msg);
       } else if (msg.type === "student" || msg.type === "presence") {
         applyUpdate(msg);
+      } else if (msg.type === "session_ended") {
+        sessionEnded();
       } else if (msg.type === "error") {
         CP.setError(errorBox, msg.message || "Server error.");
       }
-    };
-    ws.onclose = function (event) {
-      if (socket !== ws) return;
-      socket = null;
+    },
+    onClose: function (event) {
       if (event.code === 4401) {
         CP.toLogin();
-        return;
+        return false;
       }
       if (event.code === 4403 || event.code === 4404) {
-        closedForGood = true;
         setConn("closed", "no access");
         CP.setError(errorBox, event.code === 4403
           ? "You don't have access to this session's live data."
           : "This session doesn't exist.");
-        return;
+        return false;
       }
-      scheduleReconnect();
-    };
-  }
-
-  function scheduleReconnect() {
-    const delay = retry.next();
-    const due = Date.now() + delay;
-    const tick = function () {
-      const s = Math.max(0, Math.ceil((due - Date.now()) / 1000));
-      setConn("reconnecting", "disconnected — retrying in " + s + " s");
-    };
-    tick();
-    countdownTimer = setInterval(tick, 1000);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  // Back online: don't sit out the rest of a long backoff.
-  window.addEventListener("online", function () {
-    if (!socket && !closedForGood && retryTimer) {
-      retry.reset();
-      connect();
-    }
+      return true;
+    },
   });
 
   // --- session details, join link and QR -----------------------------------------------------
@@ -383,9 +335,7 @@
       qr.hidden = true;
     };
     qr.src = "/qr.svg?data=" + encodeURIComponent(s.join_url);
-    if (s.ended_at) {
-      document.querySelector(".join-panel").hidden = true;
-    }
+    if (s.ended_at) sessionEnded();
     return true;
   }
 
@@ -499,6 +449,6 @@
   setupCharts();
   updateCount();
   loadSession().then(function (go) {
-    if (go) connect();
+    if (go) live.start();
   });
 })();

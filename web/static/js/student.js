@@ -9,7 +9,8 @@
   const STORE_KEY = "classpulse.join." + code;
   const ACK_TIMEOUT_MS = 10000; // a full window with no ack this long means a stuck socket
   const PRESENCE_TEXT = {
-    present: "face seen",
+    present: "connected",
+    waiting: "not connected",
     no_face: "no face",
     camera_off: "camera off",
     disconnected: "disconnected",
@@ -32,14 +33,12 @@
   let finished = false; // withdrawn or expired: no camera, no reconnect
 
   // Per connection: frames are numbered from 1 and acknowledged in order.
-  let socket = null;
   let configured = false;
   let sentSeq = 0;
   let ackSeq = 0;
   let lastAckAt = 0;
-  const retry = CP.backoff(1000, 30000);
-  let retryTimer = null;
-  let countdownTimer = null;
+  let sessionOver = false;
+  const selfState = { presence: null, emotion: null }; // latest updates about this student
 
   const counts = { sent: 0, acked: 0, dropped: 0, skipped: 0 };
 
@@ -237,13 +236,13 @@
 
   function captureTick() {
     scheduleCapture(); // keep the cadence independent of how long encoding takes
-    const ws = socket;
-    if (!stream || !ws || ws.readyState !== WebSocket.OPEN || !configured || !(currentFps() > 0)) return;
+    const ws = live.open();
+    if (!stream || !ws || !configured || !(currentFps() > 0)) return;
     const inFlight = sentSeq - ackSeq;
     if (encoding || inFlight >= config.max_in_flight) {
       counts.skipped += 1;
       renderCounts();
-      if (inFlight > 0 && Date.now() - lastAckAt > ACK_TIMEOUT_MS) ws.close(4000, "ack timeout");
+      if (inFlight > 0 && Date.now() - lastAckAt > ACK_TIMEOUT_MS) live.drop(4000, "ack timeout");
       return;
     }
     if (video.readyState < 2 || !video.videoWidth) return;
@@ -255,7 +254,7 @@
     encoding = true;
     canvas.toBlob(function (blob) {
       encoding = false;
-      if (!blob || socket !== ws || ws.readyState !== WebSocket.OPEN || !stream) return;
+      if (!blob || live.open() !== ws || !stream) return;
       if (sentSeq === ackSeq) lastAckAt = Date.now(); // window was empty: start the ack clock now
       ws.send(blob); // one binary message per frame
       sentSeq += 1;
@@ -278,14 +277,15 @@
   }
 
   function sendJson(message) {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    const ws = live.open();
+    if (ws) ws.send(JSON.stringify(message));
   }
 
   function applyConfig(msg) {
     const next = Object.assign({}, config);
     ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality"].forEach(function (key) {
       const value = Number(msg[key]);
-      if (msg[key] !== undefined && isFinite(value) && value >= 0) next[key] = value;
+      if (msg[key] !== undefined && msg[key] !== null && isFinite(value) && value >= 0) next[key] = value;
     });
     next.max_in_flight = Math.max(1, Math.floor(next.max_in_flight));
     next.width = Math.max(16, Math.floor(next.width)) || 320;
@@ -296,41 +296,64 @@
     scheduleCapture();
   }
 
-  function renderSelf(msg) {
-    const presence = msg.presence || "present";
-    const label = presence === "present" ? msg.emotion || null : null;
+  function renderSelf() {
+    const v = CP.studentView(selfState.presence, selfState.emotion, false);
     const emotion = $("self-emotion");
-    emotion.dataset.emotion = label || "none";
-    emotion.textContent = label || "—";
+    emotion.dataset.emotion = v.emotion || "none";
+    emotion.textContent = v.emotion || "—";
     $("self-confidence").textContent =
-      label && typeof msg.confidence === "number" ? Math.round(msg.confidence * 100) + " %" : "—";
+      v.emotion && v.confidence !== null ? Math.round(v.confidence * 100) + " %" : "—";
     const face = $("self-presence");
-    face.dataset.presence = presence;
-    face.textContent = PRESENCE_TEXT[presence] || presence;
+    face.dataset.presence = v.presence;
+    if (v.presence === "present" && v.faces !== null) {
+      face.textContent = v.faces > 0 ? "face seen" : "no face";
+    } else if (v.presence === "present" && stream) {
+      face.textContent = "waiting for the first result";
+    } else {
+      face.textContent = PRESENCE_TEXT[v.presence] || v.presence;
+    }
   }
 
-  function connect() {
-    clearTimeout(retryTimer);
-    clearInterval(countdownTimer);
-    retryTimer = null;
-    if (finished || !join) return;
-    setConn("connecting", "connecting…");
-    const ws = new WebSocket(CP.wsUrl("/ws/student?token=" + encodeURIComponent(join.token)));
-    ws.binaryType = "arraybuffer";
-    socket = ws;
-    configured = false;
-    sentSeq = 0;
-    ackSeq = 0;
-    ws.onopen = function () {
-      setConn("open", "connected");
+  function onSelf(msg) {
+    // The gateway forwards this student's LiveUpdates with their own type moved to "kind".
+    if (msg.kind === "presence") {
+      if (!selfState.presence || msg.t >= selfState.presence.t) selfState.presence = msg;
+    } else if (!selfState.emotion || msg.t >= selfState.emotion.t) {
+      selfState.emotion = msg;
+    }
+    renderSelf();
+    if (msg.presence === "withdrawn" && !finished) stopAll(true); // e.g. from another tab
+  }
+
+  function onAck(msg) {
+    ackSeq = Math.max(ackSeq, Number(msg.seq) || 0);
+    lastAckAt = Date.now();
+    if (msg.ok) {
+      counts.acked += 1;
+    } else {
+      counts.dropped += 1;
+      $("frames-dropped").title = msg.reason ? "last reason: " + msg.reason : "";
+    }
+    renderCounts();
+  }
+
+  const live = CP.reconnectingSocket({
+    url: () => CP.wsUrl("/ws/student?token=" + encodeURIComponent(join.token)),
+    ping: JSON.stringify({ type: "ping" }),
+    onState: setConn,
+    onOpen: function (ws) {
+      configured = false;
+      sentSeq = 0;
+      ackSeq = 0;
+      encoding = false;
       CP.setError(streamError, "");
       sendJson({ type: "camera", state: stream ? "on" : "off" });
       // The server sends its config first; if it doesn't, go on with the defaults.
       setTimeout(function () {
-        if (socket === ws && !configured) configured = true;
+        if (live.open() === ws && !configured) configured = true;
       }, 2000);
-    };
-    ws.onmessage = function (event) {
+    },
+    onMessage: function (event) {
       if (typeof event.data !== "string") return;
       let msg;
       try {
@@ -338,66 +361,66 @@
       } catch (err) {
         return;
       }
-      if (msg.type === "ack") {
-        ackSeq = Math.max(ackSeq, Number(msg.seq) || 0);
-        lastAckAt = Date.now();
-        if (msg.ok) counts.acked += 1;
-        else {
-          counts.dropped += 1;
-          $("frames-dropped").title = msg.reason ? "last reason: " + msg.reason : "";
-        }
-        renderCounts();
-      } else if (msg.type === "config") {
-        retry.reset(); // the server accepted this connection
+      if (msg.type === "ack") onAck(msg);
+      else if (msg.type === "config") {
+        live.recovered(); // the server accepted this connection
         applyConfig(msg);
-      } else if (msg.type === "self") {
-        renderSelf(msg);
-      } else if (msg.type === "error") {
-        CP.setError(streamError, msg.message || "Server error.");
-      }
-    };
-    ws.onclose = function (event) {
-      if (socket !== ws) return;
-      socket = null;
+      } else if (msg.type === "self") onSelf(msg);
+      else if (msg.type === "session_ended") sessionOver = true;
+      else if (msg.type === "error") CP.setError(streamError, msg.message || "Server error.");
+    },
+    onClose: function (event) {
       encoding = false;
-      if (finished) return;
-      if (event.code === 4401 || event.code === 4403 || event.code === 4404 || event.code === 4410) {
-        expire(event.code === 4410 ? "This session has ended." : "Link expired — rejoin to continue.");
-        return;
+      if (finished) return false;
+      if (event.reason === "withdrawn") {
+        stopAll(true);
+        return false;
       }
-      scheduleReconnect();
-    };
-  }
-
-  function scheduleReconnect() {
-    const delay = retry.next();
-    const due = Date.now() + delay;
-    const tick = function () {
-      const s = Math.max(0, Math.ceil((due - Date.now()) / 1000));
-      setConn("reconnecting", "disconnected — retrying in " + s + " s");
-    };
-    tick();
-    countdownTimer = setInterval(tick, 1000);
-    retryTimer = setTimeout(connect, delay);
-  }
-
-  window.addEventListener("online", function () {
-    if (!socket && retryTimer && !finished) {
-      retry.reset();
-      connect();
-    }
+      if (sessionOver || event.reason === "session ended") {
+        expire("This session has ended. Thank you for taking part.", "session ended");
+        return false;
+      }
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) {
+        expire("This join link has expired or is no longer valid. Rejoin to continue.", "link expired — rejoin");
+        return false;
+      }
+      return true;
+    },
   });
 
-  function expire(message) {
+  function connect() {
+    if (!finished && join) live.start();
+  }
+
+  function expire(message, state) {
     finished = true;
     stopCamera(false);
+    live.stop();
     sessionStorage.removeItem(STORE_KEY);
-    setConn("expired", "link expired — rejoin");
+    setConn("expired", state);
     $("expired-text").textContent = message;
-    step("expired-step");
+    CP.show($("expired-step"), true);
+    setButtons();
   }
 
   // --- withdraw ------------------------------------------------------------------------------
+  /** Camera off, socket closed for good, stored token gone: nothing more is sent. */
+  function stopAll(recorded) {
+    finished = true;
+    stopCamera(false);
+    live.stop(1000, "withdrawn");
+    sessionStorage.removeItem(STORE_KEY);
+    setConn("closed", "analysis stopped");
+    selfState.presence = { presence: "withdrawn", t: Date.now() / 1000 };
+    renderSelf();
+    setButtons();
+    if (!recorded) {
+      $("withdrawn-text").textContent =
+        "Your camera is off and nothing more is sent. The server couldn't be reached to record the withdrawal: please tell your teacher.";
+    }
+    CP.show($("withdrawn-step"), true);
+  }
+
   async function withdraw() {
     $("withdraw").disabled = true;
     let recorded = false;
@@ -407,25 +430,12 @@
     } catch (err) {
       recorded = false;
     }
-    if (!recorded && socket && socket.readyState === WebSocket.OPEN) {
-      socket.send(JSON.stringify({ type: "withdraw" }));
+    const ws = live.open();
+    if (!recorded && ws) {
+      ws.send(JSON.stringify({ type: "withdraw" }));
       recorded = true;
     }
-    finished = true;
-    stopCamera(false);
-    clearTimeout(retryTimer);
-    clearInterval(countdownTimer);
-    if (socket) socket.close(1000, "withdrawn");
-    socket = null;
-    sessionStorage.removeItem(STORE_KEY);
-    setConn("closed", "analysis stopped");
-    renderSelf({ presence: "withdrawn" });
-    setButtons();
-    if (!recorded) {
-      $("withdrawn-text").textContent =
-        "Your camera is off and nothing more is sent. The server couldn't be reached to record the withdrawal: please tell your teacher.";
-    }
-    CP.show($("withdrawn-step"), true);
+    stopAll(recorded);
   }
 
   $("start").addEventListener("click", () => startCamera());

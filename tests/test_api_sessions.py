@@ -1,0 +1,161 @@
+"""Sessions belong to their teacher: others get 404 (existence is not leaked); admins see all."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from classpulse import contracts
+from classpulse.db import EmotionBucket, make_engine
+from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session
+
+
+def test_create_and_list(settings):
+    settings = settings.model_copy(update={"public_url": "https://pulse.school.example/"})
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        s = new_session(client, bearer(settings, teacher), "  Physics  ")
+        assert s["title"] == "Physics" and s["owner_id"] == teacher and s["ended_at"] is None
+        assert re.fullmatch(r"[A-HJ-NP-Z2-9]{8}", s["join_code"])
+        assert s["join_url"] == "https://pulse.school.example/join/" + s["join_code"]
+        assert s["student_count"] == 0
+        join(client, s["join_code"].lower())  # codes are typed by hand: case doesn't matter
+        listed = client.get("/api/sessions", headers=bearer(settings, teacher)).json()
+        assert [x["id"] for x in listed] == [s["id"]] and listed[0]["student_count"] == 1
+        r = client.post("/api/sessions", json={"title": ""}, headers=bearer(settings, teacher))
+        assert r.status_code == 422 and r.json()["detail"].startswith("body.title:")
+
+
+def test_join_url_defaults_to_request_base(settings):
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        s = new_session(client, bearer(settings, teacher))
+        assert s["join_url"] == "http://testserver/join/" + s["join_code"]
+
+
+def test_teacher_cannot_touch_another_teachers_session(settings):
+    a = make_user(settings, "a@school.example")
+    b = make_user(settings, "b@school.example")
+    admin = make_user(settings, "admin@school.example", "admin")
+    with client_for(settings) as client:
+        s = new_session(client, bearer(settings, a))
+        as_b = bearer(settings, b)
+        for method, suffix in [
+            ("GET", ""),
+            ("POST", "/end"),
+            ("GET", "/students"),
+            ("GET", "/timeline"),
+        ]:
+            for sid in (s["id"], str(uuid.uuid4()), "not-a-uuid"):
+                r = client.request(method, f"/api/sessions/{sid}{suffix}", headers=as_b)
+                assert r.status_code == 404 and r.json()["detail"] == "session not found", (
+                    method,
+                    suffix,
+                )
+        assert client.get("/api/sessions", headers=as_b).json() == []
+        assert client.get("/api/sessions?all=1", headers=as_b).json() == []  # only admins see all
+
+        as_admin = bearer(settings, admin, "admin")
+        assert client.get(f"/api/sessions/{s['id']}", headers=as_admin).status_code == 200
+        assert client.get("/api/sessions", headers=as_admin).json() == []
+        assert [x["id"] for x in client.get("/api/sessions?all=1", headers=as_admin).json()] == [
+            s["id"]
+        ]
+        assert (
+            client.get(f"/api/sessions/{s['id']}", headers=bearer(settings, a)).json()["ended_at"]
+            is None
+        )
+
+
+def test_end_and_roster(settings, clean_redis):
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        headers = bearer(settings, teacher)
+        s = new_session(client, headers)
+        ada = join(client, s["join_code"], "  Ada   Lovelace ")
+        join(client, s["join_code"], "Bob")
+        roster = client.get(f"/api/sessions/{s['id']}/students", headers=headers).json()
+        assert [r["display_name"] for r in roster] == ["Ada Lovelace", "Bob"]
+        assert roster[0]["id"] == ada["student_id"] and roster[0]["withdrawn_at"] is None
+
+        ended = client.post(f"/api/sessions/{s['id']}/end", headers=headers).json()
+        assert ended["ended_at"] is not None
+        again = client.post(f"/api/sessions/{s['id']}/end", headers=headers).json()
+        assert again["ended_at"] == ended["ended_at"]  # ending twice keeps the first time
+        assert (
+            client.post(
+                f"/api/join/{s['join_code']}", json={"display_name": "Cy", "consent": True}
+            ).status_code
+            == 410
+        )
+
+
+def test_timeline(settings, clean_redis):
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        headers = bearer(settings, teacher)
+        s = new_session(client, headers)
+        ada = join(client, s["join_code"], "Ada")
+        bob = join(client, s["join_code"], "Bob")
+        t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        step = timedelta(seconds=settings.bucket_seconds)
+        engine = make_engine(settings.database_url or "")
+        with Session(engine) as db:
+            db.add_all(
+                [
+                    EmotionBucket(
+                        session_id=uuid.UUID(s["id"]),
+                        student_id=uuid.UUID(bob["student_id"]),
+                        bucket_start=t0,
+                        frames=10,
+                        frames_with_face=8,
+                        prob_sums={"happy": 6.0, "sad": 2.0},
+                    ),
+                    EmotionBucket(
+                        session_id=uuid.UUID(s["id"]),
+                        student_id=uuid.UUID(ada["student_id"]),
+                        bucket_start=t0,
+                        frames=10,
+                        frames_with_face=0,
+                        prob_sums={},
+                    ),
+                    EmotionBucket(
+                        session_id=uuid.UUID(s["id"]),
+                        student_id=uuid.UUID(ada["student_id"]),
+                        bucket_start=t0 + step,
+                        frames=4,
+                        frames_with_face=4,
+                        prob_sums={"sad": 3.0, "happy": 1.0},
+                    ),
+                ]
+            )
+            db.commit()
+        engine.dispose()
+
+        tl = client.get(f"/api/sessions/{s['id']}/timeline", headers=headers).json()
+        assert tl["session_id"] == s["id"] and tl["bucket_seconds"] == settings.bucket_seconds
+        assert tl["labels"] == ["happy", "sad"]  # no model info in Redis: sorted keys
+        b = tl["buckets"]
+        assert [(x["display_name"], x["dominant"]) for x in b] == [
+            ("Ada", None),
+            ("Bob", "happy"),
+            ("Ada", "sad"),
+        ]
+        assert b[1]["probs"] == {"happy": 0.75, "sad": 0.25} and b[1]["frames_with_face"] == 8
+        assert b[0]["probs"] == {}
+        assert datetime.fromisoformat(b[2]["bucket_start"]) == t0 + step
+
+        # The worker's label order wins once it has published it.
+        order = ["sad", "happy", "neutral"]
+        clean_redis.hset(contracts.MODEL_INFO_KEY, "labels", json.dumps(order))
+        since = (t0 + step).isoformat()
+        tl = client.get(
+            f"/api/sessions/{s['id']}/timeline", params={"since": since}, headers=headers
+        ).json()
+        assert tl["labels"] == order and len(tl["buckets"]) == 1
+        assert list(tl["buckets"][0]["probs"]) == order
+        assert tl["buckets"][0]["probs"]["neutral"] == 0.0
