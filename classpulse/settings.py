@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     providers: list[str] = Field(default_factory=lambda: ["cuda", "cpu"])
     require_gpu: bool = False  # fail start-up instead of silently running on the CPU
     intra_op_threads: int = 1
-    detector_score_threshold: float = 0.5
+    # None: the threshold MediaPipe uses for this detector (its metadata's min_score_thresh).
+    detector_score_threshold: float | None = None
     detector_iou_threshold: float = 0.3
     min_face_size: int = 20  # pixels of the frame; smaller faces are ignored
     max_faces: int = 32

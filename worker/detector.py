@@ -78,7 +78,7 @@ class FaceDetector:
         self,
         model: OnnxModel,
         *,
-        score_threshold: float = 0.5,
+        score_threshold: float | None = None,
         iou_threshold: float = 0.3,
         min_face_size: int = 20,
         max_faces: int = 32,
@@ -99,6 +99,8 @@ class FaceDetector:
         outputs = spec.get("outputs", {})
         self._reg_idx = model.output_names.index(outputs.get("regressors", "regressors"))
         self._score_idx = model.output_names.index(outputs.get("scores", "scores"))
+        if score_threshold is None:
+            score_threshold = float(spec.get("min_score_thresh", 0.5))
         # Threshold on logits, not on probabilities: skips the sigmoid for thousands of anchors.
         self.score_threshold = score_threshold
         self._logit_threshold = float(np.log(score_threshold / (1 - score_threshold)))
