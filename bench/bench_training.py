@@ -9,6 +9,7 @@ on the device, as train.py holds the dataset, so the figure is the model's cost,
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -28,18 +29,19 @@ def bench(name: str, device: torch.device, batch: int, iters: int, warmup: int =
     gen = torch.Generator().manual_seed(0)
     for _ in range(warmup):  # allocator, cuDNN algorithm choice, first-touch page faults
         train_step(model, opt, x, y, loss_fn, gen)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(iters):
-        train_step(model, opt, x, y, loss_fn, gen)  # .item() inside syncs every step, as in fit
-    return batch * iters / (time.perf_counter() - start)
+        start = time.perf_counter()
+        train_step(model, opt, x, y, loss_fn, gen)  # .item() inside syncs a GPU, as in fit
+        times.append(time.perf_counter() - start)
+    # The median step: robust to other jobs sharing the CPU for a moment.
+    return batch / statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--archs", nargs="+", default=list(archs.ARCHS))
     args = parser.parse_args()
@@ -48,8 +50,10 @@ def main() -> None:
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"batch {args.batch_size}, {args.iters} iterations after 3 warm-up")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"batch {args.batch_size}, {args.iters} iterations after 3 warm-up, median step"
+    )
     print(f"{'arch':<14} {'params':>10} {'input':>6} {'device':>8} {'images/s':>10}")
     for name in args.archs:
         params = sum(p.numel() for p in archs.build(name).parameters())

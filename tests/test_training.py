@@ -46,7 +46,7 @@ def faces(labels, seed=0, side=48) -> np.ndarray:
     out = rng.normal(100, 20, (len(labels), side, side))
     for img, label in zip(out, labels, strict=True):
         r, c = divmod(int(label), 3)
-        img[6 + 14 * r:18 + 14 * r, 6 + 14 * c:18 + 14 * c] += 120
+        img[6 + 14 * r : 18 + 14 * r, 6 + 14 * c : 18 + 14 * c] += 120
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -54,8 +54,9 @@ def write_csv(path: Path, per_class=(6, 2, 2), header=("emotion", "pixels", "Usa
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
-        for seed, (usage, n) in enumerate(zip(("Training", "PublicTest", "PrivateTest"),
-                                              per_class, strict=True)):
+        for seed, (usage, n) in enumerate(
+            zip(("Training", "PublicTest", "PrivateTest"), per_class, strict=True)
+        ):
             labels = np.repeat(np.arange(7), n)
             for label, img in zip(labels, faces(labels, seed), strict=True):
                 w.writerow([label, " ".join(map(str, img.ravel())), usage])
@@ -85,6 +86,7 @@ def run(*argv: str, capsys) -> tuple[int, dict | None, str]:
 
 # --- data validation --------------------------------------------------------------------------
 
+
 def test_csv_loads_splits_and_resizes(tmp_path):
     path = write_csv(tmp_path / "fer.csv")
     test = load_split(path, "PrivateTest", 64)
@@ -101,13 +103,16 @@ def _corrupt(path: Path, line: int, column: int, value: str) -> None:
         csv.writer(f).writerows(rows)
 
 
-@pytest.mark.parametrize(("column", "value", "message"), [
-    (1, "1 2 3", "line 3: 3 pixel values, expected 2304"),
-    (1, " ".join(["300"] * 2304), "line 3: pixel values must be in 0..255"),
-    (1, "a " * 2304, "line 3: not a number"),
-    (0, "7", "line 3: emotion 7 is not in 0..6"),
-    (2, "Validation", "line 3: Usage 'Validation' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (1, "1 2 3", "line 3: 3 pixel values, expected 2304"),
+        (1, " ".join(["300"] * 2304), "line 3: pixel values must be in 0..255"),
+        (1, "a " * 2304, "line 3: not a number"),
+        (0, "7", "line 3: emotion 7 is not in 0..6"),
+        (2, "Validation", "line 3: Usage 'Validation' is not one of"),
+    ],
+)
 def test_csv_row_errors_name_the_line(tmp_path, column, value, message):
     path = write_csv(tmp_path / "fer.csv")
     _corrupt(path, 3, column, value)
@@ -161,13 +166,16 @@ def test_unknown_arch_is_refused(tmp_path, capsys):
 
 
 def test_cli_module_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; import argparse, training.cli as c;"
-            "c.register(argparse.ArgumentParser().add_subparsers()); print('ok')")
+    code = (
+        "import sys; sys.modules['torch'] = None; import argparse, training.cli as c;"
+        "c.register(argparse.ArgumentParser().add_subparsers()); print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
 
 # --- the papers' sanity checks ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(archs.ARCHS))
 def test_initial_loss_is_ln7(name):
@@ -219,21 +227,29 @@ def test_metrics_from_known_predictions():
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert m["per_class"]["b"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
 
 
 # --- end to end through the CLI handlers ------------------------------------------------------
 
+
 def test_csv_train_resume_export_evaluate(tmp_path, capsys):
     data, out = write_csv(tmp_path / "fer.csv"), tmp_path / "run"
-    code, res, err = run("train", "--data", data, "--epochs", 2, "--out", out, "--batch-size",
-                         16, capsys=capsys)
+    code, res, err = run(
+        "train", "--data", data, "--epochs", 2, "--out", out, "--batch-size", 16, capsys=capsys
+    )
     assert code == 0, err
     assert res["arch"] == "mini_xception" and res["epochs"] == 2
     state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     assert state["labels"] == list(LABELS) and state["config"]["epochs"] == 2
-    assert state["input"] == {"height": 64, "width": 64, "colour": "grey", "mean": 127.5,
-                              "std": 127.5}
+    assert state["input"] == {
+        "height": 64,
+        "width": 64,
+        "colour": "grey",
+        "mean": 127.5,
+        "std": 127.5,
+    }
     assert {"model", "optimizer", "scheduler", "epoch", "history"} <= set(state)
 
     code, res, err = run("train", "--resume", out / "last.pt", "--epochs", 3, capsys=capsys)
@@ -243,8 +259,16 @@ def test_csv_train_resume_export_evaluate(tmp_path, capsys):
     assert state["config"]["batch_size"] == 16  # the run's own config survives the resume
 
     model = tmp_path / "model.onnx"
-    code, res, err = run("export-onnx", "--checkpoint", out / "best.pt", "--out", model,
-                         "--data", data, capsys=capsys)
+    code, res, err = run(
+        "export-onnx",
+        "--checkpoint",
+        out / "best.pt",
+        "--out",
+        model,
+        "--data",
+        data,
+        capsys=capsys,
+    )
     assert code == 0, err
     assert res["max_abs_diff"] <= 1e-5 and res["parity_inputs"] == 24
     proto = onnx.load(str(model))
@@ -264,13 +288,18 @@ def test_csv_train_resume_export_evaluate(tmp_path, capsys):
     summaries = {}
     for name in (out / "best.pt", model):
         report = tmp_path / f"eval-{name.suffix[1:]}"
-        code, res, err = run("evaluate", "--data", data, "--model", name, "--out", report,
-                             capsys=capsys)
+        code, res, err = run(
+            "evaluate", "--data", data, "--model", name, "--out", report, capsys=capsys
+        )
         assert code == 0, err
         assert res["n"] == 14 and res["split"] == "PrivateTest"
         assert set(res["per_class_accuracy"]) == set(LABELS)
-        for file in ("classification_report.txt", "confusion_matrix.png",
-                     "confusion_matrix.json", "metrics.json"):
+        for file in (
+            "classification_report.txt",
+            "confusion_matrix.png",
+            "confusion_matrix.json",
+            "metrics.json",
+        ):
             assert (report / file).stat().st_size > 0
         cm = json.loads((report / "confusion_matrix.json").read_text())["matrix"]
         assert sum(map(sum, cm)) == 14
@@ -283,14 +312,34 @@ def test_folders_train_deterministically_and_evaluate(tmp_path, capsys):
     data = write_folders(tmp_path / "ds")
     histories = []
     for run_dir in ("a", "b"):
-        code, res, err = run("train", "--data", data, "--arch", "simple_cnn", "--epochs", 2,
-                             "--out", tmp_path / run_dir, "--seed", 3, capsys=capsys)
+        code, res, err = run(
+            "train",
+            "--data",
+            data,
+            "--arch",
+            "simple_cnn",
+            "--epochs",
+            2,
+            "--out",
+            tmp_path / run_dir,
+            "--seed",
+            3,
+            capsys=capsys,
+        )
         assert code == 0, err
         state = torch.load(tmp_path / run_dir / "last.pt", weights_only=True)
         histories.append(state["history"])
     assert histories[0] == histories[1]  # same seed, same run
-    code, res, err = run("evaluate", "--data", data, "--model", tmp_path / "a" / "best.pt",
-                         "--split", "test", capsys=capsys)
+    code, res, err = run(
+        "evaluate",
+        "--data",
+        data,
+        "--model",
+        tmp_path / "a" / "best.pt",
+        "--split",
+        "test",
+        capsys=capsys,
+    )
     assert code == 0, err
     assert res["n"] == 14 and 0 <= res["accuracy"] <= 1
 
@@ -305,8 +354,21 @@ def test_cli_reports_data_errors_with_exit_code(tmp_path, capsys):
 
 def test_export_fails_and_removes_the_file_without_parity(tmp_path, capsys):
     data, out = write_folders(tmp_path / "ds"), tmp_path / "run"
-    assert run("train", "--data", data, "--arch", "simple_cnn", "--epochs", 1, "--out", out,
-               capsys=capsys)[0] == 0
+    assert (
+        run(
+            "train",
+            "--data",
+            data,
+            "--arch",
+            "simple_cnn",
+            "--epochs",
+            1,
+            "--out",
+            out,
+            capsys=capsys,
+        )[0]
+        == 0
+    )
     model = tmp_path / "m.onnx"
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export_onnx(out / "best.pt", model, atol=-1.0)  # no output can meet this
@@ -315,14 +377,19 @@ def test_export_fails_and_removes_the_file_without_parity(tmp_path, capsys):
 
 # --- the shipped model ------------------------------------------------------------------------
 
+
 def test_mini_xception_from_shipped_onnx_matches_onnxruntime():
     """Same module names, folded BN and TF's asymmetric "same" pooling → the shipped outputs."""
     session = ort.InferenceSession(str(archs.SHIPPED_ONNX), providers=["CPUExecutionProvider"])
     model = archs.build("mini_xception")
     archs.load_shipped(model)
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(-1, 1, (8, 64, 64, 1)),
-                        (faces(np.arange(7), side=64)[..., None] - 127.5) / 127.5])
+    x = np.concatenate(
+        [
+            rng.uniform(-1, 1, (8, 64, 64, 1)),
+            (faces(np.arange(7), side=64)[..., None] - 127.5) / 127.5,
+        ]
+    )
     x = x.astype(np.float32)
     expected = session.run(None, {"input": x})[0]
     with torch.no_grad():
@@ -339,13 +406,41 @@ def test_mini_xception_from_shipped_onnx_matches_onnxruntime():
 
 def test_fine_tune_from_shipped_and_evaluate_shipped(tmp_path, capsys):
     data = write_csv(tmp_path / "fer.csv", per_class=(3, 1, 2))
-    code, res, err = run("train", "--data", data, "--init", "shipped", "--epochs", 1,
-                         "--out", tmp_path / "ft", capsys=capsys)
+    code, res, err = run(
+        "train",
+        "--data",
+        data,
+        "--init",
+        "shipped",
+        "--epochs",
+        1,
+        "--out",
+        tmp_path / "ft",
+        capsys=capsys,
+    )
     assert code == 0, err
-    code, res, err = run("evaluate", "--data", data, "--model", archs.SHIPPED_ONNX,
-                         "--out", tmp_path / "shipped", capsys=capsys)
+    code, res, err = run(
+        "evaluate",
+        "--data",
+        data,
+        "--model",
+        archs.SHIPPED_ONNX,
+        "--out",
+        tmp_path / "shipped",
+        capsys=capsys,
+    )
     assert code == 0, err
     assert res["n"] == 14 and "accuracy" in res
-    code, _, err = run("train", "--data", data, "--arch", "simple_cnn", "--init", "shipped",
-                       "--out", tmp_path / "x", capsys=capsys)
+    code, _, err = run(
+        "train",
+        "--data",
+        data,
+        "--arch",
+        "simple_cnn",
+        "--init",
+        "shipped",
+        "--out",
+        tmp_path / "x",
+        capsys=capsys,
+    )
     assert code == 2 and "mini_xception" in err

@@ -93,14 +93,19 @@ class MiniXception(nn.Module):
 
 
 def _conv_block(cin: int, cout: int, k: int, p: float) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-                         nn.Dropout(p))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Dropout(p),
+    )
 
 
 def _dense(cin: int, cout: int, p: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout),
-                         nn.ReLU(inplace=True), nn.Dropout(p))
+    return nn.Sequential(
+        nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True), nn.Dropout(p)
+    )
 
 
 class DeepCNN(nn.Sequential):
@@ -110,10 +115,16 @@ class DeepCNN(nn.Sequential):
 
     def __init__(self, num_classes: int = NUM_CLASSES, p: float = 0.25):
         side = self.input_size // 16
-        super().__init__(_conv_block(1, 64, 3, p), _conv_block(64, 128, 5, p),
-                         _conv_block(128, 512, 3, p), _conv_block(512, 512, 3, p),
-                         nn.Flatten(), _dense(512 * side * side, 256, p), _dense(256, 512, p),
-                         nn.Linear(512, num_classes))
+        super().__init__(
+            _conv_block(1, 64, 3, p),
+            _conv_block(64, 128, 5, p),
+            _conv_block(128, 512, 3, p),
+            _conv_block(512, 512, 3, p),
+            nn.Flatten(),
+            _dense(512 * side * side, 256, p),
+            _dense(256, 512, p),
+            nn.Linear(512, num_classes),
+        )
         _head_init(self[-1])
 
 
@@ -124,16 +135,31 @@ class SimpleCNN(nn.Sequential):
 
     def __init__(self, num_classes: int = NUM_CLASSES, p: float = 0.25):
         side = self.input_size // 8
-        groups = [nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-                                nn.MaxPool2d(2), nn.Dropout(p))
-                  for cin, cout in ((1, 32), (32, 64), (64, 128))]
-        super().__init__(*groups, nn.Flatten(), nn.Linear(128 * side * side, 128),
-                         nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(128, num_classes))
+        groups = [
+            nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+                nn.Dropout(p),
+            )
+            for cin, cout in ((1, 32), (32, 64), (64, 128))
+        ]
+        super().__init__(
+            *groups,
+            nn.Flatten(),
+            nn.Linear(128 * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(128, num_classes),
+        )
         _head_init(self[-1])
 
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "mini_xception": MiniXception, "deep_cnn": DeepCNN, "simple_cnn": SimpleCNN}
+    "mini_xception": MiniXception,
+    "deep_cnn": DeepCNN,
+    "simple_cnn": SimpleCNN,
+}
 
 
 def build(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
@@ -163,15 +189,17 @@ def load_shipped(model: MiniXception, onnx_path: str | Path = SHIPPED_ONNX) -> N
         raise FileNotFoundError(f"{path}: shipped model not found (see models/)")
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
     pairs, modules = model.folded_pairs(), dict(model.named_modules())
-    params = {n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[0] not in
-              pairs.values()}  # the BNs have no shipped counterpart
+    params = {
+        n: p for n, p in model.named_parameters() if n.rsplit(".", 1)[0] not in pairs.values()
+    }  # the BNs have no shipped counterpart
     targets = params | {f"{conv}.bias": modules[bn].bias for conv, bn in pairs.items()}
     for key, target in targets.items():
         if key not in weights:
             raise ValueError(f"{path}: initializer {key} missing; is this the shipped model?")
         if tuple(weights[key].shape) != tuple(target.shape):
-            raise ValueError(f"{path}: {key} has shape {weights[key].shape}, "
-                             f"want {tuple(target.shape)}")
+            raise ValueError(
+                f"{path}: {key} has shape {weights[key].shape}, want {tuple(target.shape)}"
+            )
         target.copy_(torch.from_numpy(weights[key].copy()))  # onnx arrays are read-only
     for bn_name in pairs.values():
         bn = modules[bn_name]

@@ -38,8 +38,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     _setup_logging()
     if not args.data and not args.resume:
         return _fail(ValueError("--data is required unless --resume is given"))
-    options = ("data", "arch", "epochs", "out", "init", "batch_size", "lr", "seed", "patience",
-               "device", "class_weights", "augment")
+    options = (
+        "data",
+        "arch",
+        "epochs",
+        "out",
+        "init",
+        "batch_size",
+        "lr",
+        "seed",
+        "patience",
+        "device",
+        "class_weights",
+        "augment",
+    )
     given = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     try:
         result = fit(make_config(given, args.resume), resume=args.resume)
@@ -84,8 +96,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the classpulse CLI."""
-    p = subparsers.add_parser("train", help="train an emotion CNN on FER2013-format data",
-                              description=cmd_train.__doc__)
+    p = subparsers.add_parser(
+        "train", help="train an emotion CNN on FER2013-format data", description=cmd_train.__doc__
+    )
     p.add_argument("--data", help="fer2013.csv or a folder with train/<label>/ (val/, test/)")
     p.add_argument("--arch", choices=ARCH_NAMES, help="network (default mini_xception)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
@@ -96,24 +109,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early stopping patience in epochs (default 15)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
-    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=None,
-                   help="weight the loss by inverse class frequency (default on)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip, rotate, scale and shift training images (default on)")
+    p.add_argument(
+        "--class-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weight the loss by inverse class frequency (default on)",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip, rotate, scale and shift training images (default on)",
+    )
     p.add_argument("--resume", metavar="CKPT", help="continue from a last.pt checkpoint")
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("evaluate", help="evaluate a .pt checkpoint or .onnx model",
-                              description=cmd_evaluate.__doc__)
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a .pt checkpoint or .onnx model",
+        description=cmd_evaluate.__doc__,
+    )
     p.add_argument("--data", required=True, help="fer2013.csv or an image folder dataset")
     p.add_argument("--model", required=True, help="a .pt checkpoint or an .onnx model")
-    p.add_argument("--split", default="PrivateTest",
-                   help="Training, PublicTest, PrivateTest (folders: train, val, test)")
+    p.add_argument(
+        "--split",
+        default="PrivateTest",
+        help="Training, PublicTest, PrivateTest (folders: train, val, test)",
+    )
     p.add_argument("--out", help="report folder (default next to the model)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("export-onnx", help="export a checkpoint for the service",
-                              description=cmd_export.__doc__)
+    p = subparsers.add_parser(
+        "export-onnx", help="export a checkpoint for the service", description=cmd_export.__doc__
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--data", help="also check parity on images of this dataset")

@@ -103,8 +103,9 @@ def _read_folder(folder: Path, size: int) -> Split:
             images.append(resize(img[None], size)[0])
             labels.append(LABELS.index(sub.name))
     if not images:
-        raise DataError(f"{folder}: no images (expected {folder}/<label>/*.png for labels "
-                        f"{', '.join(LABELS)})")
+        raise DataError(
+            f"{folder}: no images (expected {folder}/<label>/*.png for labels {', '.join(LABELS)})"
+        )
     return Split(np.stack(images), np.array(labels, np.int64), str(folder))
 
 
@@ -119,8 +120,7 @@ def load_split(path: str | Path, split: str, size: int) -> Split:
         images, labels = _read_csv(path)[split]
         if not labels:
             raise DataError(f"{path}: split {split} has no rows (Usage column)")
-        return Split(resize(np.stack(images), size), np.array(labels, np.int64),
-                     f"{path}:{split}")
+        return Split(resize(np.stack(images), size), np.array(labels, np.int64), f"{path}:{split}")
     if path.is_dir():
         folder = path / FOLDERS[split]
         if not folder.is_dir():
@@ -138,8 +138,9 @@ def load_train_val(path: str | Path, size: int, val_fraction: float, seed: int):
         for split in ("Training", "PublicTest"):
             images, labels = rows[split]
             if labels:
-                parts[split] = Split(resize(np.stack(images), size),
-                                     np.array(labels, np.int64), f"{path}:{split}")
+                parts[split] = Split(
+                    resize(np.stack(images), size), np.array(labels, np.int64), f"{path}:{split}"
+                )
         if "Training" not in parts:
             raise DataError(f"{path}: split Training has no rows (Usage column)")
         train, val = parts["Training"], parts.get("PublicTest")
@@ -155,5 +156,7 @@ def load_train_val(path: str | Path, size: int, val_fraction: float, seed: int):
     if n_val >= len(train):
         raise DataError(f"{train.source}: {len(train)} images are too few to hold out validation")
     va, tr = order[:n_val], order[n_val:]
-    return (Split(train.images[tr], train.labels[tr], train.source),
-            Split(train.images[va], train.labels[va], train.source + " (held out)"))
+    return (
+        Split(train.images[tr], train.labels[tr], train.source),
+        Split(train.images[va], train.labels[va], train.source + " (held out)"),
+    )

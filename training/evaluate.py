@@ -60,26 +60,40 @@ def metrics(y: np.ndarray, pred: np.ndarray, labels: tuple[str, ...]) -> dict:
     tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
     recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
-                   where=precision + recall > 0)
-    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                        "f1": float(f1[i]), "support": int(support[i])}
-                 for i, name in enumerate(labels)}
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0
+    )
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    }
     present = support > 0
-    return {"accuracy": float(tp.sum() / max(len(y), 1)),
-            "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-            "per_class": per_class, "confusion_matrix": cm.tolist()}
+    return {
+        "accuracy": float(tp.sum() / max(len(y), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+    }
 
 
 def report_text(m: dict) -> str:
     """A classification report in sklearn's familiar layout (per-class accuracy = recall)."""
     lines = [f"{'':>10} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}"]
     for name, r in m["per_class"].items():
-        lines.append(f"{name:>10} {r['precision']:9.4f} {r['recall']:9.4f} {r['f1']:9.4f} "
-                     f"{r['support']:9d}")
+        lines.append(
+            f"{name:>10} {r['precision']:9.4f} {r['recall']:9.4f} {r['f1']:9.4f} {r['support']:9d}"
+        )
     total = sum(r["support"] for r in m["per_class"].values())
-    lines += ["", f"{'accuracy':>10} {'':9} {'':9} {m['accuracy']:9.4f} {total:9d}",
-              f"{'macro f1':>10} {'':9} {'':9} {m['macro_f1']:9.4f} {total:9d}"]
+    lines += [
+        "",
+        f"{'accuracy':>10} {'':9} {'':9} {m['accuracy']:9.4f} {total:9d}",
+        f"{'macro f1':>10} {'':9} {'':9} {m['macro_f1']:9.4f} {total:9d}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -93,13 +107,26 @@ def plot(m: dict, labels: tuple[str, ...], history: list | None, out: Path) -> l
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels,
-           yticklabels=labels, xlabel="predicted", ylabel="true",
-           title=f"accuracy {m['accuracy']:.3f}")
+    ax.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title=f"accuracy {m['accuracy']:.3f}",
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, int(v), ha="center", va="center",
-                color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+        ax.text(
+            j,
+            i,
+            int(v),
+            ha="center",
+            va="center",
+            color="white" if norm[i, j] > 0.5 else "black",
+            fontsize=8,
+        )
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(out / "confusion_matrix.png", dpi=120)
@@ -119,8 +146,13 @@ def plot(m: dict, labels: tuple[str, ...], history: list | None, out: Path) -> l
     return written
 
 
-def evaluate(data: str | Path, model: str | Path, split: str = "PrivateTest",
-             out: str | Path | None = None, batch: int = 256) -> dict:
+def evaluate(
+    data: str | Path,
+    model: str | Path,
+    split: str = "PrivateTest",
+    out: str | Path | None = None,
+    batch: int = 256,
+) -> dict:
     """Accuracy and a classification report; files under out (default: next to the model)."""
     model = Path(model)
     if not model.is_file():
@@ -132,20 +164,33 @@ def evaluate(data: str | Path, model: str | Path, split: str = "PrivateTest",
     ds = load_split(data, split, size)
     # The model's output order may differ from FER2013's; map data labels into it.
     y = np.array([labels.index(LABELS[i]) for i in ds.labels])
-    probs = np.concatenate([predict(ds.images[i:i + batch]) for i in range(0, len(y), batch)])
+    probs = np.concatenate([predict(ds.images[i : i + batch]) for i in range(0, len(y), batch)])
     m = metrics(y, probs.argmax(1), labels)
     out = Path(out) if out else model.parent / f"eval-{model.stem}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "classification_report.txt").write_text(report_text(m))
-    (out / "confusion_matrix.json").write_text(json.dumps(
-        {"labels": list(labels), "rows": "true", "columns": "predicted",
-         "matrix": m["confusion_matrix"]}, indent=1))
+    (out / "confusion_matrix.json").write_text(
+        json.dumps(
+            {
+                "labels": list(labels),
+                "rows": "true",
+                "columns": "predicted",
+                "matrix": m["confusion_matrix"],
+            },
+            indent=1,
+        )
+    )
     files = plot(m, labels, history, out)
-    summary = {"model": str(model), "data": ds.source, "split": split, "n": len(y),
-               "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-               "per_class_accuracy": {k: v["recall"] for k, v in m["per_class"].items()},
-               "out": str(out), "files": ["classification_report.txt", "confusion_matrix.json",
-                                          "metrics.json", *files]}
-    (out / "metrics.json").write_text(json.dumps(summary | {"per_class": m["per_class"]},
-                                                 indent=1))
+    summary = {
+        "model": str(model),
+        "data": ds.source,
+        "split": split,
+        "n": len(y),
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "per_class_accuracy": {k: v["recall"] for k, v in m["per_class"].items()},
+        "out": str(out),
+        "files": ["classification_report.txt", "confusion_matrix.json", "metrics.json", *files],
+    }
+    (out / "metrics.json").write_text(json.dumps(summary | {"per_class": m["per_class"]}, indent=1))
     return summary

@@ -53,13 +53,25 @@ def sha256(path: str | Path) -> str:
 def contract_for(checkpoint: str | Path, state: dict) -> ModelContract:
     digest, inp = sha256(checkpoint), state["input"]
     return ModelContract(
-        kind="emotion_classifier", name=state["arch"],
+        kind="emotion_classifier",
+        name=state["arch"],
         version=f"trained-{state.get('created', 'unknown')}-{digest[:8]}",
-        input_name="input", input_height=inp["height"], input_width=inp["width"],
-        layout="NHWC", colour=inp["colour"], mean=inp["mean"], std=inp["std"],
-        labels=tuple(state["labels"]), output="probabilities",
-        source={"checkpoint": Path(checkpoint).name, "sha256": digest, "arch": state["arch"],
-                "epoch": state.get("epoch"), "best_val_accuracy": state.get("best_accuracy")},
+        input_name="input",
+        input_height=inp["height"],
+        input_width=inp["width"],
+        layout="NHWC",
+        colour=inp["colour"],
+        mean=inp["mean"],
+        std=inp["std"],
+        labels=tuple(state["labels"]),
+        output="probabilities",
+        source={
+            "checkpoint": Path(checkpoint).name,
+            "sha256": digest,
+            "arch": state["arch"],
+            "epoch": state.get("epoch"),
+            "best_val_accuracy": state.get("best_accuracy"),
+        },
     )
 
 
@@ -76,8 +88,12 @@ def parity_inputs(contract: ModelContract, data: np.ndarray | None, seed: int = 
     return ((x - contract.mean) / contract.std).astype(np.float32)[..., None]
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, data: np.ndarray | None = None,
-                atol: float = PARITY_ATOL) -> dict:
+def export_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    data: np.ndarray | None = None,
+    atol: float = PARITY_ATOL,
+) -> dict:
     """Write out.onnx; remove it and raise ExportError if checks or parity fail."""
     model, state = load_checkpoint(checkpoint)
     contract = contract_for(checkpoint, state)
@@ -91,12 +107,18 @@ def export_onnx(checkpoint: str | Path, out: str | Path, data: np.ndarray | None
             # int(shape) in tf_same_max_pool is intended: H and W are static.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             # The TorchScript exporter is deprecated since 2.9 but still in 2.13 (pinned); the
-            # dynamo one would need onnxscript and gives the same graph here.
+            # dynamo one would need onnxscript, which is not a dependency.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                wrapped, (x[:2],), str(out), dynamo=False, opset_version=OPSET,
-                input_names=["input"], output_names=["probs"],
-                dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}})
+                wrapped,
+                (x[:2],),
+                str(out),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["probs"],
+                dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}},
+            )
         proto = onnx.load(str(out))
         for key, value in contract.to_metadata().items():
             proto.metadata_props.add(key=key, value=value)
@@ -106,14 +128,23 @@ def export_onnx(checkpoint: str | Path, out: str | Path, data: np.ndarray | None
         with torch.no_grad():
             expected = wrapped(x).numpy()
         # Run in two different batch sizes to exercise the dynamic axis.
-        got = np.concatenate([session.run(["probs"], {"input": x[:1].numpy()})[0],
-                              session.run(["probs"], {"input": x[1:].numpy()})[0]])
+        got = np.concatenate(
+            [
+                session.run(["probs"], {"input": x[:1].numpy()})[0],
+                session.run(["probs"], {"input": x[1:].numpy()})[0],
+            ]
+        )
         delta = float(np.abs(got - expected).max())
         if not delta <= atol:
             raise ExportError(f"ONNX output differs from PyTorch by {delta:.2e} > {atol:.0e}")
     except Exception:
         out.unlink(missing_ok=True)
         raise
-    return {"onnx": str(out), "max_abs_diff": delta, "parity_inputs": len(x),
-            "version": contract.version, "labels": list(contract.labels),
-            "sha256": sha256(out)}
+    return {
+        "onnx": str(out),
+        "max_abs_diff": delta,
+        "parity_inputs": len(x),
+        "version": contract.version,
+        "labels": list(contract.labels),
+        "sha256": sha256(out),
+    }

@@ -66,8 +66,13 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     scale = 0.9 + 0.2 * r[:, 1]
     flip = torch.where(r[:, 2] < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, (r[:, 3] - 0.5) * 0.2], 1),
-                         torch.stack([sin * flip, cos, (r[:, 4] - 0.5) * 0.2], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, (r[:, 3] - 0.5) * 0.2], 1),
+            torch.stack([sin * flip, cos, (r[:, 4] - 0.5) * 0.2], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
@@ -98,9 +103,9 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, batch: int = 512
     model.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(labels), batch):
-        logits = model(normalise(images[i:i + batch]))
-        loss += F.cross_entropy(logits, labels[i:i + batch], reduction="sum").item()
-        correct += int((logits.argmax(1) == labels[i:i + batch]).sum())
+        logits = model(normalise(images[i : i + batch]))
+        loss += F.cross_entropy(logits, labels[i : i + batch], reduction="sum").item()
+        correct += int((logits.argmax(1) == labels[i : i + batch]).sum())
     return loss / len(labels), correct / len(labels)
 
 
@@ -122,7 +127,7 @@ def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 25
     hooks = [bn.register_forward_hook(accumulate) for bn in bns]
     model.eval()
     for i in range(0, len(images), batch):
-        model(normalise(images[i:i + batch]))
+        model(normalise(images[i : i + batch]))
     for h in hooks:
         h.remove()
     for bn in bns:
@@ -150,12 +155,19 @@ def make_config(given: dict[str, Any], resume: str | None = None) -> TrainConfig
 def checkpoint(model, opt, sched, cfg, epoch, best, history, gen) -> dict[str, Any]:
     size = archs.input_size(cfg.arch)
     return {
-        "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(), "epoch": epoch, "best_accuracy": best,
-        "history": history, "config": asdict(cfg), "arch": cfg.arch, "labels": list(LABELS),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "epoch": epoch,
+        "best_accuracy": best,
+        "history": history,
+        "config": asdict(cfg),
+        "arch": cfg.arch,
+        "labels": list(LABELS),
         "input": {"height": size, "width": size, "colour": "grey", "mean": MEAN, "std": STD},
         "rng": {"torch": torch.get_rng_state(), "augment": gen.get_state()},
-        "created": time.strftime("%Y-%m-%d"), "torch": str(torch.__version__),
+        "created": time.strftime("%Y-%m-%d"),
+        "torch": str(torch.__version__),
     }
 
 
@@ -165,10 +177,17 @@ def fit(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     device, size = pick_device(cfg.device), archs.input_size(cfg.arch)
     train, val = load_train_val(cfg.data, size, cfg.val_fraction, cfg.seed)
-    log.info("data: %d train %s, %d val (%s), device %s", len(train), train.counts().tolist(),
-             len(val), val.source, device)
-    xt, yt, xv, yv = (torch.from_numpy(a).to(device)
-                      for a in (train.images, train.labels, val.images, val.labels))
+    log.info(
+        "data: %d train %s, %d val (%s), device %s",
+        len(train),
+        train.counts().tolist(),
+        len(val),
+        val.source,
+        device,
+    )
+    xt, yt, xv, yv = (
+        torch.from_numpy(a).to(device) for a in (train.images, train.labels, val.images, val.labels)
+    )
     model = archs.build(cfg.arch)
     if cfg.init and not state:
         if cfg.arch != "mini_xception":
@@ -179,7 +198,8 @@ def fit(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
+        opt, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
+    )
     weights = class_weights(train.labels).to(device) if cfg.class_weights else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -194,32 +214,51 @@ def fit(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for epoch in range(start, cfg.epochs):
-        if history and epoch - max(history, key=lambda h: h["val_accuracy"])["epoch"] > \
-                cfg.patience:
+        if (
+            history
+            and epoch - max(history, key=lambda h: h["val_accuracy"])["epoch"] > cfg.patience
+        ):
             log.info("early stop: no better validation accuracy for %d epochs", cfg.patience)
             break
         model.train()
         order = torch.randperm(len(yt), generator=gen).to(device)
         loss_sum, correct = 0.0, 0
         batches = range(0, len(order), cfg.batch_size)
-        for i in tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                      disable=None):
-            idx = order[i:i + cfg.batch_size]
-            loss, ok = train_step(model, opt, xt[idx], yt[idx], loss_fn,
-                                  gen if cfg.augment else None)
+        for i in tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None):
+            idx = order[i : i + cfg.batch_size]
+            loss, ok = train_step(
+                model, opt, xt[idx], yt[idx], loss_fn, gen if cfg.augment else None
+            )
             loss_sum, correct = loss_sum + loss * len(idx), correct + ok
         val_loss, val_acc = evaluate(model, xv, yv)
         sched.step(val_acc)
-        history.append({"epoch": epoch, "train_loss": loss_sum / len(yt),
-                        "train_accuracy": correct / len(yt), "val_loss": val_loss,
-                        "val_accuracy": val_acc, "lr": opt.param_groups[0]["lr"]})
-        log.info("epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f", epoch + 1,
-                 history[-1]["train_loss"], history[-1]["train_accuracy"], val_loss, val_acc)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / len(yt),
+                "train_accuracy": correct / len(yt),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": opt.param_groups[0]["lr"],
+            }
+        )
+        log.info(
+            "epoch %d: train loss %.4f acc %.4f, val loss %.4f acc %.4f",
+            epoch + 1,
+            history[-1]["train_loss"],
+            history[-1]["train_accuracy"],
+            val_loss,
+            val_acc,
+        )
         improved = val_acc > best
         best = max(best, val_acc)
         torch.save(checkpoint(model, opt, sched, cfg, epoch, best, history, gen), out / "last.pt")
         if improved:
             shutil.copyfile(out / "last.pt", out / "best.pt")
-    return {"checkpoint": str(out / "best.pt"), "last": str(out / "last.pt"),
-            "best_val_accuracy": best, "epochs": len(history), "arch": cfg.arch}
-
+    return {
+        "checkpoint": str(out / "best.pt"),
+        "last": str(out / "last.pt"),
+        "best_val_accuracy": best,
+        "epochs": len(history),
+        "arch": cfg.arch,
+    }

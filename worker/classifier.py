@@ -59,13 +59,20 @@ class EmotionClassifier:
         self.flip_average = flip_average
         self.version = "+".join(f"{m.contract.name}@{m.contract.version}" for m in self.models)
 
-    def crops(self, grey: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-        """uint8 crops (N, H, W) resized to the model input (bilinear, as fer's pipeline did)."""
-        h, w = grey.shape[:2]
+    def crops(self, frame: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+        """uint8 grey crops (N, H, W) at the model's input size from a BGR or grey frame.
+
+        Grey, then bilinear resize, as fer's pipeline did; a BGR frame is converted crop by
+        crop, which is cheaper than converting the whole frame for a face or two.
+        """
+        h, w = frame.shape[:2]
         out = np.empty((len(boxes), self.size[1], self.size[0]), np.uint8)
         for i, box in enumerate(boxes):
             x1, y1, x2, y2 = square_crop_box(box, w, h, self.crop_scale)
-            out[i] = cv2.resize(grey[y1:y2, x1:x2], self.size, interpolation=cv2.INTER_LINEAR)
+            region = frame[y1:y2, x1:x2]
+            if region.ndim == 3:
+                region = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+            out[i] = cv2.resize(region, self.size, interpolation=cv2.INTER_LINEAR)
         return out
 
     def classify_crops(self, crops: np.ndarray) -> np.ndarray:

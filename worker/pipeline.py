@@ -145,8 +145,7 @@ class FramePipeline:
             for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
                 if not dets or (emotion is not None and not emotion[i]):
                     continue
-                grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                crops.append(self.classifier.crops(grey, [d.box for d in dets]))
+                crops.append(self.classifier.crops(frame, [d.box for d in dets]))
                 owners.extend((i, j) for j in range(len(dets)))
             if crops:
                 probs = self.classifier.classify_crops(np.concatenate(crops))
