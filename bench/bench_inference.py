@@ -104,14 +104,14 @@ def main() -> int:
         crops = classifier.crops(grey, [faces[0].box])
         emo_input = ((crops.astype(np.float32) - 127.5) / 127.5)[..., None]
 
-        def bare() -> None:
+        def bare(det_input=det_input, emo_input=emo_input) -> None:
             det_model.session.run(None, {"input": det_input})
             emo_model.session.run(None, {"input": emo_input})
 
         m = interleaved_ms({
-            "decode": lambda: decode_jpeg(jpeg),
-            "full": lambda: pipeline.analyze([decode_jpeg(jpeg)]),
-            "only": lambda: pipeline.analyze([frame]),
+            "decode": lambda jpeg=jpeg: decode_jpeg(jpeg),
+            "full": lambda jpeg=jpeg: pipeline.analyze([decode_jpeg(jpeg)]),
+            "only": lambda frame=frame: pipeline.analyze([frame]),
             "bare": bare,
         }, args.repeat)
         decode, full, only, bare_ms = m["decode"], m["full"], m["only"], m["bare"]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import psycopg
 import redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -68,7 +69,5 @@ class Heartbeat:
             self.last = now
 
     def clear(self) -> None:
-        try:
+        with contextlib.suppress(redis.RedisError):
             self.r.delete(self.key)
-        except redis.RedisError:
-            pass

@@ -108,7 +108,7 @@ def test_worker_writes_one_result_per_good_frame_and_counts_the_rest(settings, c
     # Every frame, good or bad, is acknowledged: nothing stays pending.
     assert r.xpending(c.FRAMES_STREAM, c.WORKER_GROUP)["pending"] == 0
     assert r.hget(c.MODEL_INFO_KEY, "labels") is not None
-    assert any(k.startswith(c.WORKER_HEARTBEAT_PREFIX.encode()) for k in r.keys())
+    assert any(k.startswith(c.WORKER_HEARTBEAT_PREFIX.encode()) for k in r.scan_iter())
 
 
 def test_frames_of_a_dead_worker_are_reclaimed(settings, clean_redis, roster, pipeline, monkeypatch):

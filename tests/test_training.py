@@ -26,7 +26,7 @@ from training import archs, cli  # noqa: E402
 from training.data import LABELS, DataError, load_split, load_train_val  # noqa: E402
 from training.evaluate import metrics  # noqa: E402
 from training.export import ExportError, export_onnx  # noqa: E402
-from training.train import augment, class_weights, evaluate, train_step  # noqa: E402
+from training.train import augment, class_weights, train_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
