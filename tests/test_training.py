@@ -284,6 +284,18 @@ def test_csv_train_resume_export_evaluate(tmp_path, capsys):
     assert [o.name for o in session.get_outputs()] == ["probs"]
     probs = session.run(None, {"input": np.zeros((3, 64, 64, 1), np.float32)})[0]
     assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # The service's own loader takes it as it is (what CLASSPULSE_EMOTION_MODEL points at).
+    from worker.classifier import EmotionClassifier
+    from worker.runtime import OnnxModel
+
+    service = EmotionClassifier([OnnxModel(model, providers=("cpu",))])
+    crops = faces(np.arange(7), side=64)
+    assert service.labels == LABELS
+    assert np.allclose(
+        service.classify_crops(crops),
+        session.run(None, {"input": ((crops.astype(np.float32) - 127.5) / 127.5)[..., None]})[0],
+        atol=1e-6,
+    )
 
     summaries = {}
     for name in (out / "best.pt", model):
@@ -396,9 +408,8 @@ def test_mini_xception_from_shipped_onnx_matches_onnxruntime():
         got = torch.softmax(model.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
     assert np.abs(got - expected).max() <= 1e-5
     # Fine-tuning re-inflates the BNs to the data's statistics without changing the function.
-    from training.train import recalibrate_bn
-
-    recalibrate_bn(model, torch.from_numpy(faces(np.arange(64) % 7, side=64)))
+    crops = torch.from_numpy(faces(np.arange(64) % 7, side=64)).float()
+    archs.recalibrate_bn(model, ((crops - 127.5) / 127.5)[:, None])
     with torch.no_grad():
         got = torch.softmax(model.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
     assert np.abs(got - expected).max() <= 1e-5

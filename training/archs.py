@@ -206,3 +206,33 @@ def load_shipped(model: MiniXception, onnx_path: str | Path = SHIPPED_ONNX) -> N
         bn.weight.fill_(1.0)
         bn.running_mean.zero_()
         bn.running_var.fill_(1.0 - bn.eps)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, inputs: torch.Tensor, batch: int = 256) -> None:
+    """Turn identity BNs (freshly loaded folded weights) into ones that fit the data's statistics.
+
+    With γ = √(σ²+ε), β = b + μ and running stats (μ, σ²) the eval-mode function is unchanged,
+    while in train mode the batch statistics no longer renormalise every channel away from
+    the shipped outputs.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums = {bn: torch.zeros(3, bn.num_features, dtype=torch.float64) for bn in bns}
+
+    def accumulate(bn, args, _output):
+        z = args[0].transpose(0, 1).flatten(1).double()
+        sums[bn] += torch.stack([torch.full_like(z[:, 0], z.shape[1]), z.sum(1), (z * z).sum(1)])
+
+    hooks = [bn.register_forward_hook(accumulate) for bn in bns]
+    model.eval()
+    for i in range(0, len(inputs), batch):  # normalised N×1×H×W
+        model(inputs[i : i + batch])
+    for h in hooks:
+        h.remove()
+    for bn in bns:
+        n, s, sq = sums[bn]
+        mean, var = s / n, (sq / n - (s / n) ** 2).clamp_min(0)
+        bn.bias.add_((mean - bn.running_mean.double()).float())  # identity BN: z - shift + β
+        bn.weight.copy_(torch.sqrt(var + bn.eps))
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)

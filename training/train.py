@@ -109,36 +109,6 @@ def evaluate(model, images: torch.Tensor, labels: torch.Tensor, batch: int = 512
     return loss / len(labels), correct / len(labels)
 
 
-@torch.no_grad()
-def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> None:
-    """Turn identity BNs (freshly loaded folded weights) into ones that fit the data's statistics.
-
-    With γ = √(σ²+ε), β = b + μ and running stats (μ, σ²) the eval-mode function is unchanged,
-    while in train mode the batch statistics no longer renormalise every channel away from
-    the shipped outputs.
-    """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    sums = {bn: torch.zeros(3, bn.num_features, dtype=torch.float64) for bn in bns}
-
-    def accumulate(bn, inputs, _output):
-        z = inputs[0].transpose(0, 1).flatten(1).double()
-        sums[bn] += torch.stack([torch.full_like(z[:, 0], z.shape[1]), z.sum(1), (z * z).sum(1)])
-
-    hooks = [bn.register_forward_hook(accumulate) for bn in bns]
-    model.eval()
-    for i in range(0, len(images), batch):
-        model(normalise(images[i : i + batch]))
-    for h in hooks:
-        h.remove()
-    for bn in bns:
-        n, s, sq = sums[bn]
-        mean, var = s / n, (sq / n - (s / n) ** 2).clamp_min(0)
-        bn.bias.add_((mean - bn.running_mean.double()).float())  # identity BN: z - shift + β
-        bn.weight.copy_(torch.sqrt(var + bn.eps))
-        bn.running_mean.copy_(mean)
-        bn.running_var.copy_(var)
-
-
 def make_config(given: dict[str, Any], resume: str | None = None) -> TrainConfig:
     """Config from explicit options, on top of a resumed run's own config when resuming."""
     names = {f.name for f in fields(TrainConfig)}
@@ -176,6 +146,8 @@ def fit(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
     torch.manual_seed(cfg.seed)
     device, size = pick_device(cfg.device), archs.input_size(cfg.arch)
+    if cfg.init and cfg.arch != "mini_xception":
+        raise ValueError(f"--init loads mini_xception weights, not {cfg.arch}")
     train, val = load_train_val(cfg.data, size, cfg.val_fraction, cfg.seed)
     log.info(
         "data: %d train %s, %d val (%s), device %s",
@@ -190,11 +162,9 @@ def fit(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     )
     model = archs.build(cfg.arch)
     if cfg.init and not state:
-        if cfg.arch != "mini_xception":
-            raise ValueError(f"--init loads mini_xception weights, not {cfg.arch}")
         archs.load_shipped(model, archs.SHIPPED_ONNX if cfg.init == "shipped" else cfg.init)
         sample = np.random.default_rng(cfg.seed).permutation(len(train))[:2048]
-        recalibrate_bn(model, torch.from_numpy(train.images[sample]))
+        archs.recalibrate_bn(model, normalise(torch.from_numpy(train.images[sample])))
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
