@@ -53,7 +53,11 @@ async def close(ws: WebSocket, code: int = 1000, reason: str = "") -> None:
 async def run_pair(
     receiver: Callable[[], Awaitable[None]], sender: Callable[[], Awaitable[None]]
 ) -> None:
-    """Run a socket's receiver and sender together; when either ends, stop the other."""
+    """Run a socket's receiver and sender together; when either ends, stop the other.
+
+    Close the socket after this returns, never from inside a half: the other half may be
+    cancelled mid-send, and Starlette marks a socket closed before its close frame is out.
+    """
 
     async with anyio.create_task_group() as tg:
 

@@ -15,7 +15,6 @@ import msgspec
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocketState
 
 from app import ws_common as wsc
 from app.auth import StudentClaims, TokenError, decode_student_token
@@ -63,6 +62,10 @@ class StudentSocket:
         self.seq = 0
         self.errors = 0
         self.withdrawn = False
+        # Set by either half to end the socket; the handler sends the close once, after both
+        # halves stopped. Closing from inside a half races with the other half's cancellation
+        # (Starlette marks the socket closed before the close frame is out).
+        self.close_with: tuple[int, str] | None = None
 
     def config(self) -> dict[str, Any]:
         s = self.res.settings
@@ -136,7 +139,7 @@ class StudentSocket:
             self.errors += 1
             self.push(msgspec.json.encode({"type": "error", "message": _explain(msg)}).decode())
             if self.errors >= MAX_PROTOCOL_ERRORS:
-                await wsc.close(self.ws, wsc.POLICY_VIOLATION, "too many protocol errors")
+                self.close_with = (wsc.POLICY_VIOLATION, "too many protocol errors")
             return
         self.errors = 0
 
@@ -150,7 +153,7 @@ class StudentSocket:
         await run_in_threadpool(record)
         self.withdrawn = True
         await self.presence("withdrawn")
-        await wsc.close(self.ws, 1000, "withdrawn")
+        self.close_with = (1000, "withdrawn")
 
     # --- the two halves -------------------------------------------------------------------
     async def receive(self) -> None:
@@ -162,8 +165,8 @@ class StudentSocket:
                 self.frame(message["bytes"])
             elif message.get("text") is not None:
                 await self.control(message["text"])
-            if self.ws.application_state != WebSocketState.CONNECTED:
-                return  # we closed it (withdrawn, too many errors)
+            if self.close_with:
+                return  # withdrawn, too many errors
 
     async def send(self) -> None:
         while True:
@@ -175,7 +178,7 @@ class StudentSocket:
                 raw = msgspec.json.decode(item)  # from the hub: about this student or the session
                 if raw.get("type") == "session_ended":
                     await self.ws.send_text(item.decode())
-                    await wsc.close(self.ws, wsc.FORBIDDEN, "session ended")
+                    self.close_with = (wsc.FORBIDDEN, "session ended")
                     return
                 update = msgspec.structs.asdict(msgspec.convert(raw, contracts.LiveUpdate))
             except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
@@ -188,7 +191,7 @@ class StudentSocket:
             )
             if kind == "presence" and update["presence"] == "withdrawn":
                 self.withdrawn = True  # e.g. withdrawn through the REST call from another tab
-                await wsc.close(self.ws, 1000, "withdrawn")
+                self.close_with = (1000, "withdrawn")
                 return
 
 
@@ -225,4 +228,5 @@ async def student_socket(ws: WebSocket, res: Res, token: str = "") -> None:
         if not conn.withdrawn:
             with wsc.shielded(2.0):
                 await conn.presence("disconnected")
-        await wsc.close(ws)
+        with wsc.shielded(2.0):
+            await wsc.close(ws, *(conn.close_with or (1000, "")))

@@ -80,7 +80,7 @@ class FrameResult(msgspec.Struct):
 R_DATA = b"d"  # results stream field holding FrameResult JSON
 
 
-class LiveUpdate(msgspec.Struct, omit_defaults=True):
+class LiveUpdate(msgspec.Struct):
     """What the teacher's dashboard (and the student's self-view) receives per student."""
 
     type: str  # "student" (emotion state) or "presence" (connection / camera state)
