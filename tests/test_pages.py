@@ -117,6 +117,7 @@ def test_user_input_in_paths_is_escaped(client: TestClient) -> None:
     ("path", "kind"),
     [
         ("/static/css/app.css", "text/css"),
+        ("/static/favicon.svg", "image/svg+xml"),
         ("/static/js/api.js", "javascript"),
         ("/static/js/dashboard.js", "javascript"),
         ("/static/js/student.js", "javascript"),
