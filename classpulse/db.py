@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -58,6 +59,8 @@ class ClassSession(Base):
     join_code: Mapped[str] = mapped_column(String(16), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The session's alert rules as {rule: {parameter: value}}; None means the defaults.
+    alert_rules: Mapped[dict | None] = mapped_column(JSONB, nullable=True)
 
 
 class Student(Base):
@@ -94,6 +97,96 @@ class EmotionBucket(Base):
     frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
     prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClassBucket(Base):
+    """Per session and time bucket, the whole class: what ``aggregate_only`` keeps instead of
+    per-student emotions (same sums-not-means layout as ``EmotionBucket``).
+
+    Written in every mode except ``off``; per-student rows in ``emotion_buckets`` then carry
+    presence only (frame counts, empty ``prob_sums``) unless the policy is ``per_student``.
+    """
+
+    __tablename__ = "class_buckets"
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    frames: Mapped[int] = mapped_column(Integer, default=0)
+    frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
+    prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OrgPolicy(Base):
+    """The organisation's privacy policy: a single row (id 1), changed by admins only."""
+
+    __tablename__ = "org_policy"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    emotion_mode: Mapped[str] = mapped_column(String(20), default="per_student")
+    min_group_size: Mapped[int] = mapped_column(Integer, default=5)
+    retention_days: Mapped[int] = mapped_column(Integer, default=30)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class ConsentRecord(Base):
+    """One consent event of a student: accepted (with the text version), declined or withdrawn."""
+
+    __tablename__ = "consent_records"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("class_sessions.id", ondelete="CASCADE"), index=True
+    )
+    student_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("students.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(16))  # accepted | declined | withdrawn
+    consent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class AuditEntry(Base):
+    """Who viewed or exported per-student data, or changed the policy, and when.
+
+    No foreign keys on the targets: the entry must outlive a deleted session or student.
+    """
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    actor_email: Mapped[str] = mapped_column(String(320), default="")
+    action: Mapped[str] = mapped_column(String(64))  # e.g. view.live, export.report, policy.update
+    target_type: Mapped[str] = mapped_column(String(32), default="")  # session | student | policy
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[dict] = mapped_column(JSONB, default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Alert(Base):
+    """A prompt to look, raised by a session's alert rule; never a judgement of a person.
+
+    Open while ``ended_at`` is None; ``student_id`` is None for class-level rules.
+    """
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("class_sessions.id", ondelete="CASCADE"), index=True
+    )
+    student_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("students.id", ondelete="CASCADE"), nullable=True
+    )
+    rule: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    detail: Mapped[dict] = mapped_column(JSONB, default=dict)
 
 
 class AppliedResult(Base):
