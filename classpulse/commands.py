@@ -108,7 +108,8 @@ def _db_session(url: str):
 
     from classpulse.db import make_engine
 
-    return Session(make_engine(url))
+    # expire_on_commit=False: callers print what they created after the commit and the close.
+    return Session(make_engine(url), expire_on_commit=False)
 
 
 def bootstrap_admin(settings: Settings) -> None:
