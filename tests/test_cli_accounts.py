@@ -14,7 +14,9 @@ from classpulse.db import User, make_engine
 
 
 def _create_admin(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, CLASSPULSE_DATABASE_URL=database_url, CLASSPULSE_NEW_PASSWORD="s3cret-pass!")
+    env = dict(
+        os.environ, CLASSPULSE_DATABASE_URL=database_url, CLASSPULSE_NEW_PASSWORD="s3cret-pass!"
+    )
     return subprocess.run(
         [sys.executable, "-m", "classpulse", "create-admin", *args],
         env=env,
