@@ -54,19 +54,27 @@ class FrameSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     def offer(
-        self, session_id: str, student_id: str, seq: int, jpeg: bytes, emotion: bool, done: Done
+        self, session_id: str, student_id: str, seq: int, jpeg: bytes, emotion: bool | str, done: Done
     ) -> str | None:
-        """Queue one frame; return a drop reason now, or None and call done() once written."""
+        """Queue one frame; return a drop reason now, or None and call done() once written.
+
+        ``emotion`` is the policy's emotion mode stamped into the frame (True and False stand for
+        ``per_student`` and ``off``)."""
         if time.monotonic() < self._down_until:
             return "redis_down"
+        mode = emotion if isinstance(emotion, str) else ("per_student" if emotion else "off")
         fields = {
             contracts.F_VERSION: b"1",
             contracts.F_SESSION: session_id.encode(),
             contracts.F_STUDENT: student_id.encode(),
             contracts.F_SEQ: str(seq).encode(),
             contracts.F_RECEIVED_MS: str(round(time.time() * 1000, 1)).encode(),
-            contracts.F_EMOTION: b"1" if emotion else b"0",
+            contracts.F_EMOTION: b"0" if mode == "off" else b"1",
+            contracts.F_MODE: mode.encode(),
             contracts.F_JPEG: jpeg,
         }
         try:

@@ -41,6 +41,7 @@ class DropOldestQueue(asyncio.Queue[bytes | str]):
 class _Route(msgspec.Struct):
     # Only the field needed for routing; msgspec skips the rest without building it.
     student_id: str | None = None
+    audience: str | None = None  # "teachers": dashboards only (alerts), never a student page
 
 
 _route = msgspec.json.Decoder(_Route)
@@ -95,11 +96,14 @@ class Hub:
         targets = set(by_student.get(None, ()))
         if len(by_student) > 1 or None not in by_student:  # some student of it listens here
             try:
-                student = _route.decode(data).student_id
+                route = _route.decode(data)
             except msgspec.DecodeError:
                 log.warning("live hub: undecodable message on %s", channel)
                 return
-            if student is None:  # session-wide news (e.g. session ended): everyone
+            student = route.student_id
+            if route.audience == "teachers":
+                pass  # dashboards only; they are in targets already
+            elif student is None:  # session-wide news (e.g. session ended): everyone
                 for queues in by_student.values():
                     targets |= queues
             else:

@@ -28,8 +28,14 @@ class Metrics:
         self.frames_accepted = Counter(
             "classpulse_frames_accepted", "Frames written to the frames stream", registry=r
         )
+        self.frames_captured = Counter(
+            "classpulse_frames_captured",
+            "Frames the student pages captured (as they report them; sent or skipped)",
+            registry=r,
+        )
+        # Not registered: exposed together with the workers' drops as one family (see render).
         self.frames_dropped = Counter(
-            "classpulse_frames_dropped", "Frames refused or dropped", ["reason"], registry=r
+            "classpulse_frames_dropped", "Frames refused or dropped", ["reason"], registry=None
         )
         for reason in DROP_REASONS:  # export zeros so rates work before the first drop
             self.frames_dropped.labels(reason)
@@ -46,13 +52,27 @@ class Metrics:
         self.frame_queue = Gauge(
             "classpulse_frame_queue_depth", "Frames waiting for the frame writer", registry=r
         )
+        self.target_fps = Gauge(
+            "classpulse_target_fps", "Frame rate pages are asked to send at (backpressure)",
+            registry=r,
+        )
+        self.worker_lag = Gauge(
+            "classpulse_worker_lag_ms", "Age of the frames the slowest worker reads", registry=r
+        )
 
     async def render(self, redis: Redis) -> bytes:
         """Exposition text: this process's metrics, then the pipeline's shared counters."""
-        return generate_latest(self.registry) + generate_latest(await _pipeline_registry(redis))
+        gateway_drops = {
+            sample.labels["reason"]: sample.value
+            for family in self.frames_dropped.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+        pipeline = await _pipeline_registry(redis, gateway_drops)
+        return generate_latest(self.registry) + generate_latest(pipeline)
 
 
-async def _pipeline_registry(redis: Redis) -> CollectorRegistry:
+async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> CollectorRegistry:
     # The worker and aggregator keep their counters in one Redis hash so that any gateway can
     # expose them; read at scrape time rather than polled.
     pipeline = CounterMetricFamily(
@@ -62,22 +82,42 @@ async def _pipeline_registry(redis: Redis) -> CollectorRegistry:
     )
     workers = GaugeMetricFamily("classpulse_workers_alive", "Workers with a live heartbeat key")
     backlog = GaugeMetricFamily("classpulse_frames_stream_length", "Entries in the frames stream")
+    processed = CounterMetricFamily(
+        "classpulse_frames_processed", "Frames the workers analysed (all workers)"
+    )
+    # One family for every drop, wherever it happened: the gateway's reasons from this process,
+    # the workers' (stale, corrupt, ...) from the shared hash. Same reason name: summed.
+    dropped = CounterMetricFamily(
+        "classpulse_frames_dropped", "Frames refused or dropped, by reason", labels=["reason"]
+    )
     try:
         stats = await redis.hgetall(contracts.STATS_KEY)
         alive = await count_keys(redis, contracts.WORKER_HEARTBEAT_PREFIX + "*")
         length = await redis.xlen(contracts.FRAMES_STREAM)
     except RedisError as exc:
         log.warning("metrics: cannot read pipeline counters from Redis: %s", exc)
-        return CollectorRegistry()
+        stats, alive, length = {}, None, None
+    drops = dict(gateway_drops)
     for name, value in sorted(stats.items()):
         try:
-            pipeline.add_metric([name.decode() if isinstance(name, bytes) else name], float(value))
+            key = name.decode() if isinstance(name, bytes) else name
+            pipeline.add_metric([key], float(value))
         except ValueError:
             continue  # a non-numeric field is not a counter
-    workers.add_metric([], alive)
-    backlog.add_metric([], length)
+        if key == "worker.processed":
+            processed.add_metric([], float(value))
+        elif key.startswith("worker.dropped."):
+            reason = key[len("worker.dropped."):]
+            drops[reason] = drops.get(reason, 0.0) + float(value)
+    for reason, n in sorted(drops.items()):
+        dropped.add_metric([reason], n)
+    families: list = [dropped]
+    if alive is not None:
+        workers.add_metric([], alive)
+        backlog.add_metric([], length)
+        families += [pipeline, processed, workers, backlog]
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Fixed([pipeline, workers, backlog]))
+    registry.register(_Fixed(families))
     return registry
 
 

@@ -71,6 +71,13 @@ def dashboard_page(request: Request, templates: Templates, session_id: SessionId
     )
 
 
+@router.get("/sessions/{session_id}/history", response_class=HTMLResponse)
+def history_page(request: Request, templates: Templates, session_id: SessionId) -> HTMLResponse:
+    return _page(
+        templates, request, "history.html", page="history", teacher=True, session_id=session_id
+    )
+
+
 @router.get("/join/{code}", response_class=HTMLResponse)
 def join_page(request: Request, templates: Templates, code: JoinCode) -> HTMLResponse:
     return _page(templates, request, "join.html", page="join", join_code=code)

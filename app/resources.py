@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi.templating import Jinja2Templates
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.frame_sink import FrameSink
 from app.hub import Hub
 from app.metrics import Metrics
+from app.policy_cache import PolicyCache
 from app.ratelimit import FrameLimits
+from app.stream_stats import StreamStats
 from classpulse.db import make_engine
 from classpulse.settings import REPO_ROOT, Settings
 
@@ -33,6 +35,8 @@ class Resources:
     metrics: Metrics
     templates: Jinja2Templates
     frame_limits: FrameLimits
+    stream_stats: StreamStats
+    policy: PolicyCache  # the organisation's privacy policy, refreshed from Redis
 
 
 @asynccontextmanager
@@ -45,19 +49,32 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
     engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
     # Timeouts: without them a Redis that stops answering would hang every request that touches it.
-    redis = Redis.from_url(
-        settings.redis_url, socket_connect_timeout=3, socket_timeout=5, health_check_interval=30
+    # A blocking pool: the default pool raises "Too many connections" past 100 concurrent
+    # commands (e.g. 300 sockets publishing presence when a class disconnects at once); this one
+    # makes the 101st wait for a free connection instead.
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=5,
+            socket_connect_timeout=3, socket_timeout=5, health_check_interval=30,
+        )
     )
     metrics = Metrics()
     hub = Hub(redis, on_drop=metrics.live_dropped.inc)
     sink = FrameSink(redis, settings.frames_stream_maxlen, on_depth=metrics.frame_queue.set)
+    stream_stats = StreamStats(redis, settings, queue_depth=sink.depth)
+    metrics.target_fps.set_function(lambda: stream_stats.fps)
+    metrics.worker_lag.set_function(lambda: stream_stats.worker_lag_ms)
+    make_session = sessionmaker(engine, expire_on_commit=False)
+    policy = PolicyCache(redis, make_session)
+    await policy.start()
     await hub.start()
     sink.start()
+    stream_stats.start()
     try:
         yield Resources(
             settings=settings,
             engine=engine,
-            sessionmaker=sessionmaker(engine, expire_on_commit=False),
+            sessionmaker=make_session,
             redis=redis,
             hub=hub,
             sink=sink,
@@ -68,9 +85,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             frame_limits=FrameLimits(
                 settings.frame_max_fps, max(2.0, 2.0 * settings.frames_in_flight)
             ),
+            stream_stats=stream_stats,
+            policy=policy,
         )
     finally:
+        await stream_stats.stop()
         await sink.stop()
         await hub.stop()
+        await policy.stop()
         await redis.aclose()
         engine.dispose()

@@ -13,8 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from app.privacy import redact_update
 from classpulse import contracts
 from classpulse.db import Student
+from classpulse.policy import Policy
 
 
 async def model_labels(redis: Redis) -> list[str] | None:
@@ -53,17 +55,34 @@ def _latest(raw: dict[bytes, bytes], student_id: str) -> dict[str, Any] | None:
 
 
 async def build_snapshot(
-    redis: Redis, make_session: sessionmaker[Session], session_id: uuid.UUID
+    redis: Redis,
+    make_session: sessionmaker[Session],
+    session_id: uuid.UUID,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
-    """Snapshot message: every student of the roster with their latest presence and emotion."""
+    """Snapshot message: every student of the roster with their latest presence and emotion,
+    as the policy in force allows (no per-student emotion outside ``per_student``), and the
+    class's latest mix where the aggregator publishes one."""
+    policy = policy or Policy()
     students = await run_in_threadpool(_roster, make_session, session_id)
     sid = str(session_id)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(contracts.snapshot_key(sid))
         pipe.hgetall(contracts.presence_key(sid))
-        emotions, presence = await pipe.execute()
+        pipe.get(contracts.class_live_key(sid))
+        emotions, presence, class_raw = await pipe.execute()
     labels = await model_labels(redis) or []
     for s in students:
         s["presence"] = _latest(presence, s["student_id"])
-        s["emotion"] = _latest(emotions, s["student_id"])
-    return {"type": "snapshot", "session_id": sid, "labels": labels, "students": students}
+        s["emotion"] = redact_update(_latest(emotions, s["student_id"]), policy)
+    class_now = None
+    if class_raw and policy.emotion_mode == "aggregate_only":
+        class_now = _latest({b"c": class_raw}, "c")
+    return {
+        "type": "snapshot",
+        "session_id": sid,
+        "labels": labels,
+        "students": students,
+        "policy": {"emotion_mode": policy.emotion_mode, "min_group_size": policy.min_group_size},
+        "class": class_now,
+    }

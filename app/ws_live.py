@@ -18,6 +18,7 @@ from app import ws_common as wsc
 from app.auth import TokenError, access_token_from, decode_access_token
 from app.deps import Res
 from app.hub import DropOldestQueue
+from app.privacy import record_view
 from app.resources import Resources
 from app.routes.sessions import can_watch, find_session
 from app.snapshot import build_snapshot
@@ -30,7 +31,9 @@ router = APIRouter()
 LIVE_QUEUE = 512
 
 
-def _check(res: Resources, user_id: int, session_id: str) -> tuple[int, str] | uuid.UUID:
+def _check(
+    res: Resources, ws: WebSocket, user_id: int, session_id: str
+) -> tuple[int, str] | uuid.UUID:
     """The session's id if this user may watch it, else a close code and reason."""
     with res.sessionmaker() as db:
         user = db.get(User, user_id)
@@ -41,6 +44,9 @@ def _check(res: Resources, user_id: int, session_id: str) -> tuple[int, str] | u
             return wsc.NOT_FOUND, "session not found"
         if not can_watch(user, session):
             return wsc.FORBIDDEN, "not your session"
+        if res.policy.policy.per_student:  # a view of per-student data: audited
+            ip = ws.client.host if ws.client else None
+            record_view(db, user, "view.live", session.id, ip)
         return session.id
 
 
@@ -54,7 +60,7 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
         claims = decode_access_token(res.settings, token)
     except TokenError as exc:
         return await wsc.refuse(ws, wsc.UNAUTHORIZED, str(exc))
-    checked = await run_in_threadpool(_check, res, claims.user_id, session_id)
+    checked = await run_in_threadpool(_check, res, ws, claims.user_id, session_id)
     if not isinstance(checked, uuid.UUID):
         return await wsc.refuse(ws, *checked)
 
@@ -65,7 +71,9 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
     try:
         with res.hub.subscribe(str(checked), queue):
             try:
-                snapshot = await build_snapshot(res.redis, res.sessionmaker, checked)
+                snapshot = await build_snapshot(
+                    res.redis, res.sessionmaker, checked, res.policy.policy
+                )
             except RedisError as exc:
                 log.warning("live socket: no snapshot, Redis unavailable: %s", exc)
                 return await wsc.close(ws, 1011, "Redis unavailable; reconnect later")

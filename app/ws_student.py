@@ -8,6 +8,7 @@ fixed number of frames in flight by waiting for acks, so nothing queues up anywh
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -61,7 +62,13 @@ class StudentSocket:
         self.outbound = DropOldestQueue(OUTBOUND_QUEUE)
         self.seq = 0
         self.errors = 0
+        # Per-student frame counters, flushed to Redis once a second by the process's StreamStats.
+        self.counts = res.stream_stats.open(self.session_id, self.student_id)
+        self.fps_told = res.stream_stats.fps  # the rate this page was last asked to send at
+        self.rate_limited_told = 0.0
         self.withdrawn = False
+        # Declined consent: the student attends (presence only); no frame of theirs is analysed.
+        self.analysis = student.consent_version is not None
         # Set by either half to end the socket; the handler sends the close once, after both
         # halves stopped. Closing from inside a half races with the other half's cancellation
         # (Starlette marks the socket closed before the close frame is out).
@@ -71,7 +78,7 @@ class StudentSocket:
         s = self.res.settings
         return {
             "type": "config",
-            "fps": min(2.0, s.frame_max_fps),
+            "fps": self.fps_told,
             "max_fps": s.frame_max_fps,
             "max_in_flight": s.frames_in_flight,
             "width": 320,
@@ -92,10 +99,20 @@ class StudentSocket:
         metrics = self.res.metrics
         if reason is None:
             metrics.frames_accepted.inc()
+            self.counts["accepted"] += 1
             self.push(f'{{"type":"ack","seq":{seq},"ok":true}}')
         else:
             metrics.frames_dropped.labels(reason).inc()
+            self.counts["dropped." + reason] += 1
             self.push(f'{{"type":"ack","seq":{seq},"ok":false,"reason":"{reason}"}}')
+        fps = self.res.stream_stats.fps
+        if fps != self.fps_told:  # the pipeline is behind (or caught up): tell the page
+            self.fps_told = fps
+            self.tell_rate(self.res.stream_stats.reason)
+
+    def tell_rate(self, reason: str) -> None:
+        """Ask the page to send at ``fps_told`` frames per second (student.js obeys it)."""
+        self.push(f'{{"type":"rate","fps":{self.fps_told},"reason":"{reason}"}}')
 
     def push(self, item: str) -> None:
         if self.outbound.push(item):
@@ -105,15 +122,23 @@ class StudentSocket:
         self.seq += 1
         seq = self.seq
         self.res.metrics.frames_received.inc()
-        if len(data) > self.res.settings.frame_max_bytes:
-            reason: str | None = "too_large"
+        self.counts["received"] += 1
+        if self.withdrawn or not self.analysis:  # consent withdrawn or never given: refused
+            reason: str | None = "withdrawn" if self.withdrawn else "no_consent"
+        elif len(data) > self.res.settings.frame_max_bytes:
+            reason = "too_large"
         elif not data.startswith(JPEG_START) or JPEG_END not in data[-32:]:
             reason = "not_jpeg"
         elif not self.bucket.take():
             reason = "rate_limited"
+            now = time.monotonic()
+            if now - self.rate_limited_told > 2.0:  # over the cap: say so, at most every 2 s
+                self.rate_limited_told = now
+                self.tell_rate("rate_limited")
         else:
-            reason = self.res.sink.offer(
-                self.session_id, self.student_id, seq, data, True, lambda r: self.ack(seq, r)
+            reason = self.res.sink.offer(  # stamped with the policy's current emotion mode
+                self.session_id, self.student_id, seq, data, self.res.policy.mode,
+                lambda r: self.ack(seq, r),
             )
             if reason is None:
                 return  # acked by the writer once Redis has it
@@ -129,9 +154,15 @@ class StudentSocket:
             msg = {}
         kind, state = msg.get("type"), msg.get("state")
         if kind == "camera" and state in ("on", "off"):
-            await self.presence("present" if state == "on" else "camera_off")
+            if not self.analysis:  # declined: no camera to speak of, only attendance
+                await self.presence("no_analysis")
+            else:
+                await self.presence("present" if state == "on" else "camera_off")
         elif kind == "ping":
             self.push('{"type":"pong"}')
+        elif kind == "stats" and isinstance(n := msg.get("captured"), int) and 0 <= n <= 100_000:
+            self.counts["captured"] += n  # frames the page captured since its last report
+            self.res.metrics.frames_captured.inc(n)
         elif kind == "withdraw":
             await self.withdraw()
             return
@@ -180,6 +211,11 @@ class StudentSocket:
                     await self.ws.send_text(item.decode())
                     self.close_with = (wsc.FORBIDDEN, "session ended")
                     return
+                if raw.get("type") == "policy":  # the page shows which mode is in force
+                    await self.ws.send_text(item.decode())
+                    continue
+                if raw.get("type") == "class":  # the class mix is for dashboards
+                    continue
                 update = msgspec.structs.asdict(msgspec.convert(raw, contracts.LiveUpdate))
             except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
                 log.warning("student socket: dropping a malformed live update")
@@ -200,7 +236,9 @@ def _explain(msg: dict[str, Any]) -> str:
         return 'text messages must be JSON objects with a "type"; frames are binary JPEG'
     if msg.get("type") == "camera":
         return 'camera messages need "state": "on" or "off"'
-    return f"unknown message type {msg.get('type')!r}; expected camera, withdraw or ping"
+    if msg.get("type") == "stats":
+        return 'stats messages need "captured": a count of frames since the last report'
+    return f"unknown message type {msg.get('type')!r}; expected camera, withdraw, stats or ping"
 
 
 @router.websocket("/ws/student")
@@ -221,10 +259,12 @@ async def student_socket(ws: WebSocket, res: Res, token: str = "") -> None:
     try:
         with res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
             await ws.send_json(conn.config())
-            await conn.presence("present")
+            await conn.presence("present" if conn.analysis else "no_analysis")
             await wsc.run_pair(conn.receive, conn.send)
     finally:
         gauge.dec()
+        with wsc.shielded(2.0):
+            await res.stream_stats.close(conn.counts)
         if not conn.withdrawn:
             with wsc.shielded(2.0):
                 await conn.presence("disconnected")

@@ -1,13 +1,19 @@
 """Inference core benchmark: classifier faces/s by batch, per-frame pipeline cost, our overhead.
 
     .venv/bin/python bench/bench_inference.py [--repeat 200] [--threads 1]
+    .venv/bin/python bench/bench_inference.py --providers cuda,cpu --require-gpu   # on a GPU machine
 
-Prints (all on the CPU unless onnxruntime-gpu is installed and a GPU is present):
+Runs on the first of --providers that the installed onnxruntime offers (onnxruntime-gpu for
+CUDA/TensorRT; the CPU otherwise) and prints the providers actually used; --require-gpu fails
+instead of falling back to the CPU. Prints:
 1. mini-Xception faces/s at batch 1, 8, 32, 128;
 2. the full per-frame pipeline (JPEG decode + detect + crop + classify), one face per frame,
    at 320×240 and 640×480, in ms/frame (median);
 3. the ratio of the pipeline's time to the bare InferenceSession.run calls on the same inputs,
-   measured in the same run: the overhead our code adds (letterbox, decoding, NMS, crops).
+   measured in the same run: the overhead our code adds (letterbox, decoding, NMS, crops);
+4. the cost of optional pipeline variants;
+5. worker-style throughput: batches of JPEG frames (the batch size the worker picks for this
+   device) decoded, detected and classified, in frames/s and faces/s.
 """
 
 from __future__ import annotations
@@ -73,8 +79,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--providers", default="cuda,cpu",
+                    help="execution providers in order of preference, e.g. tensorrt,cuda,cpu or cpu")
+    ap.add_argument("--require-gpu", action="store_true", help="fail unless a GPU provider is used")
+    ap.add_argument("--batch", type=int, help="frames per batch in part 5 (default: the worker's choice)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each part-5 measurement")
     args = ap.parse_args()
-    kw = dict(providers=["cuda", "cpu"], intra_op_threads=args.threads)
+    kw = dict(providers=args.providers.split(","), intra_op_threads=args.threads,
+              require_gpu=args.require_gpu)
     det_model = OnnxModel(MODELS / "face_detection_full_range.onnx", **kw)
     emo_model = OnnxModel(MODELS / "emotion_mini_xception.onnx", **kw)
     detector = FaceDetector(det_model)
@@ -133,7 +145,41 @@ def main() -> int:
     m = interleaved_ms({k: (lambda p=p: p.analyze([frame])) for k, p in variants.items()}, args.repeat)
     for key, ms in m.items():
         print(f"  {key:<28} {ms:7.3f} ms  ({ms / m['default']:.2f}×)")
+
+    throughput(pipeline, det_model, args)
     return 0
+
+
+def class_frame() -> np.ndarray:
+    """640×480 with four faces (the astronaut's head and shoulders in a 2×2 grid)."""
+    astro = cv2.resize(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:400, 60:460], (220, 220))
+    frame = np.full((480, 640, 3), 110, np.uint8)
+    for y in (10, 250):
+        for x in (70, 350):
+            frame[y : y + 220, x : x + 220] = astro
+    return frame
+
+
+def throughput(pipeline: FramePipeline, det_model: OnnxModel, args: argparse.Namespace) -> None:
+    from worker.service import CPU_BATCH, GPU_BATCH
+
+    batch = args.batch or (GPU_BATCH if det_model.uses_gpu else CPU_BATCH)
+    device = "GPU" if det_model.uses_gpu else "CPU"
+    print(f"\n5. worker-style throughput on the {device} ({det_model.providers[0]}), batch {batch}, "
+          "JPEG decode included")
+    print(f"{'frames':<26} {'frames/s':>9} {'faces/s':>9} {'ms/batch':>9}")
+    for label, frame in (("320×240, 1 face", webcam_frame(320, 240)), ("640×480, 4 faces", class_frame())):
+        jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
+        jpegs = [jpeg] * batch
+        pipeline.analyze([decode_jpeg(j) for j in jpegs])  # warm-up at this batch shape
+        n_frames = n_faces = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds:
+            results, timings = pipeline.analyze([decode_jpeg(j) for j in jpegs])
+            n_frames += len(results)
+            n_faces += timings.faces
+        dt = time.perf_counter() - t0
+        print(f"{label:<26} {n_frames / dt:>9.0f} {n_faces / dt:>9.0f} {dt / (n_frames / batch) * 1000:>9.1f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Worker benchmark: frames/s through the real worker loop against the sum of its bare stages.
 
-    .venv/bin/python bench/bench_worker.py [--frames 2000] [--redis-url redis://127.0.0.1:6379/14]
+    .venv/bin/python bench/bench_worker.py [--frames 2000] [--redis-url redis://127.0.0.1:6379/15]
 
 Stages measured alone on the same frames: JPEG decode, then the inference pipeline (detect,
 crop, classify every face of a batch in one call) on batches of the worker's batch size. Then
@@ -46,13 +46,13 @@ def frames(n: int) -> list[bytes]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=2000)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     settings = Settings(redis_url=args.redis_url, providers=["cpu"], frame_max_age_ms=10**9)
     pipeline = FramePipeline.from_settings(settings)
     jpegs = frames(args.frames)
-    batch = settings.worker_batch_size
+    batch = settings.worker_batch_size or 32
     r = redis.Redis.from_url(args.redis_url)
 
     def stages() -> float:

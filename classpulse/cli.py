@@ -19,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     from classpulse import commands
 
     commands.register(sub)
+    from classpulse import retention
+
+    retention.register(sub)
+    from classpulse import export_cli
+
+    export_cli.register(sub)
     from worker import analyze
 
     analyze.register(sub)

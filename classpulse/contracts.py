@@ -20,6 +20,9 @@ WORKER_HEARTBEAT_PREFIX = "cp:worker:"  # + worker id; a key with a short TTL wh
 AGGREGATOR_HEARTBEAT_PREFIX = "cp:aggregator:"
 STATS_KEY = "cp:stats"  # hash of pipeline counters, e.g. "worker.bad_frame" -> n
 HEARTBEAT_TTL_S = 15
+# Hash worker name -> "<lag ms> <epoch s>": how old the frames were when that worker read them.
+# Gateways read it once a second to tell pages to lower (or raise again) their frame rate.
+WORKER_LAG_KEY = "cp:worker_lag"
 
 
 def live_channel(session_id: str) -> str:
@@ -32,9 +35,26 @@ def snapshot_key(session_id: str) -> str:
     return f"cp:snapshot:{session_id}"
 
 
+def stream_stats_key(session_id: str) -> str:
+    """Hash "<student_id>:<counter>" -> n: frames captured, received, accepted, processed and
+    dropped.<reason> per student (gateway and worker HINCRBY it in batches)."""
+    return f"cp:streamstats:{session_id}"
+
+
 def presence_key(session_id: str) -> str:
     """Hash student_id -> latest presence LiveUpdate JSON (gateway: connected, camera off...)."""
     return f"cp:presence:{session_id}"
+
+
+def class_live_key(session_id: str) -> str:
+    """Latest ClassUpdate JSON of a session (aggregator), for dashboards that connect late."""
+    return f"cp:classlive:{session_id}"
+
+
+# Hash mirroring the organisation's policy from PostgreSQL (fields as in classpulse.policy.Policy).
+# The gateway writes it at start-up and on every change; the worker and the aggregator read it
+# once per batch, so a stricter policy applies to the very next batch everywhere.
+POLICY_KEY = "cp:policy"
 
 
 # Hash the worker fills at start: "labels" (JSON list, the emotion model's output order),
@@ -50,6 +70,7 @@ F_STUDENT = b"u"
 F_SEQ = b"q"  # the page's frame number, echoed in the ack and the result
 F_RECEIVED_MS = b"t"  # gateway receive time, epoch milliseconds
 F_EMOTION = b"e"  # b"1": run the emotion model; b"0": presence only (policy "off")
+F_MODE = b"m"  # the policy's emotion mode when the gateway took the frame (absent: per_student)
 F_JPEG = b"j"
 
 
@@ -74,6 +95,9 @@ class FrameResult(msgspec.Struct):
     faces: list[Face]
     models: dict[str, str]  # role -> model version, e.g. {"detector": ..., "emotion": ...}
     timings_ms: dict[str, float]
+    # The policy's emotion mode this frame was analysed under (per_student | aggregate_only |
+    # off); the aggregator applies the stricter of it and the policy in force when it folds.
+    mode: str = "per_student"
     v: int = SCHEMA_VERSION
 
 
@@ -87,7 +111,8 @@ class LiveUpdate(msgspec.Struct):
     session_id: str
     student_id: str
     t: float  # epoch seconds
-    presence: str = "present"  # present | no_face | camera_off | disconnected | withdrawn
+    # present | no_face | camera_off | disconnected | withdrawn | no_analysis (declined consent)
+    presence: str = "present"
     emotion: str | None = None  # label, "uncertain", or None when there is no face / no data
     confidence: float | None = None
     probs: dict[str, float] | None = None  # smoothed
@@ -96,6 +121,26 @@ class LiveUpdate(msgspec.Struct):
     received_ms: float | None = None  # of the frame behind this update, for latency figures
     seq: int | None = None  # the page's frame number behind this update
     display_name: str | None = None
+    # Why "emotion" is "uncertain" rather than a label (None: it is a label, or no face):
+    # low_confidence | face_too_small | few_frames (too few frames since the stream resumed).
+    quality: str | None = None
+    v: int = SCHEMA_VERSION
+
+
+class ClassUpdate(msgspec.Struct):
+    """The class's current mix, published by the aggregator outside ``per_student`` mode (where
+    the dashboard cannot count tiles): nothing but ``present`` while fewer than
+    ``min_group_size`` students show a face (``suppressed``)."""
+
+    session_id: str
+    t: float
+    mode: str
+    present: int  # students with a face seen in the last few seconds
+    min_group_size: int
+    suppressed: bool
+    counts: dict[str, int] | None = None  # label -> students whose smoothed estimate it is
+    uncertain: int = 0
+    type: str = "class"
     v: int = SCHEMA_VERSION
 
 

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,14 +57,27 @@ class Settings(BaseSettings):
     frames_in_flight: int = 2
     frames_stream_maxlen: int = 5_000
     results_stream_maxlen: int = 100_000
-    worker_batch_size: int = 32
+    # Frames a worker reads per batch; "auto" (None): 32 on the CPU, 128 when the models run on a
+    # GPU (the detector and the classifier then batch the whole read in one call each).
+    worker_batch_size: int | None = None
+    # A stream entry pending this long is taken over (XAUTOCLAIM) from a consumer that died;
+    # None: 10 s for frames (workers), 15 s for results (aggregators).
+    reclaim_idle_ms: int | None = None
     frame_max_age_ms: int = 2_000  # fresher than this or dropped as stale
     bucket_seconds: int = 5
     smoothing_alpha: float = 0.5
     uncertain_below: float = 0.4  # smoothed top probability under this is shown as uncertain
+    # A face box shorter than this (pixels, shorter side) is upscaled to the 64 px model input and
+    # read unreliably: shown as "face too small" instead of a label.
+    small_face_px: int = 48
     student_token_ttl_s: int = 4 * 3600
     access_token_ttl_s: int = 12 * 3600
     login_attempts_per_minute: int = 10
+
+    @field_validator("worker_batch_size", mode="before")
+    @classmethod
+    def _auto_batch(cls, value: object) -> object:
+        return None if value in ("auto", "", 0, "0") else value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:

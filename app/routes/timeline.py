@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
+from app.deps import CurrentTeacher, DbSession, RedisDep, Res, SettingsDep
+from app.privacy import record_view
 from app.routes.sessions import visible_session
 from app.snapshot import model_labels
 from classpulse.db import EmotionBucket, Student
@@ -72,19 +73,31 @@ async def timeline(
     db: DbSession,
     settings: SettingsDep,
     redis: RedisDep,
+    res: Res,
+    request: Request,
     since: datetime | None = None,
 ) -> TimelineOut:
-    """Time buckets per student, ordered by time then student; `?since=ISO` for the recent part."""
+    """Time buckets per student, ordered by time then student; `?since=ISO` for the recent part.
+
+    Outside ``per_student`` mode the buckets carry presence only (frame counts), whatever an
+    earlier policy stored; in ``per_student`` mode the read is audited (``view.timeline``)."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)  # a naive time from a client means UTC
+    policy = res.policy.policy
     session = await run_in_threadpool(visible_session, db, user, session_id)
     rows = await run_in_threadpool(_rows, db, session.id, since)
     labels = await model_labels(redis)
     if labels is None:
         labels = sorted({k for b, _ in rows for k in (b.prob_sums or {})})
+    buckets = [bucket_out(b, name, labels) for b, name in rows]
+    if policy.per_student:
+        ip = request.client.host if request.client else None
+        await run_in_threadpool(record_view, db, user, "view.timeline", session.id, ip)
+    else:
+        buckets = [b.model_copy(update={"probs": {}, "dominant": None}) for b in buckets]
     return TimelineOut(
         session_id=session.id,
         bucket_seconds=settings.bucket_seconds,
         labels=labels,
-        buckets=[bucket_out(b, name, labels) for b, name in rows],
+        buckets=buckets,
     )

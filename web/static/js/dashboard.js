@@ -89,8 +89,26 @@
     bar.replaceChildren.apply(bar, segments);
   }
 
-  function renderTile(s) {
+  // Uncertainty shown honestly (issue 5): a reason instead of a bare label when the face is too
+  // small, too few frames arrived since the stream (re)started, or none arrived recently.
+  const NO_DATA_S = 10;
+  const QUALITY_TEXT = { face_too_small: "face too small", few_frames: "no data" };
+  function honestView(s) {
     const v = viewOf(s);
+    if (v.presence !== "present" || !s.emotion || !v.emotion) return v;
+    const reason = Date.now() - (s.emotionAt || 0) > NO_DATA_S * 1000 ? "no data" : QUALITY_TEXT[s.emotion.quality];
+    if (reason) {
+      v.emotion = reason;
+      v.confidence = null;
+      v.probs = null;
+      v.stale = reason === "no data";
+    }
+    return v;
+  }
+
+  function renderTile(s) {
+    const v = honestView(s);
+    s.shownStale = Boolean(v.stale);
     const el = s.el;
     el.dataset.presence = v.presence;
     el.querySelector(".name").textContent = s.name;
@@ -100,7 +118,7 @@
     const emotion = el.querySelector(".emotion");
     emotion.dataset.emotion = v.emotion || "none";
     emotion.textContent = v.emotion || "—";
-    emotion.style.color = v.emotion && v.emotion !== "uncertain" ? colorOf(v.emotion) : "";
+    emotion.style.color = v.emotion && labels.includes(v.emotion) ? colorOf(v.emotion) : "";
     el.querySelector(".confidence").textContent =
       v.emotion && typeof v.confidence === "number" ? pct(v.confidence) : "";
     renderProbs(el.querySelector(".probbar"), v.probs);
@@ -120,6 +138,7 @@
       s.withdrawn = Boolean(st.withdrawn);
       s.presence = st.presence || null;
       s.emotion = st.emotion || null;
+      s.emotionAt = Date.now();
       renderTile(s);
     });
     updateCount();
@@ -135,6 +154,7 @@
       if (msg.presence === "withdrawn") s.withdrawn = true;
     } else if (!s.emotion || msg.t >= s.emotion.t) {
       s.emotion = msg;
+      s.emotionAt = Date.now(); // this browser's clock: staleness must not depend on the server's
     }
     renderTile(s);
     scheduleDistribution();
@@ -142,6 +162,8 @@
 
   /** Current class counts per label, plus how many are uncertain or show no face. */
   function classCounts() {
+    const fromPolicy = policyCounts(); // outside per_student mode: the aggregator's class mix
+    if (fromPolicy) return fromPolicy;
     const counts = {};
     labels.forEach(function (label) {
       counts[label] = 0;
@@ -149,10 +171,10 @@
     let uncertain = 0;
     let noFace = 0;
     students.forEach(function (s) {
-      const v = viewOf(s);
+      const v = honestView(s);
       if (v.presence === "no_face") noFace += 1;
-      if (v.emotion === "uncertain") uncertain += 1;
-      else if (v.emotion && v.emotion in counts) counts[v.emotion] += 1;
+      if (v.emotion && v.emotion in counts) counts[v.emotion] += 1;
+      else if (v.emotion) uncertain += 1; // uncertain, face too small, no data
     });
     return { counts: counts, uncertain: uncertain, noFace: noFace };
   }
@@ -270,8 +292,16 @@
         live.recovered(); // only a connection that delivered data counts as recovered
         CP.setError(errorBox, "");
         applySnapshot(msg);
+        applyPolicy(msg.policy, msg.class);
+        loadAlerts();
       } else if (msg.type === "student" || msg.type === "presence") {
         applyUpdate(msg);
+      } else if (msg.type === "alert") {
+        applyAlert(msg);
+      } else if (msg.type === "policy") {
+        applyPolicy(msg);
+      } else if (msg.type === "class") {
+        applyClassUpdate(msg);
       } else if (msg.type === "session_ended") {
         sessionEnded();
       } else if (msg.type === "error") {
@@ -438,11 +468,168 @@
     }
   });
 
+  // --- per-student frame counters (backpressure made visible) --------------------------------
+  // Self-contained: polls /stream-stats and writes one small counters line into each tile.
+  function startStreamStats() {
+    const EVERY_MS = 5000;
+    function line(st) {
+      const dropped = Object.entries(st.dropped || {}).filter((e) => e[1] > 0);
+      const total = dropped.reduce((n, e) => n + e[1], 0);
+      const why = dropped.map((e) => e[0].replace(/_/g, " ") + " " + e[1]).join(", ");
+      return "frames: captured " + st.captured + " · sent " + st.received + " · processed " +
+        st.processed + " · dropped " + total + (why ? " (" + why + ")" : "");
+    }
+    async function poll() {
+      let result;
+      try {
+        result = await CP.teacherApi(sessionPath + "/stream-stats");
+      } catch (err) {
+        return; // the next poll tries again
+      }
+      if (!result || !result.ok) return;
+      Object.entries(result.data.students || {}).forEach(function (entry) {
+        const s = students.get(entry[0]);
+        if (!s) return;
+        let el = s.el.querySelector(".stream-stats");
+        if (!el) {
+          el = document.createElement("div");
+          el.className = "stream-stats muted";
+          s.el.appendChild(el);
+        }
+        el.textContent = line(entry[1]);
+      });
+    }
+    poll();
+    setInterval(poll, EVERY_MS);
+  }
+
+  // --- alerts (worker/alerts.py): the open ones, opened and closed by live messages -----------
+  const openAlerts = new Map(); // alert id -> alert
+
+  function renderAlerts() {
+    const list = document.getElementById("alerts");
+    const items = Array.from(openAlerts.values()).sort((a, b) => String(a.started_at).localeCompare(String(b.started_at)));
+    list.replaceChildren.apply(list, items.map(function (a) {
+      const li = document.createElement("li");
+      li.className = "alert-item";
+      li.dataset.rule = a.rule;
+      li.dataset.alertId = String(a.id);
+      const when = document.createElement("span");
+      when.className = "muted";
+      when.textContent = "since " + CP.formatTime(a.started_at) + " · ";
+      const text = document.createElement("span");
+      text.textContent = a.message;
+      li.append(when, text);
+      return li;
+    }));
+    document.getElementById("alert-count").textContent = String(items.length);
+    CP.show(document.getElementById("no-alerts"), items.length === 0);
+  }
+
+  function applyAlert(msg) {
+    if (!msg.alert) return;
+    if (msg.state === "open") openAlerts.set(msg.alert.id, msg.alert);
+    else openAlerts.delete(msg.alert.id);
+    renderAlerts();
+  }
+
+  async function loadAlerts() {
+    let result;
+    try {
+      result = await CP.teacherApi(sessionPath + "/alerts?open=1");
+    } catch (err) {
+      return; // the next snapshot (reconnect) tries again
+    }
+    if (!result || !result.ok || !Array.isArray(result.data)) return;
+    openAlerts.clear();
+    result.data.forEach((a) => openAlerts.set(a.id, a));
+    renderAlerts();
+  }
+
+  // --- privacy policy (issue 5): the mode in force decides what this page may show ----------
+  // per_student: tiles with estimates. aggregate_only: tiles with presence only, and the class
+  // mix from the aggregator, hidden while fewer than min_group_size students are present.
+  // off: presence only. The server already strips what a mode forbids; this says why it's absent.
+  const policy = { mode: "per_student", minGroup: 5, klass: null };
+  PRESENCE_TEXT.withdrawn = "withdrew";
+  PRESENCE_TEXT.no_analysis = "attending, no analysis";
+  const POLICY_TEXT = {
+    per_student: "Policy: per-student estimates. Views of this page are recorded in the audit log.",
+    aggregate_only: "Policy: class aggregates only. No per-student estimates are shown or stored.",
+    off: "Policy: emotion inference off. Presence only: no estimates are made, shown or stored.",
+  };
+
+  function applyPolicy(p, klass) {
+    if (p && p.emotion_mode) {
+      policy.mode = p.emotion_mode;
+      policy.minGroup = Number(p.min_group_size) || policy.minGroup;
+    }
+    if (klass !== undefined) policy.klass = klass;
+    if (policy.mode !== "per_student") {
+      // Estimates received under the earlier mode go too.
+      students.forEach(function (s) {
+        if (s.emotion) s.emotion = Object.assign({}, s.emotion, { emotion: null, confidence: null, probs: null });
+        renderTile(s);
+      });
+    }
+    if (policy.mode !== "aggregate_only") policy.klass = null;
+    renderPolicy();
+    scheduleDistribution();
+  }
+
+  function applyClassUpdate(msg) {
+    if (policy.mode !== "aggregate_only") return;
+    policy.klass = msg;
+    renderPolicy();
+    scheduleDistribution();
+  }
+
+  function renderPolicy() {
+    root.dataset.emotionMode = policy.mode;
+    const banner = document.getElementById("policy-banner");
+    banner.dataset.mode = policy.mode;
+    banner.textContent = POLICY_TEXT[policy.mode] || "Policy: " + policy.mode;
+    CP.show(banner, true);
+    let note = "";
+    if (policy.mode === "off") {
+      note = "Emotion inference is off: there is no class mix to show.";
+    } else if (policy.mode === "aggregate_only") {
+      const k = policy.klass;
+      const present = k ? Number(k.present) || 0 : 0;
+      note = !k || k.suppressed
+        ? "Fewer than " + policy.minGroup + " students present (" + present + " now): the class mix is not shown."
+        : present + " students present.";
+    }
+    const el = document.getElementById("class-note");
+    el.textContent = note;
+    CP.show(el, Boolean(note));
+  }
+
+  /** Class counts when tiles carry no estimates: from the aggregator (or none at all). */
+  function policyCounts() {
+    if (policy.mode === "per_student") return null;
+    const counts = {};
+    labels.forEach((label) => (counts[label] = 0));
+    let noFace = 0;
+    students.forEach(function (s) {
+      if (viewOf(s).presence === "no_face") noFace += 1;
+    });
+    const k = policy.klass;
+    if (policy.mode === "off" || !k || k.suppressed || !k.counts) return { counts: counts, uncertain: 0, noFace: noFace };
+    Object.keys(k.counts).forEach(function (label) {
+      counts[label] = Number(k.counts[label]) || 0;
+    });
+    return { counts: counts, uncertain: Number(k.uncertain) || 0, noFace: noFace };
+  }
+
   // --- start ---------------------------------------------------------------------------------
   setInterval(function () {
     tiles.querySelectorAll(".ago").forEach(function (el) {
       const t = Number(el.dataset.t);
       if (t) el.textContent = CP.ago(t);
+    });
+    students.forEach(function (s) {
+      if (s.emotion && !s.shownStale && Date.now() - (s.emotionAt || 0) > NO_DATA_S * 1000) renderTile(s);
     });
   }, 1000);
   setInterval(sampleTimeline, SAMPLE_MS);
@@ -450,5 +637,6 @@
   updateCount();
   loadSession().then(function (go) {
     if (go) live.start();
+    if (go) startStreamStats();
   });
 })();

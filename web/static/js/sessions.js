@@ -27,9 +27,11 @@
     row.querySelector(".copy-link").addEventListener("click", function (event) {
       CP.copyText(session.join_url, event.currentTarget);
     });
+    renderFigures(row.querySelector(".session-figures"), session.summary);
+    row.querySelector(".history-link").href = "/sessions/" + encodeURIComponent(session.id) + "/history";
     const dashboard = row.querySelector(".dashboard-link");
     dashboard.href = "/sessions/" + encodeURIComponent(session.id);
-    dashboard.textContent = session.ended_at ? "Dashboard and history" : "Live dashboard";
+    dashboard.textContent = session.ended_at ? "Dashboard" : "Live dashboard";
 
     const qr = row.querySelector(".show-qr");
     const end = row.querySelector(".end-session");
@@ -46,6 +48,21 @@
       });
     }
     return row;
+  }
+
+  /** Summary figures of a session (from GET /api/sessions): duration, students, frames, mix. */
+  function renderFigures(el, summary) {
+    if (!summary) return;
+    const minutes = Math.round(summary.duration_s / 60);
+    const parts = [
+      minutes + " min",
+      summary.students_seen + (summary.students_seen === 1 ? " student" : " students") + " on camera",
+      summary.frames + " frames analysed",
+    ];
+    if (summary.dominant) parts.push("most frequent expression: " + summary.dominant);
+    parts.push(summary.alerts === 1 ? "1 alert" : summary.alerts + " alerts");
+    el.textContent = parts.join(" · ");
+    el.hidden = false;
   }
 
   async function load() {

@@ -31,6 +31,7 @@
   let captureTimer = null;
   let encoding = false;
   let finished = false; // withdrawn or expired: no camera, no reconnect
+  let declined = false; // consent declined: joined without analysis
 
   // Per connection: frames are numbered from 1 and acknowledged in order.
   let configured = false;
@@ -41,6 +42,8 @@
   const selfState = { presence: null, emotion: null }; // latest updates about this student
 
   const counts = { sent: 0, acked: 0, dropped: 0, skipped: 0 };
+  const STATS_EVERY_MS = 5000;
+  let capturedSinceReport = 0; // reported to the server, which counts frames per student
 
   // --- steps ---------------------------------------------------------------------------------
   function step(id) {
@@ -83,6 +86,7 @@
     $("class-title").textContent = info.session_title;
     $("class-teacher").textContent = info.teacher ? "Teacher: " + info.teacher : "";
     consentVersion = info.consent_version;
+    if (info.emotion_mode) $("consent-mode").textContent = "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode);
     $("consent-version").textContent = String(info.consent_version);
     const text = $("consent-text");
     text.replaceChildren.apply(text, String(info.consent_text || "").split(/\n\s*\n/).map(function (para) {
@@ -99,7 +103,13 @@
   });
 
   $("consent-decline").addEventListener("click", function () {
-    step("declined-step");
+    // Declining is an answer too: the student joins (recorded as declined) and attends
+    // without analysis; the camera never starts on this page.
+    declined = true;
+    step("name-step");
+    CP.show($("declined-step"), true);
+    $("join-submit").textContent = "Join without camera";
+    $("display-name").focus();
   });
 
   $("name-form").addEventListener("submit", async function (event) {
@@ -117,7 +127,7 @@
     try {
       const result = await CP.api("/api/join/" + encodeURIComponent(code), {
         method: "POST",
-        body: { display_name: name, consent: true, consent_version: consentVersion },
+        body: { display_name: name, consent: !declined, consent_version: consentVersion },
       });
       if (result.status === 409) {
         // The consent notice changed since it was shown: show the new one before joining.
@@ -137,10 +147,11 @@
         session_title: d.session_title,
         display_name: name,
         expires_at: Date.now() + (Number(d.expires_in) || 3600) * 1000,
+        analysis: d.analysis !== false,
       };
       sessionStorage.setItem(STORE_KEY, JSON.stringify(join));
       enterStream();
-      startCamera(); // consent and name given just now: that click is the request to start
+      if (join.analysis) startCamera(); // consent and name given just now: that click asks for it
     } catch (err) {
       CP.setError(error, "Can't reach the server. Check your connection and try again.");
     } finally {
@@ -153,21 +164,24 @@
     if (join.session_title) $("class-title").textContent = join.session_title;
     $("self-name").textContent = join.display_name || "";
     step("stream-step");
+    startPrivacyView();
     connect();
   }
 
   // --- camera --------------------------------------------------------------------------------
   function setButtons() {
-    $("start").disabled = Boolean(stream) || finished;
+    $("start").disabled = Boolean(stream) || finished || !analysing();
     $("stop").disabled = !stream;
     $("withdraw").disabled = finished;
-    $("camera-state").textContent = stream
-      ? "Camera on: frames go to the server for analysis and are not stored."
-      : "Camera off: nothing is sent.";
+    $("camera-state").textContent = !analysing()
+      ? "You're attending without analysis: the camera stays off and nothing is sent."
+      : stream
+        ? "Camera on: frames go to the server for analysis and are not stored."
+        : "Camera off: nothing is sent.";
   }
 
   function startCamera() {
-    if (stream || finished) return Promise.resolve();
+    if (stream || finished || !analysing()) return Promise.resolve();
     if (!starting) starting = openCamera().finally(() => (starting = null));
     return starting;
   }
@@ -238,6 +252,7 @@
     scheduleCapture(); // keep the cadence independent of how long encoding takes
     const ws = live.open();
     if (!stream || !ws || !configured || !(currentFps() > 0)) return;
+    capturedSinceReport += 1; // a capture due now, whether it is sent or skipped below
     const inFlight = sentSeq - ackSeq;
     if (encoding || inFlight >= config.max_in_flight) {
       counts.skipped += 1;
@@ -295,6 +310,25 @@
     configured = true;
     scheduleCapture();
   }
+
+  // Backpressure: the server asks for a lower rate while its workers are behind (or this page
+  // exceeds the cap), and for the normal rate again once they caught up.
+  function applyRate(msg) {
+    const fps = Number(msg.fps);
+    if (!isFinite(fps) || fps < 0) return;
+    config = Object.assign({}, config, { fps: fps });
+    connState.title = msg.reason && msg.reason !== "normal"
+      ? "server asked for " + fps + " frames/s (" + msg.reason + ")"
+      : "";
+    scheduleCapture();
+  }
+
+  setInterval(function () {
+    const ws = live.open();
+    if (!ws || capturedSinceReport === 0) return;
+    ws.send(JSON.stringify({ type: "stats", captured: capturedSinceReport }));
+    capturedSinceReport = 0;
+  }, STATS_EVERY_MS);
 
   function renderSelf() {
     const v = CP.studentView(selfState.presence, selfState.emotion, false);
@@ -362,10 +396,12 @@
         return;
       }
       if (msg.type === "ack") onAck(msg);
+      else if (msg.type === "rate") applyRate(msg);
       else if (msg.type === "config") {
         live.recovered(); // the server accepted this connection
         applyConfig(msg);
       } else if (msg.type === "self") onSelf(msg);
+      else if (msg.type === "policy") applyPolicy(msg);
       else if (msg.type === "session_ended") sessionOver = true;
       else if (msg.type === "error") CP.setError(streamError, msg.message || "Server error.");
     },
@@ -445,6 +481,62 @@
     sessionStorage.removeItem(STORE_KEY);
     location.reload();
   });
+
+  // --- privacy (issue 5): the policy in force, consent state, and the data kept so far ---------
+  const MODE_TEXT = {
+    per_student: "Your teacher sees your estimated expression. It is kept per student for the retention period.",
+    aggregate_only: "Your school keeps class totals only: your teacher sees no estimate about you, and none is stored about you.",
+    off: "Emotion estimates are switched off at your school: only whether you are connected and a face is seen.",
+  };
+  const SO_FAR_EVERY_MS = 15000;
+  let soFarTimer = null;
+
+  function analysing() {
+    return !join || join.analysis !== false;
+  }
+
+  function applyPolicy(p) {
+    if (!p || !p.emotion_mode) return;
+    $("policy-mode").textContent = MODE_TEXT[p.emotion_mode] || p.emotion_mode;
+    $("student").dataset.emotionMode = p.emotion_mode;
+    loadSoFar();
+  }
+
+  function renderSoFar(me) {
+    applyPolicy(me.policy);
+    const consent = me.consent === "accepted"
+      ? "given (notice version " + me.consent_version + ")"
+      : me.consent === "declined" ? "declined: you attend without analysis" : "withdrawn: analysis stopped";
+    $("self-consent").textContent = consent;
+    $("sofar-frames").textContent = String(me.frames);
+    $("sofar-faced").textContent = String(me.frames_with_face);
+    let estimate = "not kept about you (school policy)";
+    if (me.probs) {
+      const top = Object.keys(me.probs).sort((a, b) => me.probs[b] - me.probs[a])[0];
+      estimate = top + " " + Math.round(me.probs[top] * 100) + " % on average";
+    } else if (me.policy && me.policy.emotion_mode === "per_student") {
+      estimate = "no estimate yet";
+    }
+    $("sofar-estimate").textContent = estimate;
+  }
+
+  async function loadSoFar() {
+    if (!join) return;
+    try {
+      const result = await CP.api("/api/student/me", { token: join.token });
+      if (result.ok && result.data) renderSoFar(result.data);
+    } catch (err) {
+      /* offline: the next refresh tries again */
+    }
+  }
+
+  function startPrivacyView() {
+    $("withdraw").hidden = !analysing(); // nothing to withdraw from
+    setButtons();
+    loadSoFar();
+    clearInterval(soFarTimer);
+    soFarTimer = setInterval(loadSoFar, SO_FAR_EVERY_MS);
+  }
 
   // --- start ---------------------------------------------------------------------------------
   setButtons();

@@ -1,0 +1,151 @@
+"""A session's history, report (CSV, JSON, PDF), alerts and alert rules. Owner or admin only.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so the PDF (matplotlib, a few
+hundred milliseconds of CPU) never blocks the event loop. Every report and every per-student
+history read is written to the audit log before the data is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from app.deps import CurrentTeacher, DbSession, SettingsDep
+from app.routes.sessions import visible_session
+from classpulse import alert_rules, audit, report_pdf, reports
+from classpulse import policy as org_policy
+from classpulse.db import Alert, Student
+
+router = APIRouter(prefix="/api/sessions", tags=["reports"])
+
+MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json", "pdf": "application/pdf"}
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.get("/{session_id}/history")
+def history(
+    session_id: str, user: CurrentTeacher, db: DbSession, settings: SettingsDep
+) -> dict[str, Any]:
+    """Class mix and presence per bucket, summary and alerts; the roster in per_student mode."""
+    session = visible_session(db, user, session_id)
+    report = reports.build_report(db, session, org_policy.load(db), settings.bucket_seconds)
+    data = report.as_json()
+    data["rows"] = [r.as_dict() for r in report.class_rows]  # students: see the drill-down
+    return data
+
+
+@router.get("/{session_id}/history/students/{student_id}")
+def student_history(
+    session_id: str, student_id: uuid.UUID, user: CurrentTeacher, db: DbSession, request: Request
+) -> dict[str, Any]:
+    """One student's emotion timeline (per_student policy only; audited as view.history)."""
+    session = visible_session(db, user, session_id)
+    student = db.get(Student, student_id)
+    if student is None or student.session_id != session.id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "student not found in this session")
+    if not org_policy.load(db).per_student:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "the organisation's policy keeps no per-student emotions"
+        )
+    rows = reports.student_series(db, session.id, student.id)
+    audit.record(
+        db,
+        user,
+        "view.history",
+        "student",
+        student.id,
+        {"session_id": str(session.id)},
+        client_ip(request),
+    )
+    db.commit()
+    return {"student_id": str(student.id), "display_name": student.display_name, "rows": rows}
+
+
+@router.get("/{session_id}/report")
+def report(
+    session_id: str,
+    user: CurrentTeacher,
+    db: DbSession,
+    settings: SettingsDep,
+    request: Request,
+    fmt: Annotated[Literal["csv", "json", "pdf"], Query(alias="format")] = "json",
+) -> Response:
+    """The session report as CSV (one row per class-or-student and bucket), JSON or PDF."""
+    session = visible_session(db, user, session_id)
+    policy = org_policy.load(db)
+    built = reports.build_report(db, session, policy, settings.bucket_seconds)
+    if fmt == "csv":
+        body: bytes = reports.write_csv([built]).encode()
+    elif fmt == "pdf":
+        body = report_pdf.render([built])
+    else:
+        body = json.dumps(built.as_json()).encode()
+    audit.record(
+        db,
+        user,
+        "export.report",
+        "session",
+        session.id,
+        {"format": fmt, "mode": policy.emotion_mode},
+        client_ip(request),
+    )
+    db.commit()
+    name = f"classpulse-{session.created_at:%Y%m%d}-{str(session.id)[:8]}.{fmt}"
+    return Response(
+        body,
+        media_type=MEDIA[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/{session_id}/alerts")
+def list_alerts(
+    session_id: str,
+    user: CurrentTeacher,
+    db: DbSession,
+    only_open: Annotated[bool, Query(alias="open")] = False,
+) -> list[dict[str, Any]]:
+    """The session's alerts, oldest first; `?open=1` for those still open."""
+    session = visible_session(db, user, session_id)
+    query = (
+        select(Alert, Student.display_name)
+        .outerjoin(Student, Student.id == Alert.student_id)
+        .where(Alert.session_id == session.id)
+        .order_by(Alert.started_at, Alert.id)
+    )
+    if only_open:
+        query = query.where(Alert.ended_at.is_(None))
+    return [reports.alert_dict(a, name) for a, name in db.execute(query)]
+
+
+@router.get("/{session_id}/alert-rules")
+def get_alert_rules(session_id: str, user: CurrentTeacher, db: DbSession) -> dict[str, Any]:
+    """The session's rules: defaults with its overrides applied."""
+    session = visible_session(db, user, session_id)
+    return alert_rules.merged(session.alert_rules)
+
+
+@router.put("/{session_id}/alert-rules")
+def put_alert_rules(
+    session_id: str, user: CurrentTeacher, db: DbSession, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """Change some rules' parameters, e.g. {"negative_share": {"threshold": 0.5}}."""
+    session = visible_session(db, user, session_id)
+    try:
+        changes = alert_rules.validate(body)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    stored = {k: dict(v) for k, v in (session.alert_rules or {}).items()}
+    for name, params in changes.items():
+        stored.setdefault(name, {}).update(params)
+    session.alert_rules = stored  # a new dict, so SQLAlchemy sees the JSONB change
+    db.commit()
+    return alert_rules.merged(stored)

@@ -1,0 +1,50 @@
+"""Per-student frame counters of a session: captured, sent, processed, dropped by reason."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import CurrentTeacher, DbSession, Res
+from app.routes.sessions import visible_session
+from app.stream_stats import parse
+from classpulse import contracts
+
+
+class StudentStreamStats(BaseModel):
+    captured: int  # frames the page captured (reported by the page; sent or skipped)
+    received: int  # frames that reached the gateway ("sent")
+    accepted: int  # frames written to the frames stream
+    processed: int  # frames a worker analysed
+    dropped: dict[str, int]  # reason -> frames (gateway and worker reasons)
+
+
+class StreamStatsOut(BaseModel):
+    session_id: uuid.UUID
+    target_fps: float  # the rate pages are asked to send at now (lowered under backpressure)
+    pressure: str  # "normal", or why the rate was lowered
+    worker_lag_ms: float
+    students: dict[str, StudentStreamStats]
+
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+@router.get("/{session_id}/stream-stats", response_model=StreamStatsOut)
+async def stream_stats(
+    session_id: str, user: CurrentTeacher, db: DbSession, res: Res
+) -> StreamStatsOut:
+    """Frame counters per student of one session (counted in Redis, flushed every second)."""
+    session = await run_in_threadpool(visible_session, db, user, session_id)
+    raw = await res.redis.hgetall(contracts.stream_stats_key(str(session.id)))
+    stats = res.stream_stats
+    return StreamStatsOut(
+        session_id=session.id,
+        target_fps=stats.fps,
+        pressure=stats.reason,
+        worker_lag_ms=stats.worker_lag_ms,
+        students={k: StudentStreamStats(**v) for k, v in parse(raw).items()},
+    )

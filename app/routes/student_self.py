@@ -1,0 +1,126 @@
+"""``GET /api/student/me``: what the service holds about the calling student, for their page.
+
+The same policy applies as for the teacher: outside ``per_student`` no per-student emotion is
+shown (none is stored either, but buckets kept under an earlier policy are hidden too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import CurrentStudent, DbSession, Res
+from app.snapshot import model_labels
+from classpulse.db import ClassSession, ConsentRecord, EmotionBucket, Student
+
+router = APIRouter(prefix="/api/student", tags=["join"])
+
+
+class ConsentEvent(BaseModel):
+    action: str
+    consent_version: str | None
+    at: datetime
+
+
+class SelfBucket(BaseModel):
+    bucket_start: datetime
+    frames: int
+    frames_with_face: int
+    dominant: str | None = None  # only in per_student mode
+
+
+class SelfView(BaseModel):
+    student_id: uuid.UUID
+    display_name: str
+    session_title: str
+    session_ended: bool
+    consent: str  # accepted | declined | withdrawn
+    consent_version: str | None
+    consent_history: list[ConsentEvent]
+    policy: dict[str, Any]  # emotion_mode and min_group_size in force now
+    bucket_seconds: int
+    frames: int  # analysed so far, over the whole session
+    frames_with_face: int
+    probs: dict[str, float] | None  # mean over the session; None outside per_student
+    buckets: list[SelfBucket]
+
+
+def _mean(buckets: list[EmotionBucket], labels: list[str]) -> dict[str, float] | None:
+    sums: dict[str, float] = {}
+    for b in buckets:
+        for k, v in (b.prob_sums or {}).items():
+            sums[k] = sums.get(k, 0.0) + v
+    total = sum(sums.values())  # each classified frame adds 1
+    if total <= 0:
+        return None
+    keys = labels or sorted(sums)
+    return {k: round(sums.get(k, 0.0) / total, 4) for k in keys}
+
+
+@router.get("/me", response_model=SelfView)
+async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
+    """The student's consent state and, as the policy allows, their data so far."""
+    policy = res.policy.policy
+    labels = await model_labels(res.redis) or []
+
+    def read() -> SelfView:
+        student = db.get(Student, claims.student_id)
+        if student is None or student.session_id != claims.session_id:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "unknown student (deleted on request?)")
+        session = db.get(ClassSession, student.session_id)
+        records = list(
+            db.scalars(
+                select(ConsentRecord)
+                .where(ConsentRecord.student_id == student.id)
+                .order_by(ConsentRecord.at, ConsentRecord.id)
+            )
+        )
+        buckets = list(
+            db.scalars(
+                select(EmotionBucket)
+                .where(EmotionBucket.student_id == student.id)
+                .order_by(EmotionBucket.bucket_start)
+            )
+        )
+        if student.withdrawn_at is not None:
+            consent = "withdrawn"
+        else:
+            consent = "accepted" if student.consent_version else "declined"
+        shown = []
+        for b in buckets:
+            mean = _mean([b], labels) if policy.per_student else None
+            dominant = max(mean, key=mean.__getitem__) if mean else None
+            shown.append(
+                SelfBucket(
+                    bucket_start=b.bucket_start,
+                    frames=b.frames,
+                    frames_with_face=b.frames_with_face,
+                    dominant=dominant,
+                )
+            )
+        return SelfView(
+            student_id=student.id,
+            display_name=student.display_name,
+            session_title=session.title if session else "",
+            session_ended=bool(session and session.ended_at),
+            consent=consent,
+            consent_version=student.consent_version,
+            consent_history=[
+                ConsentEvent(action=r.action, consent_version=r.consent_version, at=r.at)
+                for r in records
+            ],
+            policy={"emotion_mode": policy.emotion_mode, "min_group_size": policy.min_group_size},
+            bucket_seconds=res.settings.bucket_seconds,
+            frames=sum(b.frames for b in buckets),
+            frames_with_face=sum(b.frames_with_face for b in buckets),
+            probs=_mean(buckets, labels) if policy.per_student else None,
+            buckets=shown,
+        )
+
+    return await run_in_threadpool(read)

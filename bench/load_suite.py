@@ -1,0 +1,262 @@
+"""Load suite: N simulated students against the running service, bounded in time.
+
+    .venv/bin/python bench/load_suite.py --students 100 --seconds 30
+    .venv/bin/python bench/load_suite.py --sweep 100,200,400 --seconds 20   # end-to-end p95 per level
+
+Starts `classpulse run` on a free local port (embedded PostgreSQL and Redis, one worker unless
+--workers), joins N students through the API and streams a real face JPEG from each over the
+student WebSocket at 2 fps with the page's in-flight window, behaving as student.js does: it
+skips a capture while the window is full, obeys the gateway's "rate" messages (backpressure)
+and reports its captured frames. A teacher socket measures the time from a frame sent to its
+emotion on the dashboard. Prints, per level: frames/s processed, p50/p95/p99 frame-to-dashboard
+latency, frames dropped by reason (gateway and worker), the rate the gateway asked for, and the
+memory (RSS) of each process at start and end. With --sweep, one service runs every level in
+turn (a new class session each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classpulse import chaos  # noqa: E402
+from classpulse.devserver import DevServer  # noqa: E402
+
+
+@dataclass
+class Stats:
+    sent_at: dict[tuple[str, int], float] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    acks: Counter[str] = field(default_factory=Counter)
+    rates: Counter[float] = field(default_factory=Counter)  # rate messages received, by fps
+    sent: int = 0
+    skipped: int = 0
+
+
+async def student(
+    url: str, student_id: str, jpeg: bytes, fps: float, until: float, stats: Stats
+) -> None:
+    async with websockets.connect(url, max_size=2**20, compression=None) as ws:
+        config = json.loads(await ws.recv())
+        window = asyncio.Semaphore(int(config.get("max_in_flight", 2)))
+        rate = {"fps": float(config.get("fps", fps))}
+        seq, captured = 0, 0
+
+        async def receive() -> None:
+            async for message in ws:
+                msg = json.loads(message)
+                if msg.get("type") == "ack":
+                    stats.acks["accepted" if msg.get("ok") else msg.get("reason", "?")] += 1
+                    window.release()
+                elif msg.get("type") == "rate":  # backpressure: slow down (or speed up again)
+                    rate["fps"] = max(0.1, float(msg["fps"]))
+                    stats.rates[rate["fps"]] += 1
+
+        receiver = asyncio.create_task(receive())
+        next_at, next_report = time.monotonic(), time.monotonic() + 5
+        try:
+            while time.monotonic() < until:
+                next_at += 1 / rate["fps"]
+                captured += 1
+                if window.locked():
+                    stats.skipped += 1  # the page skips the capture instead of queueing it
+                else:
+                    await window.acquire()
+                    seq += 1
+                    stats.sent_at[(student_id, seq)] = time.time()
+                    stats.sent += 1
+                    await ws.send(jpeg)
+                if time.monotonic() > next_report:
+                    await ws.send(json.dumps({"type": "stats", "captured": captured}))
+                    captured, next_report = 0, next_report + 5
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await asyncio.sleep(1.0)  # the last acks
+        finally:
+            receiver.cancel()
+
+
+async def teacher(url: str, until: float, stats: Stats) -> None:
+    async with websockets.connect(url, max_size=2**24) as ws:
+        while time.monotonic() < until:
+            try:
+                message = await asyncio.wait_for(ws.recv(), timeout=1.0)
+            except TimeoutError:
+                continue
+            msg = json.loads(message)
+            if msg.get("type") == "student" and msg.get("seq") is not None:
+                sent = stats.sent_at.get((msg["student_id"], msg["seq"]))
+                if sent is not None:
+                    stats.latencies_ms.append((time.time() - sent) * 1000)
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 2 else float("nan")
+
+
+def metrics(server: DevServer) -> dict[str, float]:
+    """Sample name with labels -> value, from the gateway's /metrics."""
+    text = urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def processes(server: DevServer) -> dict[str, list[psutil.Process]]:
+    """The service's processes by role; the embedded PostgreSQL daemonises, so found by its pid file."""
+    roles: dict[str, list[psutil.Process]] = {}
+    root = psutil.Process(server.proc.pid)
+    for p in [root, *root.children(recursive=True)]:
+        cmd = " ".join(p.cmdline())
+        role = next(
+            (r for r in ("gateway", "worker", "aggregator") if cmd.endswith(f"classpulse {r}")),
+            None,
+        )
+        if p == root:
+            role = "supervisor (run)"
+        elif "redis-server" in cmd:
+            role = "redis (embedded)"
+        roles.setdefault(role or p.name(), []).append(p)
+    pid_file = server.data_dir / "postgres" / "postmaster.pid"
+    if pid_file.exists():
+        pm = psutil.Process(int(pid_file.read_text().split()[0]))
+        roles["postgres (embedded, all backends)"] = [pm, *pm.children()]
+    return roles
+
+
+def rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> dict:
+    token = server.login()
+    session = server.api("POST", "/api/sessions", {"title": f"Load {n}"}, token)
+    students = [
+        server.api(
+            "POST",
+            f"/api/join/{session['join_code']}",
+            {"display_name": f"Student {i + 1}", "consent": True},
+        )
+        for i in range(n)
+    ]
+    jpeg = chaos.frame_jpegs()[0]
+    stats = Stats()
+    before = metrics(server)
+    until = time.monotonic() + seconds
+    live = f"{server.ws_base}/ws/sessions/{session['id']}/live?token={token}"
+    tasks = [asyncio.create_task(teacher(live, until + 3, stats))]
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    for i, s in enumerate(students):
+        url = f"{server.ws_base}/ws/student?token={s['token']}"
+        tasks.append(asyncio.create_task(student(url, s["student_id"], jpeg, fps, until, stats)))
+        if i % 10 == 9:
+            await asyncio.sleep(1 / fps / 10)  # spread the students' phases
+    await asyncio.gather(*tasks)
+    elapsed = min(seconds, time.monotonic() - t0)  # the sending window (rates are over it)
+    await asyncio.sleep(2)  # the aggregator's last batch
+    after = metrics(server)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    drops = {
+        k.split('"')[1]: v
+        for k, v in delta.items()
+        if k.startswith("classpulse_frames_dropped_total{") and v
+    }
+    stream = server.api("GET", f"/api/sessions/{session['id']}/stream-stats", token=token)
+    return {
+        "n": n,
+        "seconds": elapsed,
+        "stats": stats,
+        "drops": drops,
+        "processed": delta.get("classpulse_frames_processed_total", 0),
+        "received": delta.get("classpulse_frames_received_total", 0),
+        "api_processed": sum(s["processed"] for s in stream["students"].values()),
+        "target_fps": after.get("classpulse_target_fps", float("nan")),
+    }
+
+
+def report(r: dict) -> None:
+    s, lat, secs = r["stats"], r["stats"].latencies_ms, r["seconds"]
+    print(
+        f"\n{r['n']} students × 2 fps for {secs:.0f} s: page captures skipped (window full) {s.skipped}, "
+        f"sent {s.sent} ({s.sent / secs:.0f}/s)"
+    )
+    print(
+        f"  processed by the worker(s): {r['processed']:.0f} ({r['processed'] / secs:.0f} frames/s); "
+        f"per-student API total {r['api_processed']}"
+    )
+    print(f"  dropped by reason: {r['drops'] or 'none'}; acks: {dict(s.acks)}")
+    print(
+        f"  backpressure: rate messages {dict(s.rates) or 'none'}; target fps at the end {r['target_fps']}"
+    )
+    if lat:
+        print(
+            f"  frame sent → emotion on the dashboard: n={len(lat)} p50 {pct(lat, 50):.0f} ms, "
+            f"p95 {pct(lat, 95):.0f} ms, p99 {pct(lat, 99):.0f} ms, max {max(lat):.0f} ms"
+        )
+
+
+async def main_async(args: argparse.Namespace, server: DevServer) -> list[dict]:
+    levels = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.students]
+    results = []
+    for n in levels:
+        results.append(await run_level(server, n, args.seconds, args.fps))
+        report(results[-1])
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--students", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--sweep", help="comma-separated student counts, e.g. 100,200,400")
+    args = ap.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="cp-load-") as tmp,
+        DevServer(Path(tmp), workers=args.workers) as server,
+    ):
+        roles = processes(server)
+        start_rss = {role: rss_mb(ps) for role, ps in roles.items()}
+        results = asyncio.run(main_async(args, server))
+        print(f"\nmemory (RSS, MB) at start → end ({args.workers} worker process(es)):")
+        for role, ps in sorted(roles.items()):
+            print(
+                f"  {role:<36} {start_rss[role]:7.1f} → {rss_mb(ps):7.1f}  ({len(ps)} process(es))"
+            )
+        if len(results) > 1:
+            print("\nend-to-end p95 by load:")
+            for r in results:
+                lat = r["stats"].latencies_ms
+                print(
+                    f"  {r['n']:>4} students: offered {r['n'] * args.fps:.0f} frames/s, processed "
+                    f"{r['processed'] / r['seconds']:.0f}/s, dropped {sum(r['drops'].values()):.0f}, "
+                    f"p95 {pct(lat, 95):.0f} ms"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

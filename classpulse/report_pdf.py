@@ -1,0 +1,166 @@
+"""The PDF form of a session report: summary and charts on page one, alerts after.
+
+Rendered with matplotlib's object API (``Figure`` + ``PdfPages``), never pyplot, so no GUI
+backend is loaded and no global figure state is shared. The gateway calls ``render`` from its
+thread pool: a PDF costs a few hundred milliseconds of CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+import threading
+from datetime import datetime
+
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from classpulse.reports import Report
+
+COLORS = {
+    "angry": "#c62828",
+    "disgust": "#6d4c41",
+    "fear": "#7b1fa2",
+    "happy": "#2e7d32",
+    "sad": "#1565c0",
+    "surprise": "#ef6c00",
+    "neutral": "#757575",
+}
+A4 = (8.27, 11.69)
+ALERTS_PER_PAGE = 28
+# matplotlib's font cache and text layout are not safe across threads; the gateway renders in
+# its thread pool, so one PDF at a time.
+_LOCK = threading.Lock()
+
+
+def _fmt_duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def _summary_lines(report: Report) -> list[str]:
+    s, sm = report.session, report.summary
+    mode = report.policy.emotion_mode
+    lines = [
+        f"Started {s.created_at:%Y-%m-%d %H:%M} UTC"
+        + (f", ended {s.ended_at:%H:%M} UTC" if s.ended_at else " (still running)")
+        + f"  ·  duration {_fmt_duration(sm['duration_s'])}",
+        f"Teacher: {report.owner_email}  ·  policy: {mode}"
+        + (f" (min. group {report.policy.min_group_size})" if mode == "aggregate_only" else ""),
+        f"Students joined: {sm['students_joined']}  ·  seen on camera: {sm['students_seen']}  ·  "
+        f"peak present: {sm['peak_present']}  ·  mean present: {sm['mean_present']}",
+        f"Frames analysed: {sm['frames']}  ·  with a face: {sm['frames_with_face']}  ·  "
+        f"alerts: {sm['alerts']}",
+    ]
+    shares = sm.get("emotion_shares")
+    if shares:
+        mix = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+        lines.append(f"Class expression mix: {mix}")
+    elif mode == "off":
+        lines.append("Emotion inference is off under the organisation's policy: presence only.")
+    if sm.get("suppressed_buckets"):
+        lines.append(
+            f"{sm['suppressed_buckets']} time buckets had fewer than "
+            f"{report.policy.min_group_size} students present; their emotions are not shown."
+        )
+    lines.append("Expressions are estimates from faces, not judgements about a person.")
+    return lines
+
+
+def _first_page(report: Report) -> Figure:
+    fig = Figure(figsize=A4)
+    fig.text(0.07, 0.955, report.session.title, fontsize=17, weight="bold")
+    fig.text(0.07, 0.935, "ClassPulse session report", fontsize=10, color="#555")
+    y = 0.905
+    for line in _summary_lines(report):
+        for part in textwrap.wrap(line, 100):
+            fig.text(0.07, y, part, fontsize=8.5)
+            y -= 0.018
+    rows = report.class_rows
+    times: list[datetime] = [r.bucket_start for r in rows]
+    mix = fig.add_axes((0.1, 0.42, 0.72, 0.28))
+    mix.set_title("Class expression mix over time (mean probability)", fontsize=10)
+    shown = [r for r in rows if r.probs is not None]
+    if shown:
+        xs = date2num([r.bucket_start for r in shown])
+        ys = [[(r.probs or {}).get(k, 0.0) for r in shown] for k in report.labels]
+        mix.stackplot(
+            xs, ys, labels=report.labels, colors=[COLORS.get(k, "#00838f") for k in report.labels]
+        )
+        mix.set_ylim(0, 1)
+        mix.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    else:
+        mix.text(
+            0.5,
+            0.5,
+            "no emotion data shown under the policy",
+            ha="center",
+            va="center",
+            transform=mix.transAxes,
+            color="#777",
+        )
+    mix.tick_params(labelsize=7)
+    pres = fig.add_axes((0.1, 0.07, 0.72, 0.26))
+    pres.set_title("Students present (with a face) per time bucket", fontsize=10)
+    if rows:
+        width = report.bucket_seconds / 86400 * 0.9  # bar width in days (matplotlib date units)
+        pres.bar(date2num(times), [r.students_present for r in rows], width=width, color="#1565c0")
+    pres.yaxis.set_major_locator(MaxNLocator(integer=True))
+    pres.tick_params(labelsize=7)
+    for ax in (mix, pres):
+        ax.xaxis.set_major_locator(AutoDateLocator())
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))  # UTC, as the summary says
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+    return fig
+
+
+def _alert_pages(report: Report) -> list[Figure]:
+    alerts = report.alerts
+    chunks = [alerts[i : i + ALERTS_PER_PAGE] for i in range(0, len(alerts), ALERTS_PER_PAGE)]
+    figures = []
+    for n, chunk in enumerate(chunks or [[]]):
+        fig = Figure(figsize=A4)
+        fig.text(
+            0.07,
+            0.955,
+            "Alerts" + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else ""),
+            fontsize=15,
+            weight="bold",
+        )
+        fig.text(
+            0.07,
+            0.935,
+            "Prompts to look, raised by the session's rules; not judgements.",
+            fontsize=9,
+            color="#555",
+        )
+        y = 0.9
+        if not chunk:
+            fig.text(0.07, y, "No alerts were raised in this session.", fontsize=10)
+        for a in chunk:
+            start = a["started_at"][11:19]
+            end = a["ended_at"][11:19] if a["ended_at"] else "open"
+            fig.text(0.07, y, f"{start}–{end}  [{a['rule']}]", fontsize=8.5, weight="bold")
+            for part in textwrap.wrap(a["message"], 95)[:2]:
+                y -= 0.014
+                fig.text(0.09, y, part, fontsize=8.5)
+            y -= 0.02
+        figures.append(fig)
+    return figures
+
+
+def render(reports: list[Report]) -> bytes:
+    """A PDF of one or more session reports (page one: summary and charts; then alerts)."""
+    buf = io.BytesIO()
+    with (
+        _LOCK,
+        PdfPages(buf, metadata={"Title": "ClassPulse report", "Creator": "ClassPulse"}) as pdf,
+    ):
+        for report in reports:
+            for fig in [_first_page(report), *_alert_pages(report)]:
+                pdf.savefig(fig)
+    return buf.getvalue()

@@ -1,0 +1,99 @@
+"""Helpers the privacy tests share (no tests here): a class with an admin, a teacher and a
+session in a running gateway, real webcam-like frames through the student socket, and the real
+worker and aggregator driven in-process, one batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis
+from fastapi.testclient import TestClient
+
+from classpulse import contracts as c
+from classpulse.db import make_engine
+from classpulse.settings import Settings
+from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session, next_json
+from tests.test_stream_services import drain_worker, jpeg, run_aggregator
+from worker.aggregator import Aggregator
+from worker.pipeline import FramePipeline
+from worker.service import InferenceWorker
+
+
+@dataclass
+class Class:
+    client: TestClient
+    settings: Settings
+    admin: dict[str, str]  # headers
+    teacher: dict[str, str]
+    session: dict[str, Any]
+
+    def put_policy(self, **body: Any) -> dict[str, Any]:
+        r = self.client.put("/api/admin/policy", json=body, headers=self.admin)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def join(self, name: str = "Ada", consent: bool = True) -> dict[str, Any]:
+        if consent:
+            return join(self.client, self.session["join_code"], name)
+        r = self.client.post(
+            f"/api/join/{self.session['join_code']}", json={"display_name": name, "consent": False}
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@contextmanager
+def a_class(settings: Settings) -> Iterator[Class]:
+    admin_id = make_user(settings, "admin@school.example", role="admin")
+    teacher_id = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        teacher = bearer(settings, teacher_id)
+        yield Class(
+            client,
+            settings,
+            bearer(settings, admin_id, "admin"),
+            teacher,
+            new_session(client, teacher),
+        )
+
+
+def send_frames(client: TestClient, token: str, n: int = 1, face: bool = True) -> list[dict]:
+    """Send n real JPEG frames over the student socket; return their acks."""
+    acks = []
+    with client.websocket_connect(f"/ws/student?token={token}") as ws:
+        ws.receive_json()  # config
+        for _ in range(n):
+            ws.send_bytes(jpeg(face=face))
+            acks.append(next_json(ws, lambda m: m["type"] == "ack"))
+    return acks
+
+
+class Pipeline:
+    """The real worker and aggregator on the test's Redis and PostgreSQL, run on demand."""
+
+    def __init__(self, settings: Settings, r: redis.Redis, pipeline: FramePipeline) -> None:
+        self.r = r
+        self.engine = make_engine(settings.database_url or "")
+        self.worker = InferenceWorker(settings, r, pipeline)
+        self.aggregator = Aggregator(settings, r, self.engine)
+
+    def run(self) -> int:
+        """Analyse every frame in the stream and fold every result; return the frames analysed."""
+        n = drain_worker(self.worker)
+        run_aggregator(self.aggregator)
+        return n
+
+    def results(self) -> list[c.FrameResult]:
+        return [c.result_decoder.decode(f[c.R_DATA]) for _, f in self.r.xrange(c.RESULTS_STREAM)]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def rows(settings: Settings, sql: str, *params: Any) -> list[tuple]:
+    with psycopg.connect(settings.database_url or "") as conn:
+        return conn.execute(sql, params).fetchall()

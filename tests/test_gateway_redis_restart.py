@@ -1,0 +1,70 @@
+"""The gateway rides out a Redis restart without restarting: frames are refused as redis_down
+(counted, the page told at once) while it is away, accepted again once it is back, and the live
+hub resubscribes so dashboards and self-views get updates again."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from classpulse import chaos, contracts
+from tests.test_gateway_helpers import (
+    JPEG,
+    bearer,
+    client_for,
+    join,
+    make_user,
+    new_session,
+    next_json,
+)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = chaos.PrivateRedis(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def test_gateway_survives_a_redis_restart(settings, private_redis):
+    settings = settings.model_copy(update={"redis_url": private_redis.url, "frame_max_fps": 50.0})
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        session = new_session(client, bearer(settings, teacher))
+        student = join(client, session["join_code"])
+        with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+            ws.receive_json()
+            ws.send_bytes(JPEG)
+            assert next_json(ws, lambda m: m["type"] == "ack")["ok"] is True
+
+            private_redis.kill()
+            ws.send_bytes(JPEG)
+            ack = next_json(ws, lambda m: m["type"] == "ack")
+            assert ack == {"type": "ack", "seq": 2, "ok": False, "reason": "redis_down"}
+
+            private_redis.start()  # same port, same AOF: the stream is back
+            deadline, ok = time.time() + 15, False
+            while not ok and time.time() < deadline:
+                time.sleep(0.3)
+                ws.send_bytes(JPEG)
+                ok = next_json(ws, lambda m: m["type"] == "ack")["ok"]
+            assert ok, "frames not accepted again after Redis came back"
+
+            # The hub resubscribed: an update published now reaches this student's page.
+            r = redis.Redis.from_url(private_redis.url)
+            update = contracts.LiveUpdate(
+                type="student",
+                session_id=session["id"],
+                student_id=student["student_id"],
+                t=time.time(),
+                emotion="happy",
+            )
+            chaos.wait_for(lambda: r.execute_command("PUBSUB NUMPAT") > 0, 20, "hub resubscribed")
+            r.publish(contracts.live_channel(session["id"]), contracts.encoder.encode(update))
+            got = next_json(ws, lambda m: m["type"] == "self" and m.get("emotion") == "happy")
+            assert got["student_id"] == student["student_id"]
+        frames = r.xrange(contracts.FRAMES_STREAM)
+        assert len(frames) >= 2  # the one before the restart survived it (AOF), and the new ones
+        assert "redis_down" in client.get("/metrics").text
