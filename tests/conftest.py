@@ -15,7 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from sqlalchemy import Engine
 
+from classpulse.db import make_engine
 from classpulse.settings import REPO_ROOT, Settings
 
 ADMIN_URL = os.environ.get("CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -83,3 +85,30 @@ def settings(clean_db: str, clean_redis: redis.Redis, redis_url: str, tmp_path: 
         data_dir=tmp_path / "data",
         secret_key="test-secret-key-which-is-long-enough-0123456789",
     )
+
+
+@pytest.fixture
+def server(tmp_path: Path, clean_db: str, redis_url: str, clean_redis: redis.Redis) -> Iterator:
+    """The whole service as deployed (gateway, worker, aggregator processes) on the test database
+    and Redis, for the browser tests."""
+    from classpulse.devserver import DevServer
+
+    with DevServer(tmp_path / "service", database_url=clean_db, redis_url=redis_url) as srv:
+        yield srv
+
+
+@pytest.fixture
+def joined(settings: Settings) -> Iterator:
+    """A running app, a teacher's session and Ada joined to it: test_gateway_helpers.Joined."""
+    from tests.test_gateway_helpers import joined_session
+
+    with joined_session(settings) as j:
+        yield j
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """A SQLAlchemy engine on the test database, disposed of afterwards."""
+    eng = make_engine(settings.database_url or "")
+    yield eng
+    eng.dispose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +27,17 @@ class Seeded:
     cy: str
 
 
+@contextmanager
+def db_session(settings: Settings) -> Iterator[Session]:
+    """An ORM session on the test database, its engine disposed of afterwards."""
+    engine = make_engine(settings.database_url or "")
+    try:
+        with Session(engine) as db:
+            yield db
+    finally:
+        engine.dispose()
+
+
 def seed_session(
     settings: Settings, owner_id: int, title: str = "Maths 4B", at: datetime = T0
 ) -> Seeded:
@@ -33,79 +46,59 @@ def seed_session(
     bucket at+0: Ada 4 frames, 4 faced, happy 3.0 sad 1.0; Bob 5 frames, 4 faced, sad 2.5
     neutral 1.5. bucket at+5: Ada 5/5, happy 5.0; Bob 3 frames, none faced. Two alerts.
     """
-    engine = make_engine(settings.database_url or "")
     t1 = at + timedelta(seconds=5)
-    try:
-        with Session(engine) as db:
-            s = ClassSession(
-                owner_id=owner_id,
-                title=title,
-                join_code=uuid.uuid4().hex[:8].upper(),
-                created_at=at,
-                ended_at=at + timedelta(minutes=10),
+    with db_session(settings) as db:
+        s = ClassSession(
+            owner_id=owner_id,
+            title=title,
+            join_code=uuid.uuid4().hex[:8].upper(),
+            created_at=at,
+            ended_at=at + timedelta(minutes=10),
+        )
+        db.add(s)
+        db.flush()
+        ada, bob, cy = (
+            Student(session_id=s.id, display_name=n, joined_at=at + timedelta(seconds=i))
+            for i, n in enumerate(("Ada", "Bob", "Cy"))
+        )
+        db.add_all([ada, bob, cy])
+        db.flush()
+        db.add_all(
+            EmotionBucket(
+                session_id=s.id,
+                student_id=student.id,
+                bucket_start=start,
+                frames=frames,
+                frames_with_face=faced,
+                prob_sums=sums,
             )
-            db.add(s)
-            db.flush()
-            ada, bob, cy = (
-                Student(session_id=s.id, display_name=n, joined_at=at + timedelta(seconds=i))
-                for i, n in enumerate(("Ada", "Bob", "Cy"))
+            for student, start, frames, faced, sums in (
+                (ada, at, 4, 4, {"happy": 3.0, "sad": 1.0}),
+                (bob, at, 5, 4, {"sad": 2.5, "neutral": 1.5}),
+                (ada, t1, 5, 5, {"happy": 5.0}),
+                (bob, t1, 3, 0, {}),
             )
-            db.add_all([ada, bob, cy])
-            db.flush()
-            db.add_all(
-                [
-                    EmotionBucket(
-                        session_id=s.id,
-                        student_id=ada.id,
-                        bucket_start=at,
-                        frames=4,
-                        frames_with_face=4,
-                        prob_sums={"happy": 3.0, "sad": 1.0},
-                    ),
-                    EmotionBucket(
-                        session_id=s.id,
-                        student_id=bob.id,
-                        bucket_start=at,
-                        frames=5,
-                        frames_with_face=4,
-                        prob_sums={"sad": 2.5, "neutral": 1.5},
-                    ),
-                    EmotionBucket(
-                        session_id=s.id,
-                        student_id=ada.id,
-                        bucket_start=t1,
-                        frames=5,
-                        frames_with_face=5,
-                        prob_sums={"happy": 5.0},
-                    ),
-                    EmotionBucket(
-                        session_id=s.id,
-                        student_id=bob.id,
-                        bucket_start=t1,
-                        frames=3,
-                        frames_with_face=0,
-                        prob_sums={},
-                    ),
-                    Alert(
-                        session_id=s.id,
-                        rule="negative_share",
-                        started_at=at + timedelta(minutes=2),
-                        ended_at=at + timedelta(minutes=3),
-                        message="2 of 4 students showed negative expressions for 2 min — consider checking in.",
-                    ),
-                    Alert(
-                        session_id=s.id,
-                        student_id=bob.id,
-                        rule="no_face",
-                        started_at=at + timedelta(minutes=4),
-                        message="No face has been visible in Bob's camera for 3 min while it is on.",
-                    ),
-                ]
-            )
-            db.commit()
-            return Seeded(str(s.id), str(ada.id), str(bob.id), str(cy.id))
-    finally:
-        engine.dispose()
+        )
+        db.add_all(
+            [
+                Alert(
+                    session_id=s.id,
+                    rule="negative_share",
+                    started_at=at + timedelta(minutes=2),
+                    ended_at=at + timedelta(minutes=3),
+                    message="2 of 4 students showed negative expressions for 2 min — consider checking in.",
+                ),
+                Alert(
+                    session_id=s.id,
+                    student_id=bob.id,
+                    rule="no_face",
+                    started_at=at + timedelta(minutes=4),
+                    message="No face has been visible in Bob's camera for 3 min while it is on.",
+                ),
+            ]
+        )
+        db.commit()
+        return Seeded(str(s.id), str(ada.id), str(bob.id), str(cy.id))
 
 
 def add_class_bucket(
@@ -116,28 +109,20 @@ def add_class_bucket(
     faced: int,
     sums: dict[str, float],
 ) -> None:
-    engine = make_engine(settings.database_url or "")
-    try:
-        with Session(engine) as db:
-            db.add(
-                ClassBucket(
-                    session_id=uuid.UUID(session_id),
-                    bucket_start=at,
-                    frames=frames,
-                    frames_with_face=faced,
-                    prob_sums=sums,
-                )
+    with db_session(settings) as db:
+        db.add(
+            ClassBucket(
+                session_id=uuid.UUID(session_id),
+                bucket_start=at,
+                frames=frames,
+                frames_with_face=faced,
+                prob_sums=sums,
             )
-            db.commit()
-    finally:
-        engine.dispose()
+        )
+        db.commit()
 
 
 def set_policy(settings: Settings, mode: str, min_group_size: int = 5) -> None:
-    engine = make_engine(settings.database_url or "")
-    try:
-        with Session(engine) as db:
-            org_policy.save(db, Policy(mode, min_group_size), None)  # type: ignore[arg-type]
-            db.commit()
-    finally:
-        engine.dispose()
+    with db_session(settings) as db:
+        org_policy.save(db, Policy(mode, min_group_size), None)  # type: ignore[arg-type]
+        db.commit()

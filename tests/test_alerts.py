@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.hub import DropOldestQueue, Hub
 from classpulse import alert_rules
 from classpulse import contracts as c
-from classpulse.db import Alert, ClassSession, Student, make_engine, utcnow
+from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
 from tests.history_helpers import set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user
@@ -138,13 +138,6 @@ def test_rule_validation():
 
 
 # --- the engine on Redis and PostgreSQL -----------------------------------------------------------
-@pytest.fixture
-def engine(settings):
-    eng = make_engine(settings.database_url)
-    yield eng
-    eng.dispose()
-
-
 @pytest.fixture
 def classroom(settings, engine):
     """A session with five students, all connected with the camera on."""

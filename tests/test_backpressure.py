@@ -10,16 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.stream_stats import MIN_FPS, StreamStats
 from classpulse import contracts
-from tests.test_gateway_helpers import (
-    JPEG,
-    PNG,
-    bearer,
-    client_for,
-    join,
-    make_user,
-    new_session,
-    next_json,
-)
+from tests.test_gateway_helpers import JPEG, PNG, bearer, joined_session, make_user, next_json
 
 
 def test_target_rate_halves_under_lag_and_recovers_in_steps(settings):
@@ -52,47 +43,44 @@ def _rate(ws):
 
 def test_page_is_told_to_slow_down_and_speed_up_again(settings, clean_redis, monkeypatch):
     monkeypatch.setattr("app.stream_stats.TICK_S", 0.2)  # five control ticks a second
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, teacher))
-        student = join(client, session["join_code"])
-        with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
-            assert ws.receive_json()["fps"] == 2.0
-            # A worker reports that the frames it reads are 1.8 s old (the limit is 2 s).
-            clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-x", f"1800 {time.time():.1f}")
-            time.sleep(0.5)  # a tick of the gateway's poll
+    with (
+        joined_session(settings) as (client, _, _, student),
+        client.websocket_connect(f"/ws/student?token={student['token']}") as ws,
+    ):
+        assert ws.receive_json()["fps"] == 2.0
+        # A worker reports that the frames it reads are 1.8 s old (the limit is 2 s).
+        clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-x", f"1800 {time.time():.1f}")
+        time.sleep(0.5)  # a tick of the gateway's poll
+        ws.send_bytes(JPEG)
+        assert _rate(ws) == {"type": "rate", "fps": 1.0, "reason": "backlog"}
+        fps = 1.0
+        deadline = time.time() + 12
+        clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-x", f"10 {time.time():.1f}")
+        while fps < 2.0 and time.time() < deadline:
+            time.sleep(0.2)
             ws.send_bytes(JPEG)
-            assert _rate(ws) == {"type": "rate", "fps": 1.0, "reason": "backlog"}
-            fps = 1.0
-            deadline = time.time() + 12
-            clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-x", f"10 {time.time():.1f}")
-            while fps < 2.0 and time.time() < deadline:
-                time.sleep(0.2)
-                ws.send_bytes(JPEG)
-                msg = next_json(ws, lambda m: m["type"] in ("rate", "ack"), limit=200)
-                if msg["type"] == "rate":
-                    fps = msg["fps"]
-            assert fps == 2.0 and msg["reason"] == "normal"
+            msg = next_json(ws, lambda m: m["type"] in ("rate", "ack"), limit=200)
+            if msg["type"] == "rate":
+                fps = msg["fps"]
+        assert fps == 2.0 and msg["reason"] == "normal"
 
 
 def test_page_over_the_cap_is_told_its_rate(settings, clean_redis):
     settings = settings.model_copy(update={"frame_max_fps": 1.0, "frames_in_flight": 1})
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, teacher))
-        student = join(client, session["join_code"])
-        with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
-            ws.receive_json()
-            for _ in range(4):
-                ws.send_bytes(JPEG)
-            assert _rate(ws) == {"type": "rate", "fps": 1.0, "reason": "rate_limited"}
+    with (
+        joined_session(settings) as (client, _, _, student),
+        client.websocket_connect(f"/ws/student?token={student['token']}") as ws,
+    ):
+        ws.receive_json()
+        for _ in range(4):
+            ws.send_bytes(JPEG)
+        assert _rate(ws) == {"type": "rate", "fps": 1.0, "reason": "rate_limited"}
 
 
 def test_frames_are_counted_per_student_and_in_metrics(settings, clean_redis):
-    a, b = make_user(settings, "a@school.example"), make_user(settings, "b@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, a))
-        ada = join(client, session["join_code"], "Ada")
+    with joined_session(settings, "Ada", teacher="a@school.example") as joined:
+        client, headers, session, ada = joined
+        b = make_user(settings, "b@school.example")
         with client.websocket_connect(f"/ws/student?token={ada['token']}") as ws:
             ws.receive_json()
             ws.send_text('{"type": "stats", "captured": 5}')
@@ -113,7 +101,7 @@ def test_frames_are_counted_per_student_and_in_metrics(settings, clean_redis):
         url = f"/api/sessions/{session['id']}/stream-stats"
         deadline = time.time() + 5
         while time.time() < deadline:  # the socket's last counts are flushed when it closes
-            body = client.get(url, headers=bearer(settings, a)).json()
+            body = client.get(url, headers=headers).json()
             if body["students"].get(ada["student_id"], {}).get("received") == 4:
                 break
             time.sleep(0.1)

@@ -25,9 +25,8 @@ from tests.test_gateway_helpers import (
     _encode,
     bearer,
     client_for,
-    join,
+    joined_session,
     make_user,
-    new_session,
     next_json,
 )
 from tests.test_stream_services import jpeg as face_jpeg
@@ -67,18 +66,9 @@ def all_routes(app):
     return list(walk(app.routes))
 
 
-@pytest.fixture
-def streaming(settings):
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        headers = bearer(settings, teacher)
-        session = new_session(client, headers)
-        yield client, headers, session, join(client, session["join_code"], "Ada")
-
-
 # --- frames -----------------------------------------------------------------------------------
-def test_hostile_frames_are_refused_at_the_gateway(streaming, settings, clean_redis):
-    client, _, session, student = streaming
+def test_hostile_frames_are_refused_at_the_gateway(joined, settings, clean_redis):
+    client, _, session, student = joined
     cases = {
         b"": "not_jpeg",  # zero bytes
         PNG: "not_jpeg",
@@ -106,12 +96,8 @@ def test_frames_only_the_worker_can_judge_are_dropped_and_counted(settings, clea
     """Well-formed on the outside (the gateway never decodes): the worker drops them by reason
     and goes on processing the good frames around them."""
     settings = settings.model_copy(update={"frame_max_fps": 100.0})  # not testing the rate cap
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, teacher))
-        _send_then_process(
-            client, join(client, session["join_code"]), settings, clean_redis, pipeline
-        )
+    with joined_session(settings) as (client, _, _, student):
+        _send_then_process(client, student, settings, clean_redis, pipeline)
 
 
 def _send_then_process(client, student, settings, clean_redis, pipeline):
@@ -161,8 +147,8 @@ BAD_BODIES = [
 ]
 
 
-def test_malformed_json_bodies_get_a_clear_error_everywhere(streaming, settings):
-    client, headers, session, student = streaming
+def test_malformed_json_bodies_get_a_clear_error_everywhere(joined, settings):
+    client, headers, session, student = joined
     admin = bearer(settings, make_user(settings, "admin@school.example", "admin"), "admin")
     app = create_app(settings)
     posted = 0
@@ -189,8 +175,8 @@ def test_malformed_json_bodies_get_a_clear_error_everywhere(streaming, settings)
 
 
 # --- tokens, origins, brute force -------------------------------------------------------------
-def test_expired_forged_and_foreign_access_tokens_are_refused(streaming, settings):
-    client, headers, session, _ = streaming
+def test_expired_forged_and_foreign_access_tokens_are_refused(joined, settings):
+    client, headers, session, _ = joined
     user_id = int(
         jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})["sub"]
     )
@@ -220,8 +206,8 @@ def test_expired_forged_and_foreign_access_tokens_are_refused(streaming, setting
         assert closed.value.code == 4401, name
 
 
-def test_foreign_origin_is_refused_on_both_sockets(streaming):
-    client, headers, session, student = streaming
+def test_foreign_origin_is_refused_on_both_sockets(joined):
+    client, headers, session, student = joined
     token = headers["Authorization"].split()[1]
     for url in (
         f"/ws/student?token={student['token']}",
@@ -251,8 +237,8 @@ def test_login_brute_force_is_rate_limited_even_for_the_right_password(settings)
 
 
 # --- cross-teacher access to every session endpoint -------------------------------------------
-def test_another_teacher_gets_nothing_from_any_session_endpoint(streaming, settings):
-    client, headers, session, student = streaming
+def test_another_teacher_gets_nothing_from_any_session_endpoint(joined, settings):
+    client, headers, session, student = joined
     other = bearer(settings, make_user(settings, "other@school.example"))
     other_token = other["Authorization"].split()[1]
     secret = (session["title"], session["join_code"], student["student_id"])

@@ -9,88 +9,48 @@ import time
 import pytest
 
 from classpulse import contracts
-from classpulse.devserver import DevServer
-from tests.test_browser_e2e import CHROMIUM, TEACHER, write_y4m
+from tests.browser import TEACHER, chromium, create_teacher, student_joined, teacher_logged_in
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def server(tmp_path, clean_db, redis_url, clean_redis):
-    with DevServer(tmp_path / "service", database_url=clean_db, redis_url=redis_url) as srv:
-        yield srv
-
-
 def test_page_slows_down_when_told_and_the_tile_shows_counters(server, tmp_path, clean_redis):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    admin = server.login()
-    server.api(
-        "POST",
-        "/api/admin/users",
-        {"email": TEACHER[0], "password": TEACHER[1], "role": "teacher", "display_name": "Ms T"},
-        admin,
-    )
+    create_teacher(server, server.login())
     session = server.api("POST", "/api/sessions", {"title": "Physics 8A"}, server.login(*TEACHER))
-    video = tmp_path / "webcam.y4m"
-    write_y4m(video)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-video-capture={video}",
-            ],
+    with chromium(webcam=tmp_path / "webcam.y4m") as browser:
+        teacher = teacher_logged_in(browser, server)
+        teacher.goto(f"{server.base}/sessions/{session['id']}")
+
+        student = student_joined(browser, session["join_url"], "Ada")
+        # Joining with consent starts the camera by itself.
+        expect(student.locator("#stop")).to_be_enabled(timeout=15_000)
+        tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
+        expect(tile.locator(".emotion")).to_have_attribute("data-emotion", "happy", timeout=30_000)
+        # The tile's counters line, from /stream-stats (the page reports captures every 5 s).
+        expect(tile.locator(".stream-stats")).to_contain_text("processed", timeout=15_000)
+        expect(tile.locator(".stream-stats")).not_to_contain_text("captured 0 ", timeout=15_000)
+
+        def sent() -> int:
+            return int(student.locator("#frames-sent").inner_text())
+
+        # The workers fall behind (a lag report close to the freshness limit)...
+        deadline = time.time() + 20
+        while time.time() < deadline and "0.5 frames/s" not in (
+            student.locator("#conn-state").get_attribute("title") or ""
+        ):
+            clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-slow", f"1900 {time.time():.1f}")
+            time.sleep(0.5)
+        assert "0.5 frames/s (backlog)" in student.locator("#conn-state").get_attribute("title")
+        # ...and the page really sends less: about one frame in two seconds.
+        n0, t0 = sent(), time.time()
+        while time.time() - t0 < 6:
+            clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-slow", f"1900 {time.time():.1f}")
+            time.sleep(0.5)
+        assert sent() - n0 <= 4  # 2 fps would be 12
+
+        clean_redis.hdel(contracts.WORKER_LAG_KEY, "worker-slow")  # caught up: speed up again
+        expect(student.locator("#conn-state")).to_have_attribute(
+            "title", "server asked for 0.75 frames/s (backlog)", timeout=15_000
         )
-        try:
-            teacher = browser.new_context().new_page()
-            teacher.goto(server.base + "/login")
-            teacher.fill("input[type=email]", TEACHER[0])
-            teacher.fill("input[type=password]", TEACHER[1])
-            teacher.click("button[type=submit]")
-            teacher.wait_for_url("**/sessions")
-            teacher.goto(f"{server.base}/sessions/{session['id']}")
-
-            student = browser.new_context(permissions=["camera"]).new_page()
-            student.goto(session["join_url"])
-            student.click("#consent-accept")
-            student.fill("#display-name", "Ada")
-            student.click("#join-submit")
-            # Joining with consent starts the camera by itself.
-            expect(student.locator("#stop")).to_be_enabled(timeout=15_000)
-            tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
-            expect(tile.locator(".emotion")).to_have_attribute(
-                "data-emotion", "happy", timeout=30_000
-            )
-            # The tile's counters line, from /stream-stats (the page reports captures every 5 s).
-            expect(tile.locator(".stream-stats")).to_contain_text("processed", timeout=15_000)
-            expect(tile.locator(".stream-stats")).not_to_contain_text("captured 0 ", timeout=15_000)
-
-            def sent() -> int:
-                return int(student.locator("#frames-sent").inner_text())
-
-            # The workers fall behind (a lag report close to the freshness limit)...
-            deadline = time.time() + 20
-            while time.time() < deadline and "0.5 frames/s" not in (
-                student.locator("#conn-state").get_attribute("title") or ""
-            ):
-                clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-slow", f"1900 {time.time():.1f}")
-                time.sleep(0.5)
-            assert "0.5 frames/s (backlog)" in student.locator("#conn-state").get_attribute("title")
-            # ...and the page really sends less: about one frame in two seconds.
-            n0, t0 = sent(), time.time()
-            while time.time() - t0 < 6:
-                clean_redis.hset(contracts.WORKER_LAG_KEY, "worker-slow", f"1900 {time.time():.1f}")
-                time.sleep(0.5)
-            assert sent() - n0 <= 4  # 2 fps would be 12
-
-            clean_redis.hdel(contracts.WORKER_LAG_KEY, "worker-slow")  # caught up: speed up again
-            expect(student.locator("#conn-state")).to_have_attribute(
-                "title", "server asked for 0.75 frames/s (backlog)", timeout=15_000
-            )
-        finally:
-            browser.close()

@@ -7,10 +7,11 @@ second here, and only the login tests need to pay it per call.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -19,6 +20,7 @@ from starlette.testclient import WebSocketTestSession
 
 from app.auth import create_access_token
 from app.main import create_app
+from classpulse import contracts
 from classpulse.accounts import hash_password
 from classpulse.db import User, make_engine
 from classpulse.settings import Settings
@@ -75,6 +77,28 @@ def join(client: TestClient, code: str, name: str = "Ada") -> dict[str, Any]:
     return r.json()
 
 
+class Joined(NamedTuple):
+    """A running app, a teacher's session and one student who joined it."""
+
+    client: TestClient
+    headers: dict[str, str]  # the teacher's
+    session: dict[str, Any]
+    student: dict[str, Any]
+
+
+@contextmanager
+def joined_session(
+    settings: Settings, name: str = "Ada", teacher: str = "t@school.example"
+) -> Iterator[Joined]:
+    """A teacher account, a client with the app running, the teacher's session and ``name``
+    joined to it (with consent)."""
+    teacher_id = make_user(settings, teacher)
+    with client_for(settings) as client:
+        headers = bearer(settings, teacher_id)
+        session = new_session(client, headers)
+        yield Joined(client, headers, session, join(client, session["join_code"], name))
+
+
 def next_json(
     ws: WebSocketTestSession, match: Callable[[dict[str, Any]], bool], limit: int = 50
 ) -> dict[str, Any]:
@@ -84,6 +108,20 @@ def next_json(
         if match(msg):
             return msg
     raise AssertionError(f"no matching message in {limit}")
+
+
+def student_update(
+    session: dict[str, Any], student: dict[str, Any], t: float | None = None, **fields: Any
+) -> contracts.LiveUpdate:
+    """A live update about ``student`` in ``session`` (stamped now unless ``t``), as the
+    aggregator publishes it."""
+    return contracts.LiveUpdate(
+        type="student",
+        session_id=session["id"],
+        student_id=student["student_id"],
+        t=time.time() if t is None else t,
+        **fields,
+    )
 
 
 def _encode(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:

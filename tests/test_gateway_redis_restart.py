@@ -10,15 +10,7 @@ import pytest
 import redis
 
 from classpulse import chaos, contracts
-from tests.test_gateway_helpers import (
-    JPEG,
-    bearer,
-    client_for,
-    join,
-    make_user,
-    new_session,
-    next_json,
-)
+from tests.test_gateway_helpers import JPEG, joined_session, next_json, student_update
 
 
 @pytest.fixture
@@ -30,10 +22,7 @@ def private_redis(tmp_path):
 
 def test_gateway_survives_a_redis_restart(settings, private_redis):
     settings = settings.model_copy(update={"redis_url": private_redis.url, "frame_max_fps": 50.0})
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, teacher))
-        student = join(client, session["join_code"])
+    with joined_session(settings) as (client, _, session, student):
         with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
             ws.receive_json()
             ws.send_bytes(JPEG)
@@ -54,13 +43,7 @@ def test_gateway_survives_a_redis_restart(settings, private_redis):
 
             # The hub resubscribed: an update published now reaches this student's page.
             r = redis.Redis.from_url(private_redis.url)
-            update = contracts.LiveUpdate(
-                type="student",
-                session_id=session["id"],
-                student_id=student["student_id"],
-                t=time.time(),
-                emotion="happy",
-            )
+            update = student_update(session, student, emotion="happy")
             chaos.wait_for(lambda: r.execute_command("PUBSUB NUMPAT") > 0, 20, "hub resubscribed")
             r.publish(contracts.live_channel(session["id"]), contracts.encoder.encode(update))
             got = next_json(ws, lambda m: m["type"] == "self" and m.get("emotion") == "happy")

@@ -5,20 +5,17 @@ download and the dashboard's alerts panel and honest tiles."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import redis
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from classpulse import contracts as c
-from classpulse.db import AuditEntry, make_engine
-from classpulse.devserver import DevServer
-from tests.history_helpers import T0, T1, seed_session, set_policy
+from classpulse.db import AuditEntry
+from tests.browser import chromium, create_teacher, teacher_logged_in
+from tests.history_helpers import T0, T1, db_session, seed_session, set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TEACHER = ("history@school.test", "teacher-password-1")
 
 
@@ -29,15 +26,11 @@ def policy_reset(settings):
 
 
 def audit_actions(settings):
-    engine = make_engine(settings.database_url)
-    try:
-        with Session(engine) as db:
-            return [
-                (e.action, e.target_type, e.target_id)
-                for e in db.scalars(select(AuditEntry).order_by(AuditEntry.id))
-            ]
-    finally:
-        engine.dispose()
+    with db_session(settings) as db:
+        return [
+            (e.action, e.target_type, e.target_id)
+            for e in db.scalars(select(AuditEntry).order_by(AuditEntry.id))
+        ]
 
 
 def test_history_api_and_student_drill_down(settings):
@@ -117,110 +110,81 @@ def test_history_page_renders_without_login(settings):
 
 
 # --- in Chromium, against the full service ---------------------------------------------------------
-@pytest.fixture
-def server(tmp_path, clean_db, redis_url, clean_redis):
-    with DevServer(tmp_path / "service", database_url=clean_db, redis_url=redis_url) as srv:
-        yield srv
-
-
 @pytest.mark.browser
 def test_teacher_reviews_history_downloads_pdf_and_sees_alerts(server, settings, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    admin = server.login()
-    created = server.api(
-        "POST",
-        "/api/admin/users",
-        {"email": TEACHER[0], "password": TEACHER[1], "role": "teacher", "display_name": "Ms H"},
-        admin,
-    )
+    created = create_teacher(server, server.login(), TEACHER, display_name="Ms H")
     seeded = seed_session(settings, created["id"], "Biology 9B")
-    r = redis.Redis.from_url(settings.redis_url)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+    with chromium() as browser, redis.Redis.from_url(settings.redis_url) as r:
+        page = teacher_logged_in(browser, server, TEACHER, accept_downloads=True)
+        row = page.locator(f"[data-session-id='{seeded.session_id}']")
+        expect(row.locator(".session-figures")).to_contain_text("17 frames analysed")
+        expect(row.locator(".session-figures")).to_contain_text("2 alerts")
+        row.locator(".history-link").click()
+        page.wait_for_url(f"**/sessions/{seeded.session_id}/history")
+
+        expect(page.locator("#session-title")).to_contain_text("Biology 9B")
+        expect(page.locator("#summary [data-figure='Frames analysed']")).to_have_text(
+            "17 (13 with a face)"
         )
-        try:
-            page = browser.new_context(accept_downloads=True).new_page()
-            page.goto(server.base + "/login")
-            page.fill("input[type=email]", TEACHER[0])
-            page.fill("input[type=password]", TEACHER[1])
-            page.click("button[type=submit]")
-            page.wait_for_url("**/sessions")
-            row = page.locator(f"[data-session-id='{seeded.session_id}']")
-            expect(row.locator(".session-figures")).to_contain_text("17 frames analysed")
-            expect(row.locator(".session-figures")).to_contain_text("2 alerts")
-            row.locator(".history-link").click()
-            page.wait_for_url(f"**/sessions/{seeded.session_id}/history")
+        expect(
+            page.locator("#summary [data-figure='Most frequent class expression']")
+        ).to_have_text("happy")
+        expect(page.locator("#history-status")).to_contain_text("2 time buckets")
+        expect(page.locator("#alert-list .alert-item")).to_have_count(2)
+        expect(page.locator("#class-table tbody tr")).to_have_count(2)
+        page.select_option("#student-select", label="Ada")
+        expect(page.locator("#student-status")).to_contain_text("2 time buckets for Ada")
+        expect(page.locator("#student-chart-box")).to_be_visible()
+        with page.expect_download() as download:
+            page.click("#report-pdf")
+        pdf = tmp_path / "report.pdf"
+        download.value.save_as(pdf)
+        assert pdf.read_bytes().startswith(b"%PDF")
 
-            expect(page.locator("#session-title")).to_contain_text("Biology 9B")
-            expect(page.locator("#summary [data-figure='Frames analysed']")).to_have_text(
-                "17 (13 with a face)"
-            )
-            expect(
-                page.locator("#summary [data-figure='Most frequent class expression']")
-            ).to_have_text("happy")
-            expect(page.locator("#history-status")).to_contain_text("2 time buckets")
-            expect(page.locator("#alert-list .alert-item")).to_have_count(2)
-            expect(page.locator("#class-table tbody tr")).to_have_count(2)
-            page.select_option("#student-select", label="Ada")
-            expect(page.locator("#student-status")).to_contain_text("2 time buckets for Ada")
-            expect(page.locator("#student-chart-box")).to_be_visible()
-            with page.expect_download() as download:
-                page.click("#report-pdf")
-            pdf = tmp_path / "report.pdf"
-            download.value.save_as(pdf)
-            assert pdf.read_bytes().startswith(b"%PDF")
+        # The live dashboard: open alerts on load, then opened and closed by live messages.
+        page.click("#live-link")
+        page.wait_for_url(f"**/sessions/{seeded.session_id}")
+        expect(page.locator("#alerts .alert-item")).to_have_count(1)
+        expect(page.locator("#alerts .alert-item")).to_contain_text("Bob's camera")
+        channel = c.live_channel(seeded.session_id)
+        alert = {
+            "id": 999_999,
+            "rule": "negative_share",
+            "student_id": None,
+            "started_at": T1.isoformat(),
+            "message": "3 of 5 students showed negative expressions for 2 min — consider checking in.",
+        }
+        message = {
+            "type": "alert",
+            "audience": "teachers",
+            "session_id": seeded.session_id,
+            "t": 1.0,
+        }
+        r.publish(channel, json.dumps({**message, "state": "open", "alert": alert}))
+        expect(page.locator("#alert-count")).to_have_text("2")
+        r.publish(channel, json.dumps({**message, "state": "closed", "alert": alert}))
+        expect(page.locator("#alert-count")).to_have_text("1")
 
-            # The live dashboard: open alerts on load, then opened and closed by live messages.
-            page.click("#live-link")
-            page.wait_for_url(f"**/sessions/{seeded.session_id}")
-            expect(page.locator("#alerts .alert-item")).to_have_count(1)
-            expect(page.locator("#alerts .alert-item")).to_contain_text("Bob's camera")
-            channel = c.live_channel(seeded.session_id)
-            alert = {
-                "id": 999_999,
-                "rule": "negative_share",
-                "student_id": None,
-                "started_at": T1.isoformat(),
-                "message": "3 of 5 students showed negative expressions for 2 min — consider checking in.",
-            }
-            message = {
-                "type": "alert",
-                "audience": "teachers",
-                "session_id": seeded.session_id,
-                "t": 1.0,
-            }
-            r.publish(channel, json.dumps({**message, "state": "open", "alert": alert}))
-            expect(page.locator("#alert-count")).to_have_text("2")
-            r.publish(channel, json.dumps({**message, "state": "closed", "alert": alert}))
-            expect(page.locator("#alert-count")).to_have_text("1")
-
-            # Honest tiles: the reason, never a bare label, and "no data" once updates stop.
-            tile = page.locator(f"[data-student-id='{seeded.ada}'] .emotion")
-            update = {
-                "type": "student",
-                "session_id": seeded.session_id,
-                "student_id": seeded.ada,
-                "presence": "present",
-                "confidence": 0.9,
-                "faces": 1,
-                "probs": {"happy": 0.9},
-            }
-            r.publish(
-                channel,
-                json.dumps(
-                    {**update, "t": 2e9, "emotion": "uncertain", "quality": "face_too_small"}
-                ),
-            )
-            expect(tile).to_have_text("face too small")
-            r.publish(
-                channel, json.dumps({**update, "t": 2e9 + 1, "emotion": "happy", "quality": None})
-            )
-            expect(tile).to_have_text("happy")
-            expect(tile).to_have_text("no data", timeout=15_000)
-        finally:
-            browser.close()
-            r.close()
+        # Honest tiles: the reason, never a bare label, and "no data" once updates stop.
+        tile = page.locator(f"[data-student-id='{seeded.ada}'] .emotion")
+        update = {
+            "type": "student",
+            "session_id": seeded.session_id,
+            "student_id": seeded.ada,
+            "presence": "present",
+            "confidence": 0.9,
+            "faces": 1,
+            "probs": {"happy": 0.9},
+        }
+        r.publish(
+            channel,
+            json.dumps({**update, "t": 2e9, "emotion": "uncertain", "quality": "face_too_small"}),
+        )
+        expect(tile).to_have_text("face too small")
+        r.publish(
+            channel, json.dumps({**update, "t": 2e9 + 1, "emotion": "happy", "quality": None})
+        )
+        expect(tile).to_have_text("happy")
+        expect(tile).to_have_text("no data", timeout=15_000)

@@ -11,11 +11,10 @@ import numpy as np
 import pypdfium2 as pdfium
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from classpulse.cli import main as cli_main
-from classpulse.db import AuditEntry, make_engine
-from tests.history_helpers import T0, T1, add_class_bucket, seed_session, set_policy
+from classpulse.db import AuditEntry
+from tests.history_helpers import T0, T1, add_class_bucket, db_session, seed_session, set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user
 
 
@@ -26,27 +25,28 @@ def policy_reset(settings):
 
 
 def audit_entries(settings, action="export.report"):
-    engine = make_engine(settings.database_url)
-    try:
-        with Session(engine) as db:
-            return list(db.scalars(select(AuditEntry).where(AuditEntry.action == action)))
-    finally:
-        engine.dispose()
+    with db_session(settings) as db:
+        return list(db.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
 
 def csv_rows(text):
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def teacher_report(settings, teacher: int, session_id: str, fmt: str | None = None):
+    """The session's report as its teacher downloads it (``fmt``: csv, json or pdf; the API's
+    default without one): the response."""
+    params = {} if fmt is None else {"format": fmt}
+    with client_for(settings) as client:
+        return client.get(
+            f"/api/sessions/{session_id}/report", params=params, headers=bearer(settings, teacher)
+        )
+
+
 def test_csv_report_per_student_exact_values(settings):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
-    with client_for(settings) as client:
-        r = client.get(
-            f"/api/sessions/{seeded.session_id}/report",
-            params={"format": "csv"},
-            headers=bearer(settings, teacher),
-        )
+    r = teacher_report(settings, teacher, seeded.session_id, "csv")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
@@ -114,10 +114,7 @@ def test_csv_report_per_student_exact_values(settings):
 def test_json_report_summary_and_alerts(settings):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
-    with client_for(settings) as client:
-        data = client.get(
-            f"/api/sessions/{seeded.session_id}/report", headers=bearer(settings, teacher)
-        ).json()
+    data = teacher_report(settings, teacher, seeded.session_id).json()
     s = data["summary"]
     assert (
         s["duration_s"],
@@ -191,10 +188,7 @@ def test_off_report_is_presence_only(settings, policy_reset):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
     set_policy(settings, "off")
-    with client_for(settings) as client:
-        data = client.get(
-            f"/api/sessions/{seeded.session_id}/report", headers=bearer(settings, teacher)
-        ).json()
+    data = teacher_report(settings, teacher, seeded.session_id).json()
     assert all(r["scope"] == "class" and r["probs"] is None for r in data["rows"])
     assert [r["students_present"] for r in data["rows"]] == [2, 1]
     assert data["summary"]["emotion_shares"] is None and data["summary"]["dominant"] is None
@@ -212,11 +206,7 @@ def render_pages(pdf_bytes):
 def test_pdf_report_renders_with_charts(settings):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
-    with client_for(settings) as client:
-        r = client.get(
-            f"/api/sessions/{seeded.session_id}/report?format=pdf",
-            headers=bearer(settings, teacher),
-        )
+    r = teacher_report(settings, teacher, seeded.session_id, "pdf")
     assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
     pages, image = render_pages(r.content)
     assert pages == 2  # summary and charts, then the alerts
@@ -306,70 +296,28 @@ def test_admin_export_across_sessions_and_dates(settings):
     ] == [(admin, "export", "csv", 1), (admin, "export", "json", 2)]
 
 
+def cli_export(to: str, *args: str) -> int:
+    """`classpulse export --from 2026-03-01 --to TO ARGS...`; returns its exit status."""
+    return cli_main(["export", "--from", "2026-03-01", "--to", to, *args])
+
+
 def test_cli_export(settings, tmp_path, monkeypatch, capsysbinary):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
     seed_session(settings, teacher, "Physics 3A", at=T0.replace(day=5))
     monkeypatch.setenv("CLASSPULSE_DATABASE_URL", settings.database_url)
     out = tmp_path / "report.json"
-    assert (
-        cli_main(
-            [
-                "export",
-                "--from",
-                "2026-03-01",
-                "--to",
-                "2026-03-03",
-                "--format",
-                "json",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli_export("2026-03-03", "--format", "json", "--out", str(out)) == 0
     data = json.loads(out.read_text())
     assert [s["session"]["id"] for s in data["sessions"]] == [seeded.session_id]
     assert data["sessions"][0]["summary"]["frames_with_face"] == 13
-    assert (
-        cli_main(
-            [
-                "export",
-                "--from",
-                "2026-03-01",
-                "--to",
-                "2026-03-31",
-                "--session",
-                seeded.session_id,
-                "--format",
-                "csv",
-            ]
-        )
-        == 0
-    )
+    assert cli_export("2026-03-31", "--session", seeded.session_id, "--format", "csv") == 0
     rows = csv_rows(capsysbinary.readouterr().out.decode())
     assert len(rows) == 6 and rows[0]["session_title"] == "Maths 4B"
     pdf = tmp_path / "report.pdf"
-    assert (
-        cli_main(
-            [
-                "export",
-                "--from",
-                "2026-03-01",
-                "--to",
-                "2026-03-31",
-                "--format",
-                "pdf",
-                "--out",
-                str(pdf),
-            ]
-        )
-        == 0
-    )
+    assert cli_export("2026-03-31", "--format", "pdf", "--out", str(pdf)) == 0
     assert render_pages(pdf.read_bytes())[0] == 4  # two sessions, two pages each
-    assert (
-        cli_main(["export", "--from", "2026-03-01", "--to", "2026-03-31", "--format", "pdf"]) == 2
-    )
+    assert cli_export("2026-03-31", "--format", "pdf") == 2  # a PDF needs --out
     entries = audit_entries(settings)
     assert [(e.actor_email, e.actor_id, e.detail["format"]) for e in entries] == [
         ("cli", None, "json"),

@@ -3,7 +3,6 @@ fresh frames taken over, its stale ones dropped and counted; nothing lost or cou
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -12,38 +11,28 @@ from sqlalchemy.orm import Session
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket
 from tests import test_stream_services as streams
-from tests.test_stream_services import add_frame, buckets, stats
+from tests.test_stream_services import add_frame, buckets, loops_running, stats, wait_for_frames
 from worker.aggregator import Aggregator
 from worker.service import InferenceWorker
 
-# The stream tests' fixtures (models loaded once per module, a roster, an engine), shared.
-pipeline, engine, roster = streams.pipeline, streams.engine, streams.roster
+# The stream tests' fixtures (models loaded once per module, a roster), shared.
+pipeline, roster = streams.pipeline, streams.roster
 
 
 def test_three_workers_and_two_aggregators_share_the_work(
     settings, clean_redis, roster, engine, pipeline
 ):
     r = clean_redis
-    stop = threading.Event()
     workers = [InferenceWorker(settings, r, pipeline) for _ in range(3)]
     aggregators = [Aggregator(settings, r, engine) for _ in range(2)]
     for i, x in enumerate(workers + aggregators):
         x.name = f"{x.name}-{i}"  # one process here: distinct consumer names
-    threads = [threading.Thread(target=x.run, args=(stop,)) for x in workers + aggregators]
-    for t in threads:
-        t.start()
-    try:
+    with loops_running(workers + aggregators, join_s=15) as threads:
         time.sleep(0.5)  # every consumer blocked in XREADGROUP: Redis hands entries out in turn
         for i in range(60):
             add_frame(r, roster, student="ada" if i % 2 else "bo", seq=i + 1)
             time.sleep(0.01)
-        deadline = time.time() + 30
-        while time.time() < deadline and sum(b.frames for b in buckets(engine)) < 60:
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(15)
+        wait_for_frames(engine, 60, timeout_s=30)
     assert not any(t.is_alive() for t in threads)  # every loop stopped cleanly
     assert sum(b.frames for b in buckets(engine)) == 60  # each frame exactly once
     assert r.xlen(c.RESULTS_STREAM) == 60  # one result per frame, none written twice

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import cv2
 import msgspec
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from classpulse import contracts as c
 from classpulse.accounts import create_user
-from classpulse.db import ClassSession, EmotionBucket, Student, make_engine
+from classpulse.db import ClassSession, EmotionBucket, Student
 from worker.aggregator import Aggregator
 from worker.pipeline import FramePipeline
 from worker.service import InferenceWorker
@@ -28,13 +30,6 @@ def pipeline() -> FramePipeline:
     from classpulse.settings import Settings
 
     return FramePipeline.from_settings(Settings(providers=["cpu"]))
-
-
-@pytest.fixture
-def engine(settings):
-    eng = make_engine(settings.database_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture
@@ -153,6 +148,29 @@ def buckets(engine) -> list[EmotionBucket]:
         return list(db.scalars(select(EmotionBucket).order_by(EmotionBucket.student_id, EmotionBucket.bucket_start)))
 
 
+@contextmanager
+def loops_running(loops: Iterable[InferenceWorker | Aggregator], join_s: float) -> Iterator[list]:
+    """Each loop's ``run`` in a thread while the block runs; then a stop, and a join of each
+    thread for up to ``join_s`` seconds. Yields the threads."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=x.run, args=(stop,)) for x in loops]
+    for t in threads:
+        t.start()
+    try:
+        yield threads
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(join_s)
+
+
+def wait_for_frames(engine, frames: int, timeout_s: float) -> None:
+    """Until the buckets hold ``frames`` frames, or ``timeout_s`` has passed."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and sum(b.frames for b in buckets(engine)) < frames:
+        time.sleep(0.1)
+
+
 def run_aggregator(agg: Aggregator) -> None:
     from classpulse.streams import ensure_group
 
@@ -246,22 +264,12 @@ def test_results_for_withdrawn_or_unknown_students_are_not_stored(settings, clea
 def test_worker_and_aggregator_loops_end_to_end(settings, clean_redis, roster, engine, pipeline):
     """The real loops in threads: frames in, buckets out, then a clean stop."""
     r = clean_redis
-    stop = threading.Event()
     worker = InferenceWorker(settings, r, pipeline)
     agg = Aggregator(settings, r, engine)
-    threads = [threading.Thread(target=x.run, args=(stop,)) for x in (worker, agg)]
-    for t in threads:
-        t.start()
-    try:
+    with loops_running((worker, agg), join_s=10) as threads:
         for i in range(6):
             add_frame(r, roster, student="ada" if i % 2 else "bo", seq=i + 1)
-        deadline = time.time() + 20
-        while time.time() < deadline and sum(b.frames for b in buckets(engine)) < 6:
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+        wait_for_frames(engine, 6, timeout_s=20)
     rows = buckets(engine)
     assert sum(b.frames for b in rows) == 6 and sum(b.frames_with_face for b in rows) == 6
     assert not any(t.is_alive() for t in threads)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -11,7 +10,14 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.auth import create_access_token
 from classpulse import contracts
-from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session
+from tests.test_gateway_helpers import (
+    bearer,
+    client_for,
+    join,
+    make_user,
+    new_session,
+    student_update,
+)
 
 
 def _token(headers):
@@ -35,10 +41,9 @@ def test_snapshot_then_updates(settings, clean_redis):
         ada = join(client, s["join_code"], "Ada")
         bob = join(client, s["join_code"], "Bob")
         client.post("/api/student/withdraw", headers={"Authorization": "Bearer " + bob["token"]})
-        happy = contracts.LiveUpdate(
-            type="student",
-            session_id=s["id"],
-            student_id=ada["student_id"],
+        happy = student_update(
+            s,
+            ada,
             t=1.0,
             emotion="happy",
             confidence=0.8,
@@ -68,15 +73,7 @@ def test_snapshot_then_updates(settings, clean_redis):
                 "withdrawn",
             )
 
-            update = contracts.LiveUpdate(
-                type="student",
-                session_id=s["id"],
-                student_id=ada["student_id"],
-                t=time.time(),
-                emotion="sad",
-                confidence=0.7,
-                presence="no_face",
-            )
+            update = student_update(s, ada, emotion="sad", confidence=0.7, presence="no_face")
             clean_redis.publish(contracts.live_channel(s["id"]), contracts.encoder.encode(update))
             clean_redis.publish(
                 contracts.live_channel(str(uuid.uuid4())), b'{"not": "this session"}'

@@ -15,12 +15,11 @@ from classpulse import contracts
 from tests.test_gateway_helpers import (
     JPEG,
     PNG,
-    bearer,
-    client_for,
     join,
-    make_user,
+    joined_session,
     new_session,
     next_json,
+    student_update,
 )
 
 
@@ -37,16 +36,6 @@ def _refused(client, token, headers=None):
     ):
         ws.receive_json()
     return closed.value.code, closed.value.reason
-
-
-@pytest.fixture
-def joined(settings):
-    """A running app, a teacher's session and one joined student."""
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        headers = bearer(settings, teacher)
-        session = new_session(client, headers)
-        yield client, headers, session, join(client, session["join_code"], "Ada")
 
 
 def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
@@ -117,10 +106,7 @@ def test_bad_frames_and_messages(joined, settings, clean_redis):
 
 def test_rate_limit_is_counted(settings, clean_redis):
     settings = settings.model_copy(update={"frame_max_fps": 1.0, "frames_in_flight": 1})
-    teacher = make_user(settings, "t@school.example")
-    with client_for(settings) as client:
-        session = new_session(client, bearer(settings, teacher))
-        student = join(client, session["join_code"])
+    with joined_session(settings) as (client, _, session, student):
         with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
             assert ws.receive_json()["fps"] == 1.0
             for _ in range(6):  # burst 2 at 1 frame/s: most of these are over
@@ -205,22 +191,10 @@ def test_origin_withdrawn_and_ended(joined, settings):
 def test_self_view_gets_this_students_updates_only(joined, clean_redis):
     client, _, session, student = joined
     other = join(client, session["join_code"], "Bob")
-    update = contracts.LiveUpdate(
-        type="student",
-        session_id=session["id"],
-        student_id=student["student_id"],
-        t=time.time(),
-        emotion="happy",
-        confidence=0.9,
-        probs={"happy": 0.9, "sad": 0.1},
+    update = student_update(
+        session, student, emotion="happy", confidence=0.9, probs={"happy": 0.9, "sad": 0.1}
     )
-    noise = contracts.LiveUpdate(
-        type="student",
-        session_id=session["id"],
-        student_id=other["student_id"],
-        t=time.time(),
-        emotion="sad",
-    )
+    noise = student_update(session, other, emotion="sad")
     with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
         ws.receive_json()
         next_json(ws, lambda m: m["type"] == "self" and m["presence"] == "present")
