@@ -15,7 +15,10 @@ PRESENCE_TTL_S = 24 * 3600  # the hash outlives any class; expire it instead of 
 async def publish_presence(
     redis: Redis, session_id: str, student_id: str, presence: str, display_name: str | None
 ) -> None:
-    """Publish a presence LiveUpdate to the session's channel and keep it for late dashboards."""
+    """Publish a presence LiveUpdate to the session's channel and keep it for late dashboards.
+
+    ``withdrawn`` also drops the student's last emotion update from the snapshot hash, so a
+    dashboard that connects later is not shown the estimate of a student who withdrew."""
     update = contracts.LiveUpdate(
         type="presence",
         session_id=session_id,
@@ -28,6 +31,8 @@ async def publish_presence(
     # "presence": "present" this message exists to carry.
     data = contracts.encoder.encode(msgspec.structs.asdict(update))
     async with redis.pipeline(transaction=False) as pipe:
+        if presence == "withdrawn":
+            pipe.hdel(contracts.snapshot_key(session_id), student_id)
         pipe.hset(contracts.presence_key(session_id), student_id, data)
         pipe.expire(contracts.presence_key(session_id), PRESENCE_TTL_S)
         pipe.publish(contracts.live_channel(session_id), data)

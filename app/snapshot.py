@@ -61,8 +61,8 @@ async def build_snapshot(
     policy: Policy | None = None,
 ) -> dict[str, Any]:
     """Snapshot message: every student of the roster with their latest presence and emotion,
-    as the policy in force allows (no per-student emotion outside ``per_student``), and the
-    class's latest mix where the aggregator publishes one."""
+    as the policy in force allows (no per-student emotion outside ``per_student``, none ever
+    for a withdrawn student), and the class's latest mix where the aggregator publishes one."""
     policy = policy or Policy()
     students = await run_in_threadpool(_roster, make_session, session_id)
     sid = str(session_id)
@@ -74,7 +74,10 @@ async def build_snapshot(
     labels = await model_labels(redis) or []
     for s in students:
         s["presence"] = _latest(presence, s["student_id"])
-        s["emotion"] = redact_update(_latest(emotions, s["student_id"]), policy)
+        # A withdrawn student's last estimate is not shown, even if an update the aggregator
+        # had in flight re-stored it after the withdrawal dropped it from the hash.
+        latest = None if s["withdrawn"] else _latest(emotions, s["student_id"])
+        s["emotion"] = redact_update(latest, policy)
     class_now = None
     if class_raw and policy.emotion_mode == "aggregate_only":
         class_now = _latest({b"c": class_raw}, "c")

