@@ -20,8 +20,8 @@ from classpulse import audit, contracts
 from classpulse.db import ClassBucket, ClassSession, EmotionBucket, User
 from classpulse.policy import Policy
 
-# LiveUpdate fields that carry a per-student emotion estimate.
-EMOTION_FIELDS = ("emotion", "confidence", "probs")
+# LiveUpdate fields that carry a per-student emotion estimate (quality: why it is uncertain).
+EMOTION_FIELDS = ("emotion", "confidence", "probs", "quality")
 
 
 def redact_update(update: dict[str, Any] | None, policy: Policy) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -86,6 +87,12 @@ class EmotionBucket(Base):
     """
 
     __tablename__ = "emotion_buckets"
+    # The primary key (session_id, student_id, bucket_start) serves per-session reads; these
+    # serve retention (by time) and a student's own view, deletion and the FK cascade.
+    __table_args__ = (
+        Index("ix_emotion_buckets_bucket_start", "bucket_start"),
+        Index("ix_emotion_buckets_student_id", "student_id"),
+    )
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
     )
@@ -108,6 +115,7 @@ class ClassBucket(Base):
     """
 
     __tablename__ = "class_buckets"
+    __table_args__ = (Index("ix_class_buckets_bucket_start", "bucket_start"),)
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
     )
@@ -130,6 +138,9 @@ class OrgPolicy(Base):
     updated_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
+    # Incremented (in SQL, under the row's lock) by every save; stamps the Redis mirror, so the
+    # latest save wins there whatever the clocks of the gateways that made them.
+    version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
 
 
 class ConsentRecord(Base):
@@ -180,7 +191,7 @@ class Alert(Base):
         ForeignKey("class_sessions.id", ondelete="CASCADE"), index=True
     )
     student_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("students.id", ondelete="CASCADE"), nullable=True
+        ForeignKey("students.id", ondelete="CASCADE"), nullable=True, index=True
     )
     rule: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)

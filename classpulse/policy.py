@@ -62,7 +62,7 @@ class Policy:
             raise PolicyError(f"retention_days must be between 1 and {MAX_RETENTION_DAYS}")
         return self
 
-    # --- the Redis mirror (a hash of strings, plus the "stamp" of the version) ------------------
+    # --- the Redis mirror (a hash of strings, plus the policy's "version") ----------------------
     @classmethod
     def from_redis(cls, raw: Mapping[Any, Any]) -> Policy | None:
         """The mirrored policy, or None when the hash is missing or unreadable."""
@@ -91,31 +91,43 @@ def load(db: Session) -> Policy:
 
 
 def load_stamped(db: Session) -> tuple[Policy, int]:
-    """The policy and its stamp (the row's update time in microseconds) for the mirror."""
+    """The policy and its stamp for the mirror: the row's ``version``, which every save
+    increments in SQL. Not a clock: a gateway whose clock runs fast, or steps back, must not make
+    a later save look older than an earlier one."""
     from classpulse.db import OrgPolicy
 
     row = db.get(OrgPolicy, 1)
     if row is None:  # the migration inserts it; a hand-emptied table falls back to the defaults
         return Policy(), 0
     policy = Policy(row.emotion_mode, row.min_group_size, row.retention_days)  # type: ignore[arg-type]
-    return policy, int(row.updated_at.timestamp() * 1_000_000) if row.updated_at else 0
+    return policy, int(row.version or 0)
 
 
-def save(db: Session, policy: Policy, actor_id: int | None) -> Policy:
-    """Store the policy (the caller commits, together with its audit entry)."""
+def save(db: Session, policy: Policy, actor_id: int | None) -> int:
+    """Store the policy; return its new version, the stamp to mirror it with (the caller
+    commits, together with its audit entry).
+
+    The version is incremented by the UPDATE itself (``version = version + 1``), which holds
+    the row's lock until the commit: two saves, even from gateways with different clocks, get
+    increasing versions in the order they commit."""
     from classpulse.db import OrgPolicy, utcnow
 
     policy.validate()
     row = db.get(OrgPolicy, 1)
-    if row is None:
-        row = OrgPolicy(id=1)
-        db.add(row)
+    if row is None:  # the migration inserts it; a hand-emptied table gets it back (version 1)
+        from sqlalchemy.dialects.postgresql import insert
+
+        db.execute(insert(OrgPolicy).values(id=1, version=0).on_conflict_do_nothing())
+        row = db.get(OrgPolicy, 1, populate_existing=True)
+        assert row is not None
+    row.version = OrgPolicy.version + 1  # type: ignore[assignment]
     row.emotion_mode = policy.emotion_mode
     row.min_group_size = policy.min_group_size
     row.retention_days = policy.retention_days
     row.updated_at = utcnow()
     row.updated_by_id = actor_id
-    return policy
+    db.flush()  # the UPDATE runs (and locks the row) now; reading version re-selects it
+    return int(row.version)
 
 
 def read_mirror(r: Any) -> Policy | None:
@@ -124,12 +136,16 @@ def read_mirror(r: Any) -> Policy | None:
 
 
 # Writes the mirror unless it already holds a newer policy: a process that read PostgreSQL just
-# before an admin's change must not put the old policy back over the new one.
+# before an admin's change must not put the old policy back over the new one. Newer means a
+# higher ``version`` (org_policy.version). ``stamp`` is where releases before the version column
+# kept a wall-clock stamp in microseconds: ignored here, and set to the highest stamp those
+# releases can compare so that a gateway of such a release, still running during an upgrade,
+# never writes an older policy over this one.
 MIRROR_SCRIPT = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'stamp') or '-1')
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 if current > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'stamp', ARGV[1], 'emotion_mode', ARGV[2],
-           'min_group_size', ARGV[3], 'retention_days', ARGV[4])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'emotion_mode', ARGV[2],
+           'min_group_size', ARGV[3], 'retention_days', ARGV[4], 'stamp', '9007199254740991')
 return 1
 """
 

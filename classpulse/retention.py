@@ -1,8 +1,13 @@
 """Retention: delete what is older than the policy's ``retention_days``.
 
-Aggregates (per-student and class buckets), alerts, consent records, audit entries, and the
-students (display names) of sessions that ended before the cut-off. ``applied_results`` only
-guard replays while a result can still be in the stream, so they go after a day.
+Aggregates (per-student and class buckets) and alerts older than the cut-off; students (display
+names) whose last activity is older: the end of their session, or for a session nobody ended,
+their latest bucket or consent change (their join when there is none). A student's consent
+records go with the student (``ON DELETE CASCADE``), never before: they are the basis of what is
+stored about them. The audit log keeps its own, longer period (``CLASSPULSE_AUDIT_RETENTION_DAYS``,
+default 365, never shorter than ``retention_days``), so that an admin cannot erase the record of
+their own exports by shortening the policy. ``applied_results`` only guard replays while a result
+can still be in the stream, so they go after a day.
 
 The aggregator process runs it every ten minutes in a thread of its own (``Retention.run``), so
 a large backlog never stalls the live folding; ``classpulse retention`` runs it once. Deletes go
@@ -34,8 +39,30 @@ _TABLES = (
     ("emotion_buckets", "emotion_buckets", "bucket_start", "ctid"),
     ("class_buckets", "class_buckets", "bucket_start", "ctid"),
     ("alerts", "alerts", "coalesce(ended_at, started_at)", "id"),
-    ("consent_records", "consent_records", "at", "id"),
-    ("audit_log", "audit_log", "at", "id"),
+)
+
+# A student's last activity: the end of their session; for a session nobody ended, their own
+# latest bucket (the primary key's prefix finds it) or consent change, else their join
+# (GREATEST ignores NULLs).
+_STUDENT_LAST_ACTIVE = """coalesce(
+    (SELECT ended_at FROM class_sessions WHERE class_sessions.id = students.session_id),
+    GREATEST(
+        students.joined_at, students.consent_at, students.withdrawn_at,
+        (SELECT max(b.bucket_start) FROM emotion_buckets b
+         WHERE b.session_id = students.session_id AND b.student_id = students.id)))"""
+
+# One batch of students, with how many consent records go with them (the cascade): every
+# sub-statement sees the snapshot from before the delete.
+_DELETE_STUDENTS = text(
+    f"""
+    WITH gone AS (
+        DELETE FROM students WHERE id IN (
+            SELECT id FROM students WHERE {_STUDENT_LAST_ACTIVE} < :cutoff LIMIT {BATCH}
+        ) RETURNING id
+    )
+    SELECT (SELECT count(*) FROM gone),
+           (SELECT count(*) FROM consent_records WHERE student_id IN (SELECT id FROM gone))
+    """  # noqa: S608 (constants only)
 )
 
 
@@ -54,8 +81,33 @@ def _delete(engine: Engine, table: str, when: str, key: str, cutoff: datetime) -
             return total
 
 
-def purge(engine: Engine, now: datetime | None = None) -> dict[str, int]:
-    """Delete everything past its retention period; return the rows deleted per kind."""
+def _delete_students(engine: Engine, cutoff: datetime) -> tuple[int, int]:
+    """Delete students inactive since before ``cutoff``; return (students, consent records)."""
+    students = consents = 0
+    while True:
+        with engine.begin() as conn:
+            n, k = conn.execute(_DELETE_STUDENTS, {"cutoff": cutoff}).one()
+        students, consents = students + n, consents + k
+        if n < BATCH:
+            return students, consents
+
+
+def audit_retention_days(policy: policy_mod.Policy, configured: int | None = None) -> int:
+    """The audit log's period: the configured one, never shorter than the data's."""
+    if configured is None:
+        from classpulse.settings import get_settings
+
+        configured = get_settings().audit_retention_days
+    return max(configured, policy.retention_days)
+
+
+def purge(
+    engine: Engine, now: datetime | None = None, audit_days: int | None = None
+) -> dict[str, int]:
+    """Delete everything past its retention period; return the rows deleted per kind.
+
+    ``audit_days``: the audit log's period (default: ``CLASSPULSE_AUDIT_RETENTION_DAYS``),
+    raised to the policy's ``retention_days`` when shorter."""
     now = now or utcnow()
     with Session(engine) as db:
         policy = policy_mod.load(db)
@@ -63,20 +115,19 @@ def purge(engine: Engine, now: datetime | None = None) -> dict[str, int]:
     counts = {
         name: _delete(engine, table, when, key, cutoff) for name, table, when, key in _TABLES
     }
-    # Display names of sessions long over (their buckets and records are gone by now too).
-    counts["students"] = _delete(
-        engine,
-        "students",
-        "(SELECT ended_at FROM class_sessions WHERE class_sessions.id = students.session_id)",
-        "id",
-        cutoff,
+    # After the buckets: a student whose latest bucket just went counts by their join.
+    counts["students"], counts["consent_records"] = _delete_students(engine, cutoff)
+    audit_days = audit_retention_days(policy, audit_days)
+    counts["audit_log"] = _delete(
+        engine, "audit_log", "at", "id", now - timedelta(days=audit_days)
     )
     counts["applied_results"] = _delete(
         engine, "applied_results", "applied_at", "id", now - APPLIED_RESULTS_KEEP
     )
     log.info(
-        "retention (%d days): deleted %s",
+        "retention (%d days, audit log %d days): deleted %s",
         policy.retention_days,
+        audit_days,
         ", ".join(f"{n} {k}" for k, n in counts.items()),
     )
     return counts
@@ -85,13 +136,15 @@ def purge(engine: Engine, now: datetime | None = None) -> dict[str, int]:
 class Retention:
     """``purge`` every ``every_s`` until stopped (a thread of the aggregator process)."""
 
-    def __init__(self, engine: Engine, every_s: float = EVERY_S) -> None:
-        self.engine, self.every_s = engine, every_s
+    def __init__(
+        self, engine: Engine, every_s: float = EVERY_S, audit_days: int | None = None
+    ) -> None:
+        self.engine, self.every_s, self.audit_days = engine, every_s, audit_days
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                purge(self.engine)
+                purge(self.engine, audit_days=self.audit_days)
             except Exception:  # retention must never take the aggregator down; retry later
                 log.exception("retention run failed; retrying in %.0f s", self.every_s)
             stop.wait(self.every_s)
@@ -118,7 +171,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
         raise SystemExit("error: CLASSPULSE_DATABASE_URL not set")
     engine = make_engine(settings.database_url)
     try:
-        counts = purge(engine)
+        counts = purge(engine, audit_days=settings.audit_retention_days)
     finally:
         engine.dispose()
     for name, n in counts.items():

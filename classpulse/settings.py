@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # A face box shorter than this (pixels, shorter side) is upscaled to the 64 px model input and
     # read unreliably: shown as "face too small" instead of a label.
     small_face_px: int = 48
+    # The audit log's retention (days): who viewed, exported or deleted what must outlive the
+    # data, so never shorter than the policy's retention_days (the longer of the two applies).
+    audit_retention_days: int = Field(default=365, ge=1, le=36500)
     student_token_ttl_s: int = 4 * 3600
     access_token_ttl_s: int = 12 * 3600
     login_attempts_per_minute: int = 10

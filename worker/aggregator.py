@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 import redis
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from classpulse import contracts as c
 from classpulse.db import make_engine
@@ -44,13 +44,19 @@ log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
 RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
 MIN_STREAK = 2  # faced frames after a (re)start before a label is shown
+STATE_IDLE_S = 300.0  # a student's smoothing state unused this long is dropped (memory bound)
+PRUNE_EVERY_S = 60.0
 
 APPLY_IDS = text(
     "INSERT INTO applied_results (id) SELECT unnest(CAST(:ids AS text[])) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+# FOR KEY SHARE: a student deleted meanwhile (an admin's request, retention) is deleted only after
+# this batch commits, so the buckets' foreign key holds; the cascade then removes the buckets.
+# Withdrawal (an UPDATE of withdrawn_at) does not wait: it is no key update.
 KNOWN_STUDENTS = text(
     "SELECT id::text FROM students WHERE id = ANY(CAST(:ids AS uuid[])) AND withdrawn_at IS NULL"
+    " ORDER BY id FOR KEY SHARE"
 )
 UPSERT_BUCKET = text(
     """
@@ -76,6 +82,7 @@ class StudentState:
     frames: int = 0
     last_ms: float = 0.0  # receive time of the latest frame, to notice a stream that paused
     streak: int = 0  # faced frames since the stream (re)started
+    used: float = 0.0  # monotonic time this process last updated it, to drop idle states
 
 
 def main_face(result: c.FrameResult) -> c.Face | None:
@@ -98,6 +105,7 @@ class Aggregator:
         self.class_mix = ClassMix()
         self._pending_own = True  # on start, first re-read what this name left unacknowledged
         self._last_reclaim = 0.0
+        self._last_prune = time.monotonic()
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
 
     # --- reading ------------------------------------------------------------------------------
@@ -131,15 +139,30 @@ class Aggregator:
         return datetime.fromtimestamp((received_ms / 1000) // size * size, UTC)
 
     def commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
-        """Fold new results into their buckets in one transaction; return the ones applied."""
+        """Fold new results into their buckets in one transaction; return the ones applied.
+
+        A student deleted between reading who is known and the upsert (the lock in
+        ``KNOWN_STUDENTS`` rules that out, but a foreign key violation must never stop the
+        aggregator) rolls the batch back; it is folded once more with the students read afresh,
+        and the deleted student's results are dropped (and acknowledged)."""
         if not results:
             return []
         self.policy = self.privacy.current()
         apply_mode(results, self.policy)  # each result's mode: the stricter of its own and now
+        try:
+            return self._commit(results)
+        except IntegrityError as exc:
+            log.warning("a student or session was deleted during the batch (%s); folding again", exc.orig)
+            return self._commit(results)
+
+    def known_students(self, conn: Connection, student_ids: list[str]) -> set[str]:
+        """Students that exist and have not withdrawn, locked against deletion until commit."""
+        return {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": student_ids})}
+
+    def _commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
         with self.engine.begin() as conn:
             fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})}
-            student_ids = list({r.student_id for r in results})
-            known = {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": student_ids})}
+            known = self.known_students(conn, list({r.student_id for r in results}))
             applied = [r for r in results if r.frame_id in fresh and r.student_id in known]
             # The policy decides what each result leaves behind (worker/privacy.py).
             deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)
@@ -165,6 +188,7 @@ class Aggregator:
     def live_update(self, res: c.FrameResult) -> c.LiveUpdate:
         state = self.students.setdefault(res.student_id, StudentState())
         state.frames += 1
+        state.used = time.monotonic()
         face = main_face(res)
         update = c.LiveUpdate(
             type="student", session_id=res.session_id, student_id=res.student_id,
@@ -198,7 +222,18 @@ class Aggregator:
             update.quality = "low_confidence"
         return update
 
+    def prune(self, now: float | None = None) -> None:
+        """Forget students not seen for STATE_IDLE_S: their smoothing restarts anyway after a
+        pause (RESUME_GAP_MS), and without this the dict grew by every student ever seen."""
+        now = time.monotonic() if now is None else now
+        for sid in [k for k, st in self.students.items() if now - st.used > STATE_IDLE_S]:
+            del self.students[sid]
+
     def publish(self, applied: list[c.FrameResult]) -> None:
+        now = time.monotonic()
+        if now - self._last_prune > PRUNE_EVERY_S:
+            self._last_prune = now
+            self.prune(now)
         latest: dict[str, c.LiveUpdate] = {}
         for res in sorted(applied, key=lambda r: r.received_ms):
             update = self.live_update(res)
@@ -276,7 +311,7 @@ def main(settings: Settings) -> int:
     stop = stop_on_signals()
     r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     engine = make_engine(settings.database_url, pool_size=2)
-    retention = Retention(engine).start(stop)  # its own thread: deletes never stall folding
+    retention = Retention(engine, audit_days=settings.audit_retention_days).start(stop)  # its own thread: deletes never stall folding
     Aggregator(settings, r, engine).run(stop)
     retention.join(5)
     engine.dispose()

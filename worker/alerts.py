@@ -28,7 +28,7 @@ import msgspec
 import redis
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from classpulse import alert_rules, contracts
@@ -176,6 +176,11 @@ class AlertEngine:
                 del self.active[session_id]
             try:
                 running = self.evaluate_session(session_id, now)
+            except IntegrityError as exc:
+                # A student (or the session) deleted while its alert was being written: rolled
+                # back; the next tick evaluates the session again without them.
+                log.warning("alert rules of session %s: %s; retrying next tick", session_id, exc.orig)
+                continue
             except (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError):
                 raise  # the aggregator's loop backs off and retries
             except Exception:  # a faulty rule must never stop emotion data from being stored
@@ -230,10 +235,13 @@ class AlertEngine:
                 }
                 findings: dict[str, Finding] = {}
                 if session.ended_at is None:
+                    # FOR KEY SHARE: a student deleted meanwhile goes after this commit (with
+                    # the alerts written for them), never under an insert that refers to them.
                     roster = db.scalars(
-                        select(Student).where(
-                            Student.session_id == session.id, Student.withdrawn_at.is_(None)
-                        )
+                        select(Student)
+                        .where(Student.session_id == session.id, Student.withdrawn_at.is_(None))
+                        .order_by(Student.id)
+                        .with_for_update(key_share=True)
                     ).all()
                     rules = alert_rules.merged(session.alert_rules)
                     students, class_now = self._state(session_id, list(roster))

@@ -134,8 +134,8 @@ def write_class_buckets(conn: Connection, klass: dict[tuple[str, datetime], Delt
 
 def redact(update: c.LiveUpdate, mode: str) -> c.LiveUpdate:
     """The per-student update as the mode allows it to leave the aggregator."""
-    if mode != "per_student":
-        update.emotion = update.confidence = update.probs = None
+    if mode != "per_student":  # quality says why a label is uncertain: about the estimate too
+        update.emotion = update.confidence = update.probs = update.quality = None
     return update
 
 
@@ -162,7 +162,11 @@ class ClassMix:
         self._dirty.add(update.session_id)
 
     def updates(self, policy: Policy) -> list[c.ClassUpdate]:
-        """Class updates due now (aggregate_only only; at most one per session per second)."""
+        """Class updates due now (aggregate_only only; at most one per session per second).
+
+        A session whose students all left is forgotten (``_seen``, ``_dirty``, ``_published``)
+        once its last update, "nobody present", is out, or at once outside aggregate_only: the
+        bookkeeping holds the sessions of the last seconds, not every session ever seen."""
         now = time.monotonic()
         out = []
         for session_id in list(self._seen):
@@ -170,16 +174,18 @@ class ClassMix:
             for sid, (_, seen) in list(students.items()):
                 if now - seen > PRESENT_WINDOW_S:
                     del students[sid]
-            if not students:
-                del self._seen[session_id]
             if policy.emotion_mode != "aggregate_only":
+                if not students:
+                    self._forget(session_id)
                 continue
             due = now - self._published.get(session_id, 0.0) >= CLASS_PUBLISH_S
-            if not due or (session_id not in self._dirty and session_id in self._seen):
-                continue
+            if not due or (session_id not in self._dirty and students):
+                continue  # an emptied session stays until its last update is due
             self._published[session_id] = now
             self._dirty.discard(session_id)
             present = len(students)
+            if not students:
+                self._forget(session_id)
             update = c.ClassUpdate(
                 session_id=session_id,
                 t=time.time(),
@@ -198,6 +204,11 @@ class ClassMix:
                 update.counts = counts
             out.append(update)
         return out
+
+    def _forget(self, session_id: str) -> None:
+        self._seen.pop(session_id, None)
+        self._dirty.discard(session_id)
+        self._published.pop(session_id, None)
 
 
 def publish_class(r: redis.Redis, updates: list[c.ClassUpdate]) -> None:

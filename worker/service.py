@@ -29,6 +29,32 @@ log = logging.getLogger(__name__)
 RECLAIM_EVERY_S = 5.0
 RECLAIM_IDLE_MS = 10_000  # a frame pending this long belongs to a worker that died or hung
 CPU_BATCH, GPU_BATCH = 32, 128
+# cp:worker_lag holds "lag_ms epoch_s" per worker. Readers ignore reports older than a few
+# seconds; reports older than LAG_FORGET_S (workers that died, every restart a new name) are
+# removed by the live workers, and the whole hash expires once no worker writes any more.
+LAG_FORGET_S = 300.0
+LAG_PRUNE_EVERY_S = 60.0
+LAG_KEY_TTL_S = 3600
+# Deletes the fields whose report is older than ARGV[1] (epoch seconds), atomically, so a field
+# re-written meanwhile by its (live) worker is kept.
+PRUNE_LAG_SCRIPT = """
+local removed = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local at = tonumber(string.match(all[i + 1], '%s(%S+)$') or '')
+  if at == nil or at < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], all[i])
+    removed = removed + 1
+  end
+end
+return removed
+"""
+
+
+def prune_worker_lag(r: redis.Redis, now: float | None = None) -> int:
+    """Remove lag reports older than LAG_FORGET_S (and unreadable ones); return how many."""
+    now = time.time() if now is None else now
+    return int(r.eval(PRUNE_LAG_SCRIPT, 1, c.WORKER_LAG_KEY, repr(now - LAG_FORGET_S)))  # type: ignore[arg-type]
 
 
 def batch_size(settings: Settings, pipeline: FramePipeline) -> int:
@@ -58,6 +84,7 @@ class InferenceWorker:
         self.name = consumer_name("worker")
         self.heartbeat = Heartbeat(r, c.WORKER_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
         self._last_reclaim = 0.0
+        self._last_lag_prune = 0.0
         self.batch_size = batch_size(settings, pipeline)
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
 
@@ -173,7 +200,11 @@ class InferenceWorker:
             pipe.expire(key, 24 * 3600)
         if entries:  # how far behind this worker is: the gateways lower the pages' rate on it
             pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
+            pipe.expire(c.WORKER_LAG_KEY, LAG_KEY_TTL_S)
         pipe.execute()
+        if entries and time.monotonic() - self._last_lag_prune > LAG_PRUNE_EVERY_S:
+            self._last_lag_prune = time.monotonic()
+            prune_worker_lag(self.r)
         return len(frames)
 
     def _apply_policy(self, frames: list[Frame]) -> None:
@@ -246,6 +277,8 @@ class InferenceWorker:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
                 backoff.wait(stop)
         self.heartbeat.clear()
+        with contextlib.suppress(redis.RedisError):  # a stopped worker reports no lag
+            self.r.hdel(c.WORKER_LAG_KEY, self.name)
         log.info("worker %s stopped", self.name)
 
 

@@ -95,7 +95,7 @@ async def put_policy(
             before.retention_days if body.retention_days is None else body.retention_days,
         )
         try:
-            policy_mod.save(db, after, admin.id)
+            stamp = policy_mod.save(db, after, admin.id)  # the row's new version
         except PolicyError as exc:
             db.rollback()
             raise HTTPException(422, str(exc)) from exc
@@ -109,7 +109,6 @@ async def put_policy(
             _client_ip(request),
         )
         db.commit()
-        stamp = policy_mod.load_stamped(db)[1]
         return after, stamp, _policy_out(db), live_session_ids(db)
 
     policy, stamp, out, sessions = await run_in_threadpool(change)
@@ -257,12 +256,14 @@ async def delete_student(
         student = db.get(Student, student_id)
         if student is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "student not found")
+        session_id = student.session_id
+        # By (session_id, student_id): the buckets' primary key starts with the session.
+        mine = (EmotionBucket.session_id == session_id, EmotionBucket.student_id == student_id)
         counts = {
-            "emotion_buckets": _count(db, EmotionBucket, EmotionBucket.student_id == student_id),
+            "emotion_buckets": _count(db, EmotionBucket, *mine),
             "consent_records": _count(db, ConsentRecord, ConsentRecord.student_id == student_id),
             "alerts": _count(db, Alert, Alert.student_id == student_id),
         }
-        session_id = student.session_id
         db.delete(student)  # the rows above go with it (ON DELETE CASCADE)
         audit.record(
             db,
