@@ -30,6 +30,23 @@ def test_create_and_list(settings):
         assert r.status_code == 422 and r.json()["detail"].startswith("body.title:")
 
 
+def test_list_counts_each_sessions_students_and_is_bounded(settings):
+    teacher = make_user(settings, "t@school.example")
+    with client_for(settings) as client:
+        auth = bearer(settings, teacher)
+        made = [new_session(client, auth, f"Class {i}") for i in range(3)]
+        for i, s in enumerate(made):
+            for _ in range(i):
+                join(client, s["join_code"])
+        listed = client.get("/api/sessions", headers=auth).json()
+        assert [x["id"] for x in listed] == [s["id"] for s in reversed(made)]  # newest first
+        assert [x["student_count"] for x in listed] == [2, 1, 0]
+        newest = client.get("/api/sessions?limit=2", headers=auth).json()
+        assert [x["id"] for x in newest] == [made[2]["id"], made[1]["id"]]
+        r = client.get("/api/sessions?limit=0", headers=auth)
+        assert r.status_code == 422
+
+
 def test_join_url_defaults_to_request_base(settings):
     teacher = make_user(settings, "t@school.example")
     with client_for(settings) as client:

@@ -80,8 +80,12 @@ def visible_session(db: Session, user: User, session_id: str) -> ClassSession:
     return session
 
 
-def _out(db: Session, settings: Settings, request: Request, s: ClassSession) -> SessionOut:
-    count = db.scalar(select(func.count()).select_from(Student).where(Student.session_id == s.id))
+def _out(
+    db: Session, settings: Settings, request: Request, s: ClassSession, count: int | None = None
+) -> SessionOut:
+    """``count``: the session's number of students when the caller counted them already."""
+    if count is None:
+        count = db.scalar(select(func.count()).select_from(Student).where(Student.session_id == s.id))
     return SessionOut(
         id=s.id,
         title=s.title,
@@ -120,15 +124,26 @@ def list_sessions(
     settings: SettingsDep,
     request: Request,
     everyone: Annotated[bool, Query(alias="all")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[SessionOut]:
-    """The caller's sessions, newest first; an admin gets everyone's with `?all=1`."""
-    query = select(ClassSession).order_by(ClassSession.created_at.desc())
+    """The caller's newest sessions (``limit``, default 100); an admin gets everyone's with
+    `?all=1`. Counts and summary figures come from a few grouped queries, not one per session."""
+    query = select(ClassSession).order_by(ClassSession.created_at.desc()).limit(limit)
     if not (everyone and user.role == "admin"):
         query = query.where(ClassSession.owner_id == user.id)
     found = list(db.scalars(query))
+    counts: dict = dict(
+        db.execute(
+            select(Student.session_id, func.count())
+            .where(Student.session_id.in_([s.id for s in found]))
+            .group_by(Student.session_id)
+        ).all()
+    ) if found else {}
     figures = session_summaries(db, found, load_policy(db))
     return [
-        _out(db, settings, request, s).model_copy(update={"summary": figures.get(s.id)})
+        _out(db, settings, request, s, counts.get(s.id, 0)).model_copy(
+            update={"summary": figures.get(s.id)}
+        )
         for s in found
     ]
 
