@@ -14,7 +14,7 @@ import csv
 import io
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -125,23 +125,51 @@ CSV_HEAD = [
 ]
 
 
+def csv_header(labels: list[str]) -> list[str]:
+    return ["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed"]
+
+
+def csv_rows(report: Report, labels: list[str]) -> Iterator[list[str]]:
+    """The report's rows for ``csv_header(labels)``; ``labels`` must cover the report's."""
+    for row in report.rows():
+        d = row.as_dict()
+        probs = row.probs or {}
+        yield (
+            [str(report.session.id), report.session.title]
+            + ["" if d[k] is None else d[k] for k in CSV_HEAD]
+            + [f"{probs[k]:.{DIGITS}f}" if k in probs else "" for k in labels]
+            + [d["dominant"] or "", "1" if row.suppressed else "0"]
+        )
+
+
 def write_csv(reports: list[Report], out: io.StringIO | None = None) -> str:
     """One row per class-or-student and bucket, one column per emotion (mean probability)."""
     out = out or io.StringIO()
     labels = order_labels({k for r in reports for k in r.labels})
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed"])
+    writer.writerow(csv_header(labels))
     for report in reports:
-        for row in report.rows():
-            d = row.as_dict()
-            probs = row.probs or {}
-            writer.writerow(
-                [str(report.session.id), report.session.title]
-                + ["" if d[k] is None else d[k] for k in CSV_HEAD]
-                + [f"{probs[k]:.{DIGITS}f}" if k in probs else "" for k in labels]
-                + [d["dominant"] or "", "1" if row.suppressed else "0"]
-            )
+        writer.writerows(csv_rows(report, labels))
     return out.getvalue()
+
+
+_LABELS = text(
+    """
+    SELECT DISTINCT jsonb_object_keys(prob_sums) FROM class_buckets
+    WHERE session_id = ANY(CAST(:ids AS uuid[]))
+    UNION
+    SELECT DISTINCT jsonb_object_keys(prob_sums) FROM emotion_buckets
+    WHERE session_id = ANY(CAST(:ids AS uuid[]))
+    """
+)
+
+
+def labels_of(db: Session, session_ids: Sequence[uuid.UUID]) -> list[str]:
+    """The CSV columns for these sessions' reports, known before any report is built (so an
+    export can stream one session at a time)."""
+    ids = [str(i) for i in session_ids]
+    found = set(db.scalars(_LABELS, {"ids": ids})) if ids else set()
+    return order_labels(found)
 
 
 # --- building ----------------------------------------------------------------------------------

@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 
 import numpy as np
 import pypdfium2 as pdfium
 import pytest
 from sqlalchemy import select
 
+from classpulse import policy as org_policy
 from classpulse.cli import main as cli_main
-from classpulse.db import AuditEntry
+from classpulse.db import AuditEntry, ClassSession
+from classpulse.reports import build_report, write_csv
 from tests.history_helpers import T0, T1, add_class_bucket, db_session, seed_session, set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user
 
@@ -273,6 +276,11 @@ def test_admin_export_across_sessions_and_dates(settings):
         assert r.status_code == 200, r.text
         rows = csv_rows(r.text)
         assert {x["session_id"] for x in rows} == {first.session_id} and len(rows) == 6
+        # Streamed session by session, it says exactly what the one-session report says.
+        with db_session(settings) as db:
+            session = db.get(ClassSession, uuid.UUID(first.session_id))
+            report = build_report(db, session, org_policy.load(db), settings.bucket_seconds)
+            assert rows == csv_rows(write_csv([report]))
         r = client.get(
             "/api/admin/reports", params={"from": "2026-03-01", "to": "2026-03-31"}, headers=headers
         )
