@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from datetime import date
@@ -33,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import sessionmaker
+
     from classpulse import audit, reports
     from classpulse import policy as org_policy
-    from classpulse.commands import _db_session, _need
+    from classpulse.commands import _need
+    from classpulse.db import make_engine
     from classpulse.settings import get_settings
 
     settings = get_settings()
@@ -46,43 +48,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.end < args.start:
         print("error: --to is before --from", file=sys.stderr)
         return 2
-    with _db_session(settings.database_url) as db:  # type: ignore[arg-type]
-        policy = org_policy.load(db)
-        sessions = reports.sessions_between(db, args.start, args.end, args.session)
-        built = [reports.build_report(db, s, policy, settings.bucket_seconds) for s in sessions]
-        if args.format == "csv":
-            data: bytes = reports.write_csv(built).encode()
-        elif args.format == "json":
-            doc = {
-                "from": args.start.isoformat(),
-                "to": args.end.isoformat(),
-                "policy": policy.as_dict(),
-                "sessions": [r.as_json() for r in built],
-            }
-            data = (json.dumps(doc, indent=1) + "\n").encode()
-        else:
-            from classpulse import report_pdf
+    engine = make_engine(settings.database_url)  # type: ignore[arg-type]
+    make_session = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with make_session() as db:
+            policy = org_policy.load(db)
+            sessions = reports.sessions_between(db, args.start, args.end, args.session)
+            ids = [s.id for s in sessions]
+            # Audited before anything is written: an export without its entry cannot happen.
+            entry = audit.record(
+                db,
+                None,
+                "export.report",
+                "export",
+                args.session,
+                {
+                    "from": args.start.isoformat(),
+                    "to": args.end.isoformat(),
+                    "format": args.format,
+                    "sessions": [str(i) for i in ids],
+                },
+            )
+            entry.actor_email = "cli"
+            db.commit()
+        out = sys.stdout.buffer if args.out is None else args.out.open("wb")
+        try:
+            if args.format == "pdf":
+                from classpulse import report_pdf
 
-            data = report_pdf.render(built)
-        entry = audit.record(
-            db,
-            None,
-            "export.report",
-            "export",
-            args.session,
-            {
-                "from": args.start.isoformat(),
-                "to": args.end.isoformat(),
-                "format": args.format,
-                "sessions": [str(s.id) for s in sessions],
-            },
-        )
-        entry.actor_email = "cli"
-        db.commit()
-    if args.out is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        args.out.write_bytes(data)
-        print(f"wrote {len(sessions)} session(s) to {args.out}", file=sys.stderr)
+                with make_session() as db:
+                    built = [
+                        reports.build_report(db, s, policy, settings.bucket_seconds)
+                        for s in reports.sessions_between(db, args.start, args.end, args.session)
+                    ]
+                    out.write(report_pdf.render(built))
+            else:  # CSV and JSON stream one session at a time
+                for piece in reports.stream_export(
+                    make_session,
+                    ids,
+                    policy,
+                    settings.bucket_seconds,
+                    args.format,
+                    args.start,
+                    args.end,
+                ):
+                    out.write(piece.encode())
+                if args.format == "json":
+                    out.write(b"\n")
+        finally:
+            if args.out is None:
+                out.flush()
+            else:
+                out.close()
+    finally:
+        engine.dispose()
+    if args.out is not None:
+        print(f"wrote {len(ids)} session(s) to {args.out}", file=sys.stderr)
     return 0
