@@ -18,7 +18,8 @@ async def publish_presence(
     """Publish a presence LiveUpdate to the session's channel and keep it for late dashboards.
 
     ``withdrawn`` also drops the student's last emotion update from the snapshot hash, so a
-    dashboard that connects later is not shown the estimate of a student who withdrew."""
+    dashboard that connects later is not shown the estimate of a student who withdrew, and flags
+    the student for the workers, which then skip their frames still in the stream."""
     update = contracts.LiveUpdate(
         type="presence",
         session_id=session_id,
@@ -33,6 +34,7 @@ async def publish_presence(
     async with redis.pipeline(transaction=False) as pipe:
         if presence == "withdrawn":
             pipe.hdel(contracts.snapshot_key(session_id), student_id)
+            pipe.set(contracts.withdrawn_key(student_id), session_id, ex=contracts.WITHDRAWN_TTL_S)
         pipe.hset(contracts.presence_key(session_id), student_id, data)
         pipe.expire(contracts.presence_key(session_id), PRESENCE_TTL_S)
         pipe.publish(contracts.live_channel(session_id), data)

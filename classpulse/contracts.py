@@ -41,6 +41,15 @@ def stream_stats_key(session_id: str) -> str:
     return f"cp:streamstats:{session_id}"
 
 
+WITHDRAWN_TTL_S = 24 * 3600  # far longer than a frame can wait in the stream
+
+
+def withdrawn_key(student_id: str) -> str:
+    """Set (by the gateway) when a student withdraws: workers skip that student's frames still in
+    the stream, so nothing of theirs is decoded or analysed after the withdrawal."""
+    return f"cp:withdrawn:{student_id}"
+
+
 def presence_key(session_id: str) -> str:
     """Hash student_id -> latest presence LiveUpdate JSON (gateway: connected, camera off...)."""
     return f"cp:presence:{session_id}"

@@ -92,8 +92,10 @@ def test_withdrawal_mid_session_stops_analysis_at_once(settings, clean_redis, pi
                     if msg["type"] == "ack":
                         assert msg == {**msg, "ok": False, "reason": "withdrawn"}
             assert closed.value.reason == "withdrawn"
-        # The frame taken before the withdrawal is analysed, but nothing of it is stored.
-        pipe.run()
+        # The frame still in the stream at the withdrawal is never analysed, nor stored.
+        assert pipe.run() == 0
+        assert int(clean_redis.hget(c.STATS_KEY, "worker.dropped.withdrawn")) == 1
+        assert len(pipe.results()) == 1  # the first frame's only
         ((frames, faced, sums),) = rows(
             settings, "SELECT frames, frames_with_face, prob_sums FROM emotion_buckets"
         )

@@ -123,8 +123,11 @@ class InferenceWorker:
         now_ms = time.time() * 1000
         oldest_ms = now_ms
         t0 = time.perf_counter()
+        withdrawn = self._withdrawn(entries)
         for entry_id, fields in entries:
             try:
+                if fields.get(c.F_STUDENT) in withdrawn:
+                    raise BadFrame("withdrawn", "the student withdrew; not analysed")
                 frame = self._parse(entry_id, fields, now_ms)
             except BadFrame as exc:
                 counters[f"worker.dropped.{exc.reason}"] = counters.get(f"worker.dropped.{exc.reason}", 0) + 1
@@ -206,6 +209,15 @@ class InferenceWorker:
             self._last_lag_prune = time.monotonic()
             prune_worker_lag(self.r)
         return len(frames)
+
+    def _withdrawn(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> set[bytes]:
+        """The batch's students who withdrew (one round trip): their frames that were already in
+        the stream are dropped before decoding, so withdrawal stops analysis at once."""
+        students = list({f[c.F_STUDENT] for _, f in entries if c.F_STUDENT in f})
+        if not students:
+            return set()
+        flags = self.r.mget([c.withdrawn_key(s.decode(errors="replace")) for s in students])
+        return {s for s, flag in zip(students, flags, strict=True) if flag is not None}
 
     def _apply_policy(self, frames: list[Frame]) -> None:
         """Each frame's mode: the stricter of the gateway's stamp and the policy mirrored now.
