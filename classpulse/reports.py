@@ -60,6 +60,19 @@ class Row:
     display_name: str | None = None
     suppressed: bool = False
 
+    @classmethod
+    def of_student(cls, b: EmotionBucket, labels: list[str], name: str | None = None) -> Row:
+        """One student's stored bucket, as a report row."""
+        return cls(
+            b.bucket_start,
+            b.frames,
+            b.frames_with_face,
+            int(b.frames_with_face > 0),
+            mean_probs(b.prob_sums or {}, b.frames_with_face, labels),
+            str(b.student_id),
+            name,
+        )
+
     @property
     def scope(self) -> str:
         return "class" if self.student_id is None else "student"
@@ -249,18 +262,7 @@ def build_report(
     student_rows: list[Row] = []
     roster: list[dict[str, Any]] = []
     if policy.per_student:
-        student_rows = [
-            Row(
-                b.bucket_start,
-                b.frames,
-                b.frames_with_face,
-                int(b.frames_with_face > 0),
-                mean_probs(b.prob_sums or {}, b.frames_with_face, labels),
-                str(b.student_id),
-                name,
-            )
-            for b, name in students
-        ]
+        student_rows = [Row.of_student(b, labels, name) for b, name in students]
         roster = [
             {"student_id": str(s.id), "display_name": s.display_name}
             for s in db.scalars(
@@ -328,17 +330,7 @@ def student_series(
         .order_by(EmotionBucket.bucket_start)
     ).all()
     labels = order_labels({k for b in buckets for k in (b.prob_sums or {})})
-    return [
-        Row(
-            b.bucket_start,
-            b.frames,
-            b.frames_with_face,
-            int(b.frames_with_face > 0),
-            mean_probs(b.prob_sums or {}, b.frames_with_face, labels),
-            str(student_id),
-        ).as_dict()
-        for b in buckets
-    ]
+    return [Row.of_student(b, labels).as_dict() for b in buckets]
 
 
 # --- across sessions ---------------------------------------------------------------------------

@@ -16,8 +16,10 @@ import psycopg
 import pytest
 import redis
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from classpulse.db import make_engine
+from classpulse.accounts import create_user
+from classpulse.db import ClassSession, Student, make_engine
 from classpulse.settings import REPO_ROOT, Settings
 
 ADMIN_URL = os.environ.get("CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -112,3 +114,17 @@ def engine(settings: Settings) -> Iterator[Engine]:
     eng = make_engine(settings.database_url or "")
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def roster(engine) -> dict[str, str]:
+    """A teacher, a session and two students."""
+    with Session(engine) as db:
+        teacher = create_user(db, "t@school.example", "correct horse battery")
+        session = ClassSession(owner_id=teacher.id, title="Maths", join_code="ABCDEFGH")
+        db.add(session)
+        db.flush()
+        students = [Student(session_id=session.id, display_name=n) for n in ("Ada", "Bo")]
+        db.add_all(students)
+        db.commit()
+        return {"session": str(session.id), "ada": str(students[0].id), "bo": str(students[1].id)}

@@ -11,14 +11,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 import classpulse.db as cpdb
 from classpulse import contracts as c
-from classpulse.accounts import create_user
-from classpulse.db import Base, ClassSession, Student
+from classpulse.db import Base
 from classpulse.policy import Policy, load_stamped, read_mirror, save, write_mirror
 from classpulse.retention import purge
 
@@ -28,20 +26,6 @@ NOW = datetime.now(UTC)
 def sql(settings, query: str, *params) -> list[tuple]:
     with psycopg.connect(settings.database_url) as conn:
         return conn.execute(query, params).fetchall()
-
-
-@pytest.fixture
-def roster(engine) -> dict[str, str]:
-    """A teacher, a live session and two students."""
-    with Session(engine) as db:
-        teacher = create_user(db, "t@school.example", "correct horse battery")
-        session = ClassSession(owner_id=teacher.id, title="Maths", join_code="REVIEWFX")
-        db.add(session)
-        db.flush()
-        students = [Student(session_id=session.id, display_name=n) for n in ("Ada", "Bo")]
-        db.add_all(students)
-        db.commit()
-        return {"session": str(session.id), "ada": str(students[0].id), "bo": str(students[1].id)}
 
 
 # --- 1. indexes: models and migrations agree ---------------------------------------------------

@@ -15,8 +15,8 @@ from tests.test_stream_services import add_frame, buckets, loops_running, stats,
 from worker.aggregator import Aggregator
 from worker.service import InferenceWorker
 
-# The stream tests' fixtures (models loaded once per module, a roster), shared.
-pipeline, roster = streams.pipeline, streams.roster
+# The stream tests' fixture (models loaded once per module), shared.
+pipeline = streams.pipeline
 
 
 def test_three_workers_and_two_aggregators_share_the_work(

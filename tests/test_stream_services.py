@@ -18,8 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from classpulse import contracts as c
-from classpulse.accounts import create_user
-from classpulse.db import ClassSession, EmotionBucket, Student
+from classpulse.db import EmotionBucket, Student
 from worker.aggregator import Aggregator
 from worker.pipeline import FramePipeline
 from worker.service import InferenceWorker
@@ -30,20 +29,6 @@ def pipeline() -> FramePipeline:
     from classpulse.settings import Settings
 
     return FramePipeline.from_settings(Settings(providers=["cpu"]))
-
-
-@pytest.fixture
-def roster(engine) -> dict[str, str]:
-    """A teacher, a session and two students."""
-    with Session(engine) as db:
-        teacher = create_user(db, "t@school.example", "correct horse battery")
-        session = ClassSession(owner_id=teacher.id, title="Maths", join_code="ABCDEFGH")
-        db.add(session)
-        db.flush()
-        students = [Student(session_id=session.id, display_name=n) for n in ("Ada", "Bo")]
-        db.add_all(students)
-        db.commit()
-        return {"session": str(session.id), "ada": str(students[0].id), "bo": str(students[1].id)}
 
 
 def jpeg(face: bool = True, size=(320, 240)) -> bytes:

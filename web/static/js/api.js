@@ -288,6 +288,46 @@
     });
   }
 
+  // One colour per FER label on every page's charts; labels of other models cycle the spares.
+  const EMOTION_COLORS = {
+    angry: "#c62828",
+    disgust: "#6d4c41",
+    fear: "#7b1fa2",
+    happy: "#2e7d32",
+    sad: "#1565c0",
+    surprise: "#ef6c00",
+    neutral: "#757575",
+  };
+  const SPARE_COLORS = ["#00838f", "#ad1457", "#9e9d24", "#4527a0"];
+
+  function emotionColor(label, labels) {
+    if (EMOTION_COLORS[label]) return EMOTION_COLORS[label];
+    const i = labels ? labels.indexOf(label) : -1;
+    return SPARE_COLORS[(i < 0 ? 0 : i) % SPARE_COLORS.length];
+  }
+
+  /* Fill a <table> (with a <thead> and a <tbody>): a header row, then one row per array of
+   * values, each cell as text (never HTML). */
+  function fillTable(table, headers, rows) {
+    const head = document.createElement("tr");
+    headers.forEach(function (name) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = name;
+      head.appendChild(th);
+    });
+    table.tHead.replaceChildren(head);
+    table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows.map(function (values) {
+      const tr = document.createElement("tr");
+      values.forEach(function (value) {
+        const td = document.createElement("td");
+        td.textContent = String(value);
+        tr.appendChild(td);
+      });
+      return tr;
+    }));
+  }
+
   window.ClassPulse = {
     api: api,
     teacherApi: teacherApi,
@@ -303,5 +343,7 @@
     setError: setError,
     copyText: copyText,
     showQr: showQr,
+    emotionColor: emotionColor,
+    fillTable: fillTable,
   };
 })();

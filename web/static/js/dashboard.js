@@ -9,16 +9,6 @@
 
   // Until the snapshot brings the model's own label order.
   let labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
-  const COLORS = {
-    angry: "#c62828",
-    disgust: "#6d4c41",
-    fear: "#7b1fa2",
-    happy: "#2e7d32",
-    sad: "#1565c0",
-    surprise: "#ef6c00",
-    neutral: "#757575",
-  };
-  const SPARE_COLORS = ["#00838f", "#ad1457", "#9e9d24", "#4527a0"];
   const PRESENCE_TEXT = {
     present: "present",
     no_face: "no face",
@@ -37,9 +27,7 @@
   const students = new Map(); // student_id -> {id, name, withdrawn, presence, emotion, el}
 
   function colorOf(label) {
-    if (COLORS[label]) return COLORS[label];
-    const i = labels.indexOf(label);
-    return SPARE_COLORS[(i < 0 ? 0 : i) % SPARE_COLORS.length];
+    return CP.emotionColor(label, labels);
   }
 
   function pct(p) {
@@ -405,25 +393,11 @@
     }
     status.textContent = rows.length + " buckets of " + (data.bucket_seconds || "?") + " s.";
 
-    const table = document.getElementById("history-table");
-    const headRow = document.createElement("tr");
-    ["time", "students", "frames", "with face"].concat(columns).forEach(function (name) {
-      const th = document.createElement("th");
-      th.scope = "col";
-      th.textContent = name;
-      headRow.appendChild(th);
-    });
-    table.tHead.replaceChildren(headRow);
-    const body = table.tBodies[0];
-    body.replaceChildren.apply(body, rows.map(function (g) {
-      const tr = document.createElement("tr");
-      [CP.formatTime(g.start), g.students, g.frames, g.withFace].concat(columns.map((c) => g.counts[c])).forEach(function (value) {
-        const td = document.createElement("td");
-        td.textContent = String(value);
-        tr.appendChild(td);
-      });
-      return tr;
-    }));
+    CP.fillTable(
+      document.getElementById("history-table"),
+      ["time", "students", "frames", "with face"].concat(columns),
+      rows.map((g) => [CP.formatTime(g.start), g.students, g.frames, g.withFace].concat(columns.map((c) => g.counts[c])))
+    );
     CP.show(document.getElementById("history-details"), true);
 
     if (!chartsAvailable()) return;

@@ -6,16 +6,12 @@
   const root = document.getElementById("history");
   const sessionId = root.dataset.sessionId;
   const sessionPath = "/api/sessions/" + encodeURIComponent(sessionId);
-  const COLORS = {
-    angry: "#c62828", disgust: "#6d4c41", fear: "#7b1fa2", happy: "#2e7d32",
-    sad: "#1565c0", surprise: "#ef6c00", neutral: "#757575",
-  };
   const statusEl = document.getElementById("history-status");
   const errorBox = document.getElementById("history-error");
   let studentChart = null;
 
   function colorOf(label) {
-    return COLORS[label] || "#00838f";
+    return CP.emotionColor(label);
   }
 
   function duration(seconds) {
@@ -125,26 +121,15 @@
   }
 
   function renderTable(labels, rows) {
-    const table = document.getElementById("class-table");
-    const head = document.createElement("tr");
-    ["time", "present", "frames", "with face"].concat(labels).forEach(function (name) {
-      const th = document.createElement("th");
-      th.scope = "col";
-      th.textContent = name;
-      head.appendChild(th);
-    });
-    table.tHead.replaceChildren(head);
-    table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows.map(function (r) {
-      const tr = document.createElement("tr");
-      [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face]
-        .concat(labels.map((l) => (r.probs ? pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—")))
-        .forEach(function (value) {
-          const td = document.createElement("td");
-          td.textContent = String(value);
-          tr.appendChild(td);
-        });
-      return tr;
-    }));
+    CP.fillTable(
+      document.getElementById("class-table"),
+      ["time", "present", "frames", "with face"].concat(labels),
+      rows.map((r) =>
+        [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face].concat(
+          labels.map((l) => (r.probs ? pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—"))
+        )
+      )
+    );
   }
 
   function setupStudents(data) {
