@@ -14,6 +14,8 @@ from classpulse.settings import Settings
 
 ALGORITHM = "HS256"
 ACCESS_COOKIE = "cp_access"
+DEVICE_COOKIE = "cp_device"
+DEVICE_TTL_S = 180 * 24 * 3600
 CSRF_HEADER = "x-classpulse-csrf"
 # Cookie-authenticated requests that change state must carry this header. A cross-site form
 # cannot set custom headers, and a cross-site fetch that tries needs a CORS preflight this
@@ -29,6 +31,9 @@ class TokenError(Exception):
 class AccessClaims:
     user_id: int
     role: str
+    # The account's token version when the token was made; logout, a password change or a
+    # deactivation bumps the account's, which ends every older token at once.
+    version: int
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,22 @@ class StudentClaims:
     session_id: uuid.UUID
 
 
+def _key(settings: Settings) -> str:
+    if not settings.secret_key:  # create_app fills it (classpulse.settings.with_signing_key)
+        raise RuntimeError("no signing key: build the settings with with_signing_key()")
+    return settings.secret_key
+
+
 def _encode(settings: Settings, claims: dict[str, Any], ttl_s: int) -> str:
     now = int(time.time())
-    return jwt.encode({**claims, "iat": now, "exp": now + ttl_s}, settings.secret_key, ALGORITHM)
+    return jwt.encode({**claims, "iat": now, "exp": now + ttl_s}, _key(settings), ALGORITHM)
 
 
 def _decode(settings: Settings, token: str, typ: str) -> dict[str, Any]:
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key,
+            _key(settings),
             algorithms=[ALGORITHM],  # never let the token pick its algorithm ("none", RS/HS mix-up)
             options={"require": ["exp", "sub", "typ"]},
         )
@@ -59,17 +70,38 @@ def _decode(settings: Settings, token: str, typ: str) -> dict[str, Any]:
     return claims
 
 
-def create_access_token(settings: Settings, user_id: int, role: str) -> str:
-    claims = {"sub": str(user_id), "role": role, "typ": "access"}
+def create_access_token(settings: Settings, user_id: int, role: str, version: int = 0) -> str:
+    claims = {"sub": str(user_id), "role": role, "typ": "access", "ver": version}
     return _encode(settings, claims, settings.access_token_ttl_s)
 
 
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     claims = _decode(settings, token, "access")
     try:
-        return AccessClaims(user_id=int(claims["sub"]), role=str(claims.get("role", "")))
-    except ValueError as exc:
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            role=str(claims.get("role", "")),
+            version=int(claims.get("ver", -1)),
+        )
+    except (TypeError, ValueError) as exc:
         raise TokenError("invalid token") from exc
+
+
+def create_device_token(settings: Settings, email: str) -> str:
+    """Marks a browser that logged in to this account before (OWASP's "device cookie"): such a
+    browser keeps logging in while strangers' guesses have the account's login locked."""
+    return _encode(settings, {"sub": email, "typ": "device"}, DEVICE_TTL_S)
+
+
+def device_email(settings: Settings, conn: HTTPConnection) -> str | None:
+    """The account this browser's device cookie was issued for, if it carries a valid one."""
+    token = conn.cookies.get(DEVICE_COOKIE)
+    if not token:
+        return None
+    try:
+        return str(_decode(settings, token, "device")["sub"])
+    except TokenError:
+        return None
 
 
 def create_student_token(settings: Settings, student_id: uuid.UUID, session_id: uuid.UUID) -> str:
@@ -102,3 +134,9 @@ def access_token_from(conn: HTTPConnection) -> tuple[str | None, bool]:
 def csrf_ok(conn: HTTPConnection, from_cookie: bool) -> bool:
     method = conn.scope.get("method", "GET")
     return not from_cookie or method in SAFE_METHODS or conn.headers.get(CSRF_HEADER) == "1"
+
+
+def client_address(conn: HTTPConnection) -> str | None:
+    """The client's address; behind a trusted proxy (``forwarded_allow_ips``) uvicorn has already
+    replaced the proxy's address with the one in X-Forwarded-For."""
+    return conn.client.host if conn.client else None

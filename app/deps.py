@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from app.auth import (
-    AccessClaims,
     StudentClaims,
     TokenError,
     access_token_from,
@@ -65,19 +64,6 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def optional_user(conn: HTTPConnection, res: Res, db: DbSession) -> User | None:
-    """The logged-in teacher or admin, or None; for pages that redirect to the login page."""
-    token, _ = access_token_from(conn)
-    if not token:
-        return None
-    try:
-        claims: AccessClaims = decode_access_token(res.settings, token)
-    except TokenError:
-        return None
-    user = db.get(User, claims.user_id)
-    return user if user is not None and user.active else None
-
-
 def current_user(conn: HTTPConnection, res: Res, db: DbSession) -> User:
     token, from_cookie = access_token_from(conn)
     if not token:
@@ -93,6 +79,8 @@ def current_user(conn: HTTPConnection, res: Res, db: DbSession) -> User:
     user = db.get(User, claims.user_id)
     if user is None or not user.active:
         raise _unauthorized("not authenticated: the account no longer exists or is disabled")
+    if claims.version != user.token_version:
+        raise _unauthorized("not authenticated: this token was ended (logout or password change)")
     return user
 
 
@@ -119,7 +107,6 @@ def current_student(conn: HTTPConnection, res: Res) -> StudentClaims:
         raise _unauthorized(f"not authenticated: {exc}") from exc
 
 
-OptionalUser = Annotated[User | None, Depends(optional_user)]
 CurrentUser = Annotated[User, Depends(current_user)]
 CurrentTeacher = Annotated[User, Depends(current_teacher)]
 CurrentAdmin = Annotated[User, Depends(current_admin)]

@@ -58,7 +58,13 @@ class FrameSink:
         return self._queue.qsize()
 
     def offer(
-        self, session_id: str, student_id: str, seq: int, jpeg: bytes, emotion: bool | str, done: Done
+        self,
+        session_id: str,
+        student_id: str,
+        seq: int,
+        jpeg: bytes,
+        emotion: bool | str,
+        done: Done,
     ) -> str | None:
         """Queue one frame; return a drop reason now, or None and call done() once written.
 

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import ws_live, ws_student
+from app.http_guard import BodyLimit, SecurityHeaders
 from app.pages import router as pages_router
 from app.resources import STATIC_DIR, open_resources
 from app.routes import (
@@ -29,7 +30,7 @@ from app.routes import (
 from app.routes.admin_reports import router as admin_reports_router
 from app.routes.reports import router as reports_router
 from classpulse import __version__
-from classpulse.settings import Settings, get_settings
+from classpulse.settings import Settings, get_settings, with_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway; resources are created in the lifespan, once per running app."""
-    settings = settings or get_settings()
+    settings = with_signing_key(settings or get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -68,7 +69,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    for module in (auth, admin, sessions, timeline, stream_stats, join, health, ws_student, ws_live):
+    for module in (
+        auth,
+        admin,
+        sessions,
+        timeline,
+        stream_stats,
+        join,
+        health,
+        ws_student,
+        ws_live,
+    ):
         app.include_router(module.router)
     app.include_router(reports_router)  # history, reports, alerts (+ admin exports below)
     app.include_router(admin_reports_router)
@@ -77,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages_router)
     # check_dir=False: a checkout may not have the folder yet (git keeps no empty folders).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    # Outermost last: headers go on every answer, including the body cap's 413.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders, production=settings.env == "production")
     return app
 
 
@@ -95,9 +109,11 @@ def run_gateway(settings: Settings) -> None:
         # Larger messages close the socket at the protocol level; those between frame_max_bytes
         # and this get a too_large ack instead, so a page learns why.
         ws_max_size=max(4 * settings.frame_max_bytes, 1 << 20),
-        # Trust X-Forwarded-For/Proto from the proxies in FORWARDED_ALLOW_IPS (default
-        # 127.0.0.1): login limits per client IP need the real address behind a reverse proxy.
+        # Trust X-Forwarded-For/Proto only from the proxies in CLASSPULSE_FORWARDED_ALLOW_IPS:
+        # login and join limits count per client address, which behind the TLS proxy only
+        # that header knows; from anyone else the header is ignored (it could be forged).
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,  # open WebSockets would otherwise hold shutdown forever
     )

@@ -14,6 +14,7 @@ from classpulse import contracts
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("too_large", "not_jpeg", "rate_limited", "queue_full", "redis_down")
+RATE_LIMITS = ("login_address", "login_account", "join_address", "join_code", "control_message")
 
 
 class Metrics:
@@ -49,11 +50,20 @@ class Metrics:
             "Live messages dropped because a socket's queue was full",
             registry=r,
         )
+        self.rate_limited = Counter(
+            "classpulse_rate_limited",
+            "Logins, joins and socket control messages refused by a rate limit",
+            ["limit"],
+            registry=r,
+        )
+        for limit in RATE_LIMITS:
+            self.rate_limited.labels(limit)
         self.frame_queue = Gauge(
             "classpulse_frame_queue_depth", "Frames waiting for the frame writer", registry=r
         )
         self.target_fps = Gauge(
-            "classpulse_target_fps", "Frame rate pages are asked to send at (backpressure)",
+            "classpulse_target_fps",
+            "Frame rate pages are asked to send at (backpressure)",
             registry=r,
         )
         self.worker_lag = Gauge(
@@ -107,7 +117,7 @@ async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> C
         if key == "worker.processed":
             processed.add_metric([], float(value))
         elif key.startswith("worker.dropped."):
-            reason = key[len("worker.dropped."):]
+            reason = key[len("worker.dropped.") :]
             drops[reason] = drops.get(reason, 0.0) + float(value)
     for reason, n in sorted(drops.items()):
         dropped.add_metric([reason], n)

@@ -14,11 +14,11 @@ import segno
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from app.auth import ACCESS_COOKIE
 from app.deps import SettingsDep, Templates
 
 router = APIRouter(include_in_schema=False)
 
-ACCESS_COOKIE = "cp_access"
 # Scripts and styles only from this origin (Chart.js is vendored); `connect-src 'self'` also
 # covers same-origin ws:/wss: in current browsers; camera previews use a MediaStream, not a URL.
 CSP = (
@@ -26,10 +26,9 @@ CSP = (
     "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
     "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
+# nosniff, Referrer-Policy, X-Frame-Options and HSTS come with every response (app.http_guard).
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
-    "Referrer-Policy": "same-origin",  # keep join codes out of other sites' logs
-    "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     # The camera for this origin only (the student page); nothing else is needed.
     "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
@@ -125,5 +124,5 @@ def qr_svg(
     return Response(
         buf.getvalue(),
         media_type="image/svg+xml",
-        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "private, max-age=3600"},
     )

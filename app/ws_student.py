@@ -22,6 +22,7 @@ from app.auth import StudentClaims, TokenError, decode_student_token
 from app.deps import Res
 from app.hub import DropOldestQueue
 from app.presence import publish_presence
+from app.ratelimit import TokenBucket
 from app.resources import Resources
 from app.routes.join import withdraw_student
 from classpulse import contracts
@@ -59,6 +60,10 @@ class StudentSocket:
         self.session_id = str(student.session_id)
         self.display_name = student.display_name
         self.bucket = res.frame_limits.bucket(self.student_id)
+        # Control messages cost a Redis write and a publish each (camera) or a counter update
+        # (stats): a page sends about one a second; a script flooding them is slowed down.
+        rate = res.settings.control_messages_per_second
+        self.control_bucket = TokenBucket(rate, 4 * rate)
         self.outbound = DropOldestQueue(OUTBOUND_QUEUE)
         self.seq = 0
         self.errors = 0
@@ -137,7 +142,11 @@ class StudentSocket:
                 self.tell_rate("rate_limited")
         else:
             reason = self.res.sink.offer(  # stamped with the policy's current emotion mode
-                self.session_id, self.student_id, seq, data, self.res.policy.mode,
+                self.session_id,
+                self.student_id,
+                seq,
+                data,
+                self.res.policy.mode,
                 lambda r: self.ack(seq, r),
             )
             if reason is None:
@@ -146,6 +155,12 @@ class StudentSocket:
 
     # --- control messages -----------------------------------------------------------------
     async def control(self, text: str) -> None:
+        if not self.control_bucket.take():
+            self.res.metrics.rate_limited.labels("control_message").inc()
+            self.protocol_error(
+                f"too many control messages: at most {self.control_bucket.rate:g} per second"
+            )
+            return
         try:
             msg = msgspec.json.decode(text)
         except msgspec.DecodeError:
@@ -167,12 +182,16 @@ class StudentSocket:
             await self.withdraw()
             return
         else:
-            self.errors += 1
-            self.push(msgspec.json.encode({"type": "error", "message": _explain(msg)}).decode())
-            if self.errors >= MAX_PROTOCOL_ERRORS:
-                self.close_with = (wsc.POLICY_VIOLATION, "too many protocol errors")
+            self.protocol_error(_explain(msg))
             return
         self.errors = 0
+
+    def protocol_error(self, message: str) -> None:
+        """Tell the page what was wrong; close after too many wrong messages in a row."""
+        self.errors += 1
+        self.push(msgspec.json.encode({"type": "error", "message": message}).decode())
+        if self.errors >= MAX_PROTOCOL_ERRORS:
+            self.close_with = (wsc.POLICY_VIOLATION, "too many protocol errors")
 
     async def withdraw(self) -> None:
         sid, stid = uuid.UUID(self.session_id), uuid.UUID(self.student_id)
@@ -242,11 +261,11 @@ def _explain(msg: dict[str, Any]) -> str:
 
 
 @router.websocket("/ws/student")
-async def student_socket(ws: WebSocket, res: Res, token: str = "") -> None:
+async def student_socket(ws: WebSocket, res: Res) -> None:
     if not wsc.origin_allowed(ws, res.settings):
         return await wsc.refuse(ws, wsc.FORBIDDEN, "origin not allowed")
     try:
-        claims = decode_student_token(res.settings, token)
+        claims = decode_student_token(res.settings, wsc.socket_token(ws) or "")
     except TokenError as exc:
         return await wsc.refuse(ws, wsc.UNAUTHORIZED, str(exc))
     checked = await run_in_threadpool(_check, res, claims)
@@ -254,7 +273,7 @@ async def student_socket(ws: WebSocket, res: Res, token: str = "") -> None:
         return await wsc.refuse(ws, *checked)
     conn = StudentSocket(ws, res, checked)
     gauge = res.metrics.sockets.labels("student")
-    await ws.accept()
+    await wsc.accept(ws)
     gauge.inc()
     try:
         with res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):

@@ -94,7 +94,7 @@ def serve_bare(port: int) -> None:
 
 # --- the load generator (its own process) ---------------------------------------------------------
 async def _client(
-    url: str,
+    target: tuple[str, str],  # (URL, student token): the token travels in a header, never the URL
     jpeg: bytes,
     interval: float | None,
     until: float,
@@ -104,7 +104,11 @@ async def _client(
 ) -> None:
     from websockets.asyncio.client import connect
 
-    async with connect(url, max_size=2**20, compression=None, ping_interval=None) as ws:
+    url, token = target
+    auth = {"Authorization": "Bearer " + token}
+    async with connect(
+        url, additional_headers=auth, max_size=2**20, compression=None, ping_interval=None
+    ) as ws:
         sent: collections.deque[float] = collections.deque()
         room = asyncio.Semaphore(WINDOW)
 
@@ -135,7 +139,9 @@ async def _client(
             task.cancel()
 
 
-def generate(urls: list[str], rate: float | None, seconds: float, out: mp.Queue) -> None:
+def generate(
+    urls: list[tuple[str, str]], rate: float | None, seconds: float, out: mp.Queue
+) -> None:
     import uvloop
 
     jpeg = chaos.frame_jpegs()[0]
@@ -165,7 +171,9 @@ def generate(urls: list[str], rate: float | None, seconds: float, out: mp.Queue)
     uvloop.run(main())
 
 
-def measure(proc: psutil.Process, urls: list[str], rate: float | None, seconds: float) -> dict:
+def measure(
+    proc: psutil.Process, urls: list[tuple[str, str]], rate: float | None, seconds: float
+) -> dict:
     out: mp.Queue = mp.Queue()
     gen = mp.Process(target=generate, args=(urls, rate, seconds, out))
     gen.start()
@@ -272,7 +280,7 @@ def main() -> int:
             ("ClassPulse gateway", gw_port, gateway.pid),
         ):
             proc = psutil.Process(pid)
-            urls = [f"ws://127.0.0.1:{port}/ws/student?token={t}" for t in tokens]
+            urls = [(f"ws://127.0.0.1:{port}/ws/student", t) for t in tokens]
             fixed = measure(proc, urls, args.rate, args.seconds)
             sat = measure(proc, urls, None, args.seconds)
             rows.append((name, fixed, sat))

@@ -48,10 +48,25 @@ class Stats:
     skipped: int = 0
 
 
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + token}  # a header: tokens never go in URLs
+
+
+# Every simulated student joins from this one address, hundreds a minute, into one session:
+# the limits meant for a real classroom would refuse them.
+LOAD_ENV = {
+    "CLASSPULSE_JOINS_PER_MINUTE_PER_ADDRESS": "100000",
+    "CLASSPULSE_JOINS_PER_MINUTE_PER_SESSION": "100000",
+    "CLASSPULSE_MAX_STUDENTS_PER_SESSION": "100000",
+}
+
+
 async def student(
-    url: str, student_id: str, jpeg: bytes, fps: float, until: float, stats: Stats
+    url: str, token: str, student_id: str, jpeg: bytes, fps: float, until: float, stats: Stats
 ) -> None:
-    async with websockets.connect(url, max_size=2**20, compression=None) as ws:
+    async with websockets.connect(
+        url, additional_headers=_auth(token), max_size=2**20, compression=None
+    ) as ws:
         config = json.loads(await ws.recv())
         window = asyncio.Semaphore(int(config.get("max_in_flight", 2)))
         rate = {"fps": float(config.get("fps", fps))}
@@ -90,8 +105,8 @@ async def student(
             receiver.cancel()
 
 
-async def teacher(url: str, until: float, stats: Stats) -> None:
-    async with websockets.connect(url, max_size=2**24) as ws:
+async def teacher(url: str, token: str, until: float, stats: Stats) -> None:
+    async with websockets.connect(url, additional_headers=_auth(token), max_size=2**24) as ws:
         while time.monotonic() < until:
             try:
                 message = await asyncio.wait_for(ws.recv(), timeout=1.0)
@@ -164,13 +179,15 @@ async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> di
     stats = Stats()
     before = metrics(server)
     until = time.monotonic() + seconds
-    live = f"{server.ws_base}/ws/sessions/{session['id']}/live?token={token}"
-    tasks = [asyncio.create_task(teacher(live, until + 3, stats))]
+    live = f"{server.ws_base}/ws/sessions/{session['id']}/live"
+    tasks = [asyncio.create_task(teacher(live, token, until + 3, stats))]
     await asyncio.sleep(0.5)
     t0 = time.monotonic()
     for i, s in enumerate(students):
-        url = f"{server.ws_base}/ws/student?token={s['token']}"
-        tasks.append(asyncio.create_task(student(url, s["student_id"], jpeg, fps, until, stats)))
+        url = f"{server.ws_base}/ws/student"
+        tasks.append(
+            asyncio.create_task(student(url, s["token"], s["student_id"], jpeg, fps, until, stats))
+        )
         if i % 10 == 9:
             await asyncio.sleep(1 / fps / 10)  # spread the students' phases
     await asyncio.gather(*tasks)
@@ -236,7 +253,7 @@ def main() -> int:
     args = ap.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="cp-load-") as tmp,
-        DevServer(Path(tmp), workers=args.workers) as server,
+        DevServer(Path(tmp), workers=args.workers, env=LOAD_ENV) as server,
     ):
         roles = processes(server)
         start_rss = {role: rss_mb(ps) for role, ps in roles.items()}

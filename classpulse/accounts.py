@@ -56,6 +56,29 @@ def create_user(
     return user
 
 
+def set_password(user: User, password: str) -> None:
+    """Replace the password; the caller revokes the account's tokens (revoke_tokens)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    user.password_hash = hash_password(password)
+
+
+def revoke_tokens(user: User) -> None:
+    """End every access token issued to this account so far (they carry the old version)."""
+    user.token_version = (user.token_version or 0) + 1
+
+
+def active_admins(db: Session) -> int:
+    return int(
+        db.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True))
+        )
+        or 0
+    )
+
+
 def admin_exists(db: Session) -> bool:
     return bool(db.scalar(select(func.count()).select_from(User).where(User.role == "admin")))
 

@@ -30,6 +30,16 @@ def live_channel(session_id: str) -> str:
     return f"cp:live:{session_id}"
 
 
+def account_topic(user_id: int) -> str:
+    """``live_channel(account_topic(id))`` carries ``{"type": "revoked"}`` when an account's
+    tokens end (logout, password change, deactivation): its open dashboards close. A live
+    channel, so the gateway's one hub subscription already receives it."""
+    return f"account-{user_id}"
+
+
+REVOKED_MESSAGE = b'{"type":"revoked"}'
+
+
 def snapshot_key(session_id: str) -> str:
     """Hash student_id -> latest emotion LiveUpdate JSON (aggregator), for late dashboards."""
     return f"cp:snapshot:{session_id}"

@@ -48,6 +48,9 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # In every access token; incremented by logout, password change and deactivation, which
+    # ends all tokens issued before (app.deps.current_user, the live socket).
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ClassSession(Base):

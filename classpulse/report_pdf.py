@@ -1,5 +1,8 @@
 """The PDF form of a session report: summary and charts on page one, alerts after.
 
+Titles, names, e-mails and alert messages are user text: every text is drawn with
+``parse_math=False``, so a ``$`` in it is not mathtext (``$\\foo$`` would fail the PDF).
+
 Rendered with matplotlib's object API (``Figure`` + ``PdfPages``), never pyplot, so no GUI
 backend is loaded and no global figure state is shared. The gateway calls ``render`` from its
 thread pool: a PDF costs a few hundred milliseconds of CPU.
@@ -72,17 +75,19 @@ def _summary_lines(report: Report) -> list[str]:
 
 def _first_page(report: Report) -> Figure:
     fig = Figure(figsize=A4)
-    fig.text(0.07, 0.955, report.session.title, fontsize=17, weight="bold")
-    fig.text(0.07, 0.935, "ClassPulse session report", fontsize=10, color="#555")
+    fig.text(0.07, 0.955, report.session.title, fontsize=17, weight="bold", parse_math=False)
+    fig.text(0.07, 0.935, "ClassPulse session report", fontsize=10, color="#555", parse_math=False)
     y = 0.905
     for line in _summary_lines(report):
         for part in textwrap.wrap(line, 100):
-            fig.text(0.07, y, part, fontsize=8.5)
+            fig.text(0.07, y, part, fontsize=8.5, parse_math=False)
             y -= 0.018
     rows = report.class_rows
     times: list[datetime] = [r.bucket_start for r in rows]
     mix = fig.add_axes((0.1, 0.42, 0.72, 0.28))
-    mix.set_title("Class expression mix over time (mean probability)", fontsize=10)
+    mix.set_title(
+        "Class expression mix over time (mean probability)", fontsize=10, parse_math=False
+    )
     shown = [r for r in rows if r.probs is not None]
     if shown:
         xs = date2num([r.bucket_start for r in shown])
@@ -91,7 +96,9 @@ def _first_page(report: Report) -> Figure:
             xs, ys, labels=report.labels, colors=[COLORS.get(k, "#00838f") for k in report.labels]
         )
         mix.set_ylim(0, 1)
-        mix.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        legend = mix.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        for label in legend.get_texts():  # the labels come from stored data
+            label.set_parse_math(False)
     else:
         mix.text(
             0.5,
@@ -101,10 +108,11 @@ def _first_page(report: Report) -> Figure:
             va="center",
             transform=mix.transAxes,
             color="#777",
+            parse_math=False,
         )
     mix.tick_params(labelsize=7)
     pres = fig.add_axes((0.1, 0.07, 0.72, 0.26))
-    pres.set_title("Students present (with a face) per time bucket", fontsize=10)
+    pres.set_title("Students present (with a face) per time bucket", fontsize=10, parse_math=False)
     if rows:
         width = report.bucket_seconds / 86400 * 0.9  # bar width in days (matplotlib date units)
         pres.bar(date2num(times), [r.students_present for r in rows], width=width, color="#1565c0")
@@ -130,6 +138,7 @@ def _alert_pages(report: Report) -> list[Figure]:
             "Alerts" + (f" ({n + 1}/{len(chunks)})" if len(chunks) > 1 else ""),
             fontsize=15,
             weight="bold",
+            parse_math=False,
         )
         fig.text(
             0.07,
@@ -137,17 +146,27 @@ def _alert_pages(report: Report) -> list[Figure]:
             "Prompts to look, raised by the session's rules; not judgements.",
             fontsize=9,
             color="#555",
+            parse_math=False,
         )
         y = 0.9
         if not chunk:
-            fig.text(0.07, y, "No alerts were raised in this session.", fontsize=10)
+            fig.text(
+                0.07, y, "No alerts were raised in this session.", fontsize=10, parse_math=False
+            )
         for a in chunk:
             start = a["started_at"][11:19]
             end = a["ended_at"][11:19] if a["ended_at"] else "open"
-            fig.text(0.07, y, f"{start}–{end}  [{a['rule']}]", fontsize=8.5, weight="bold")
+            fig.text(
+                0.07,
+                y,
+                f"{start}–{end}  [{a['rule']}]",
+                fontsize=8.5,
+                weight="bold",
+                parse_math=False,
+            )
             for part in textwrap.wrap(a["message"], 95)[:2]:
                 y -= 0.014
-                fig.text(0.09, y, part, fontsize=8.5)
+                fig.text(0.09, y, part, fontsize=8.5, parse_math=False)
             y -= 0.02
         figures.append(fig)
     return figures

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from classpulse.csvsafe import safe_row
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
 
@@ -140,19 +141,24 @@ CSV_HEAD = [
 
 
 def csv_header(labels: list[str]) -> list[str]:
-    return ["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed"]
+    """The CSV's header row (labels come from stored data, so escaped like any cell)."""
+    return safe_row(["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed"])
 
 
 def csv_rows(report: Report, labels: list[str]) -> Iterator[list[str]]:
-    """The report's rows for ``csv_header(labels)``; ``labels`` must cover the report's."""
+    """The report's rows for ``csv_header(labels)``; ``labels`` must cover the report's.
+
+    Every CSV path (``write_csv``, the streamed export) writes these rows: each cell goes
+    through ``safe_cell``, so a name or title cannot run as a spreadsheet formula.
+    """
     for row in report.rows():
         d = row.as_dict()
         probs = row.probs or {}
-        yield (
+        yield safe_row(
             [str(report.session.id), report.session.title]
-            + ["" if d[k] is None else d[k] for k in CSV_HEAD]
+            + [d[k] for k in CSV_HEAD]
             + [f"{probs[k]:.{DIGITS}f}" if k in probs else "" for k in labels]
-            + [d["dominant"] or "", "1" if row.suppressed else "0"]
+            + [d["dominant"], "1" if row.suppressed else "0"]
         )
 
 

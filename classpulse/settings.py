@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -10,7 +14,11 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The placeholder earlier versions shipped as the default; it is in the public repository, so a
+# gateway that anyone else can reach must never sign with it.
 DEV_SECRET = "dev-only-insecure-secret-change-me"
+MIN_SECRET_LENGTH = 32
+SECRET_FILE = "secret_key"  # under data_dir: generated on first start when no key is configured
 
 
 class Settings(BaseSettings):
@@ -23,10 +31,16 @@ class Settings(BaseSettings):
     # Unset: `classpulse run` starts an embedded PostgreSQL / Redis under data_dir.
     database_url: str | None = None
     redis_url: str | None = None
-    secret_key: str = DEV_SECRET
+    # Signs access and student tokens. Unset: a random key is generated on first start and kept
+    # (mode 0600) in data_dir/secret_key; production requires it set explicitly.
+    secret_key: str | None = None
     public_url: str | None = None  # e.g. https://pulse.school.example; join links use it
     host: str = "127.0.0.1"
     port: int = 8000
+    # Addresses of the reverse proxies whose X-Forwarded-For/-Proto the gateway believes
+    # (comma-separated IPs or networks, "*" for any). Login and join limits count per client
+    # address, which behind a TLS proxy is only known from that header.
+    forwarded_allow_ips: str = "127.0.0.1"
     log_level: str = "INFO"
 
     admin_email: str | None = None
@@ -76,6 +90,16 @@ class Settings(BaseSettings):
     student_token_ttl_s: int = 4 * 3600
     access_token_ttl_s: int = 12 * 3600
     login_attempts_per_minute: int = 10
+    # Request bodies are small JSON documents (the largest, a policy or alert rules, is under
+    # 2 KB); anything bigger is refused with 413 before it is read. Frames travel over the
+    # student WebSocket, which has its own cap (frame_max_bytes).
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    joins_per_minute_per_address: int = 30  # a classroom behind one NAT joins from one address
+    joins_per_minute_per_session: int = 120
+    max_students_per_session: int = Field(default=250, ge=1)
+    # camera/stats/ping messages a student socket may send per second (burst: 4x); the page
+    # sends about one a second.
+    control_messages_per_second: float = 2.0
 
     @field_validator("worker_batch_size", mode="before")
     @classmethod
@@ -83,11 +107,20 @@ class Settings(BaseSettings):
         return None if value in ("auto", "", 0, "0") else value
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret(self) -> Settings:
-        if self.env == "production" and self.secret_key == DEV_SECRET:
+    def _refuse_weak_secret(self) -> Settings:
+        # Anyone who knows the signing key can mint an admin token. The placeholder and short
+        # keys are refused wherever the gateway may be reached by others: in production, and on
+        # any listen address but loopback.
+        exposed = self.env == "production" or not is_loopback(self.host)
+        where = "in production" if self.env == "production" else f"when listening on {self.host}"
+        if self.env == "production" and self.secret_key is None:
             raise ValueError("CLASSPULSE_SECRET_KEY must be set to a random value in production")
-        if self.env == "production" and len(self.secret_key) < 32:
-            raise ValueError("CLASSPULSE_SECRET_KEY must be at least 32 characters")
+        if exposed and self.secret_key == DEV_SECRET:
+            raise ValueError(f"the placeholder CLASSPULSE_SECRET_KEY is refused {where}")
+        if exposed and self.secret_key is not None and len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"CLASSPULSE_SECRET_KEY must have at least {MIN_SECRET_LENGTH} characters {where}"
+            )
         return self
 
     @cached_property
@@ -106,3 +139,41 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "0.0.0.0"-style wildcard resolves to who knows what
+
+
+def with_signing_key(settings: Settings) -> Settings:
+    """The settings with ``secret_key`` filled: the configured key, else the one kept in
+    ``data_dir/secret_key``, generated (256 random bits, mode 0600) the first time."""
+    if settings.secret_key is not None:
+        return settings
+    path = settings.data_dir / SECRET_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: of two processes starting at once, one creates the key and both read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    key = ""
+    for _ in range(50):  # the creator may not have written it yet
+        key = path.read_text().strip()
+        if key:
+            break
+        time.sleep(0.01)
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{path} holds no usable key; delete it to generate a new one")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # readable by others: tighten, the key is as good as an admin password
+    return settings.model_copy(update={"secret_key": key})

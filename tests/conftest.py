@@ -22,7 +22,9 @@ from classpulse.accounts import create_user
 from classpulse.db import ClassSession, Student, make_engine
 from classpulse.settings import REPO_ROOT, Settings
 
-ADMIN_URL = os.environ.get("CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN_URL = os.environ.get(
+    "CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_BASE = os.environ.get("CLASSPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 MODELS = REPO_ROOT / "models"
 
@@ -95,7 +97,11 @@ def server(tmp_path: Path, clean_db: str, redis_url: str, clean_redis: redis.Red
     and Redis, for the browser tests."""
     from classpulse.devserver import DevServer
 
-    with DevServer(tmp_path / "service", database_url=clean_db, redis_url=redis_url) as srv:
+    # INFO: uvicorn's access log is on, so the tests can check that no token reaches a log.
+    env = {"CLASSPULSE_LOG_LEVEL": "INFO"}
+    with DevServer(
+        tmp_path / "service", database_url=clean_db, redis_url=redis_url, env=env
+    ) as srv:
         yield srv
 
 

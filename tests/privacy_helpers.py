@@ -16,7 +16,15 @@ from fastapi.testclient import TestClient
 from classpulse import contracts as c
 from classpulse.db import make_engine
 from classpulse.settings import Settings
-from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session, next_json
+from tests.test_gateway_helpers import (
+    bearer,
+    client_for,
+    join,
+    make_user,
+    new_session,
+    next_json,
+    token_protocols,
+)
 from tests.test_stream_services import drain_worker, jpeg, run_aggregator
 from worker.aggregator import Aggregator
 from worker.pipeline import FramePipeline
@@ -64,7 +72,7 @@ def a_class(settings: Settings) -> Iterator[Class]:
 def send_frames(client: TestClient, token: str, n: int = 1, face: bool = True) -> list[dict]:
     """Send n real JPEG frames over the student socket; return their acks."""
     acks = []
-    with client.websocket_connect(f"/ws/student?token={token}") as ws:
+    with client.websocket_connect("/ws/student", subprotocols=token_protocols(token)) as ws:
         ws.receive_json()  # config
         for _ in range(n):
             ws.send_bytes(jpeg(face=face))

@@ -20,7 +20,7 @@ from classpulse import contracts as c
 from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
 from tests.history_helpers import set_policy
-from tests.test_gateway_helpers import bearer, client_for, make_user
+from tests.test_gateway_helpers import bearer, client_for, make_user, token_protocols
 from worker.aggregator import Aggregator
 from worker.alerts import AlertEngine, StudentNow, evaluate
 
@@ -281,7 +281,9 @@ def test_alerts_reach_the_dashboard_but_no_student_page(settings, clean_redis, e
     # End to end: the engine publishes, the teacher's live socket delivers.
     with client_for(settings) as client:
         token = bearer(settings, classroom["teacher"])["Authorization"].split()[1]
-        with client.websocket_connect(f"/ws/sessions/{sid}/live?token={token}") as ws:
+        with client.websocket_connect(
+            f"/ws/sessions/{sid}/live", subprotocols=token_protocols(token)
+        ) as ws:
             assert ws.receive_json()["type"] == "snapshot"
             set_state(clean_redis, classroom, NOW, ["happy"] * 4 + [None])
             eng = AlertEngine(clean_redis, engine, "test")

@@ -29,7 +29,9 @@ def media(tmp_path_factory):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
     (folder / "notes.txt").write_text("not media")
     # A 12-frame video: the astronaut drifting, then 4 frames without anyone.
-    writer = cv2.VideoWriter(str(folder / "lesson.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (320, 240))
+    writer = cv2.VideoWriter(
+        str(folder / "lesson.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (320, 240)
+    )
     small = cv2.resize(astro, (240, 240))
     for i in range(12):
         frame = np.full((240, 320, 3), 100, np.uint8)
@@ -47,11 +49,18 @@ def run_cli(capsys, *argv) -> tuple[int, list[dict], str]:
 
 
 def test_json_lines_follow_the_contract(media, capsys):
-    code, records, _ = run_cli(capsys, "--json", media / "astronaut.jpg", media / "grey.png",
-                               media / "alpha.png", media / "empty.png")
+    code, records, _ = run_cli(
+        capsys,
+        "--json",
+        media / "astronaut.jpg",
+        media / "grey.png",
+        media / "alpha.png",
+        media / "empty.png",
+    )
     assert code == 0
-    assert [r["source"] for r in records] == [str(media / n) for n in
-                                              ("astronaut.jpg", "grey.png", "alpha.png", "empty.png")]
+    assert [r["source"] for r in records] == [
+        str(media / n) for n in ("astronaut.jpg", "grey.png", "alpha.png", "empty.png")
+    ]
     astro, grey, alpha, empty = records
     for r in records:
         assert set(r) == {"source", "frame", "t", "faces"} and r["frame"] == 0 and r["t"] == 0.0
@@ -68,8 +77,14 @@ def test_json_lines_follow_the_contract(media, capsys):
 
 
 def test_bad_files_fail_alone_and_set_the_exit_status(media, capsys):
-    code, records, err = run_cli(capsys, "--json", media / "broken.jpg", media / "notes.txt",
-                                 media / "missing.png", media / "astronaut.jpg")
+    code, records, err = run_cli(
+        capsys,
+        "--json",
+        media / "broken.jpg",
+        media / "notes.txt",
+        media / "missing.png",
+        media / "astronaut.jpg",
+    )
     assert code == 1
     assert [r["source"] for r in records] == [str(media / "astronaut.jpg")]
     assert f"error: {media / 'broken.jpg'}:" in err
@@ -90,8 +105,18 @@ def test_video_gives_one_record_per_frame_and_a_summary(media, capsys):
 
 def test_annotate_writes_copies_with_boxes(media, tmp_path, capsys):
     out = tmp_path / "annotated"
-    assert main(["analyze", "--annotate", str(out), str(media / "astronaut.jpg"),
-                 str(media / "lesson.avi")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--annotate",
+                str(out),
+                str(media / "astronaut.jpg"),
+                str(media / "lesson.avi"),
+            ]
+        )
+        == 0
+    )
     image = cv2.imread(str(out / "astronaut.annotated.jpg"))
     original = cv2.imread(str(media / "astronaut.jpg"))
     assert image.shape == original.shape

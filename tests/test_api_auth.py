@@ -33,9 +33,14 @@ def test_login_sets_token_and_cookie(settings):
         body = r.json()
         assert body["token_type"] == "bearer" and body["expires_in"] == settings.access_token_ttl_s
         assert body["user"]["email"] == "t@school.example" and body["user"]["role"] == "teacher"
-        cookie = r.headers["set-cookie"]
-        assert cookie.startswith("cp_access=") and "HttpOnly" in cookie and "SameSite=lax" in cookie
-        assert "Secure" not in cookie  # public_url is not https here
+        cookies = {c.split("=", 1)[0]: c for c in r.headers.get_list("set-cookie")}
+        cookie = cookies["cp_access"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/;" in cookie
+        assert "Secure" not in cookie  # public_url is not https and env is not production
+        # The device cookie: read by the login alone, never sent cross-site.
+        device = cookies["cp_device"]
+        assert "HttpOnly" in device and "SameSite=strict" in device
+        assert "Path=/api/auth/login" in device
 
         me = client.get("/api/auth/me", headers={"Authorization": "Bearer " + body["access_token"]})
         assert me.json()["email"] == "t@school.example"

@@ -10,7 +10,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.stream_stats import MIN_FPS, StreamStats
 from classpulse import contracts
-from tests.test_gateway_helpers import JPEG, PNG, bearer, joined_session, make_user, next_json
+from tests.test_gateway_helpers import (
+    JPEG,
+    PNG,
+    bearer,
+    joined_session,
+    make_user,
+    next_json,
+    token_protocols,
+)
 
 
 def test_target_rate_halves_under_lag_and_recovers_in_steps(settings):
@@ -45,7 +53,9 @@ def test_page_is_told_to_slow_down_and_speed_up_again(settings, clean_redis, mon
     monkeypatch.setattr("app.stream_stats.TICK_S", 0.2)  # five control ticks a second
     with (
         joined_session(settings) as (client, _, _, student),
-        client.websocket_connect(f"/ws/student?token={student['token']}") as ws,
+        client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(student["token"])
+        ) as ws,
     ):
         assert ws.receive_json()["fps"] == 2.0
         # A worker reports that the frames it reads are 1.8 s old (the limit is 2 s).
@@ -69,7 +79,9 @@ def test_page_over_the_cap_is_told_its_rate(settings, clean_redis):
     settings = settings.model_copy(update={"frame_max_fps": 1.0, "frames_in_flight": 1})
     with (
         joined_session(settings) as (client, _, _, student),
-        client.websocket_connect(f"/ws/student?token={student['token']}") as ws,
+        client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(student["token"])
+        ) as ws,
     ):
         ws.receive_json()
         for _ in range(4):
@@ -81,7 +93,9 @@ def test_frames_are_counted_per_student_and_in_metrics(settings, clean_redis):
     with joined_session(settings, "Ada", teacher="a@school.example") as joined:
         client, headers, session, ada = joined
         b = make_user(settings, "b@school.example")
-        with client.websocket_connect(f"/ws/student?token={ada['token']}") as ws:
+        with client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(ada["token"])
+        ) as ws:
             ws.receive_json()
             ws.send_text('{"type": "stats", "captured": 5}')
             ws.send_text('{"type": "stats", "captured": -3}')  # refused, not counted

@@ -28,6 +28,7 @@ from tests.test_gateway_helpers import (
     joined_session,
     make_user,
     next_json,
+    token_protocols,
 )
 from tests.test_stream_services import jpeg as face_jpeg
 from tests.test_stream_services import stats
@@ -76,7 +77,9 @@ def test_hostile_frames_are_refused_at_the_gateway(joined, settings, clean_redis
         b"\xff\xd8\xff" + b"\x00" * (10 * 1024 * 1024) + b"\xff\xd9": "too_large",  # 10 MB
         b"GIF89a" + JPEG: "not_jpeg",
     }
-    with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(student["token"])
+    ) as ws:
         ws.receive_json()
         for frame, reason in cases.items():
             ws.send_bytes(frame)
@@ -111,7 +114,9 @@ def _send_then_process(client, student, settings, clean_redis, pipeline):
         good[:600] + b"\x00" * 3000 + b"\xff\xd9",  # header intact, entropy data destroyed
         good,
     ]
-    with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(student["token"])
+    ) as ws:
         ws.receive_json()
         for frame in frames:
             time.sleep(0.02)  # under the (raised) rate cap
@@ -200,7 +205,9 @@ def test_expired_forged_and_foreign_access_tokens_are_refused(joined, settings):
             assert not any(m in r.text for m in LEAK_MARKERS) and session["title"] not in r.text
         with (
             pytest.raises(WebSocketDisconnect) as closed,
-            client.websocket_connect(f"/ws/sessions/{session['id']}/live?token={token}") as ws,
+            client.websocket_connect(
+                f"/ws/sessions/{session['id']}/live", subprotocols=token_protocols(token)
+            ) as ws,
         ):
             ws.receive_json()
         assert closed.value.code == 4401, name
@@ -209,13 +216,15 @@ def test_expired_forged_and_foreign_access_tokens_are_refused(joined, settings):
 def test_foreign_origin_is_refused_on_both_sockets(joined):
     client, headers, session, student = joined
     token = headers["Authorization"].split()[1]
-    for url in (
-        f"/ws/student?token={student['token']}",
-        f"/ws/sessions/{session['id']}/live?token={token}",
+    for url, tok in (
+        ("/ws/student", student["token"]),
+        (f"/ws/sessions/{session['id']}/live", token),
     ):
         with (
             pytest.raises(WebSocketDisconnect) as closed,
-            client.websocket_connect(url, headers={"origin": "https://evil.example"}) as ws,
+            client.websocket_connect(
+                url, subprotocols=token_protocols(tok), headers={"origin": "https://evil.example"}
+            ) as ws,
         ):
             ws.receive_json()
         assert (closed.value.code, closed.value.reason) == (4403, "origin not allowed")
@@ -259,7 +268,7 @@ def test_another_teacher_gets_nothing_from_any_session_endpoint(joined, settings
         if isinstance(route, APIWebSocketRoute):
             with (
                 pytest.raises(WebSocketDisconnect) as closed,
-                client.websocket_connect(f"{path}?token={other_token}") as ws,
+                client.websocket_connect(path, subprotocols=token_protocols(other_token)) as ws,
             ):
                 ws.receive_json()
             assert closed.value.code in (4403, 4404), path

@@ -2,7 +2,8 @@
 
 The whole service runs as deployed (`classpulse run`: gateway, worker, aggregator processes)
 on the test PostgreSQL and Redis. A student joins through the join page, consents and starts
-the camera; the teacher's dashboard page must show that student's emotion.
+the camera; the teacher's dashboard page must show that student's emotion. Afterwards, no line
+of the service's logs (access log included) may carry a token.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
     with chromium(webcam=tmp_path / "webcam.y4m") as browser:
         # Teacher: log in through the page, open the live dashboard.
         teacher = teacher_logged_in(browser, server)
+        # After login only same-origin paths are followed: "/%09/evil.example" decodes to a
+        # tab, which URL parsing drops, leaving "//evil.example".
+        for asked, landed in (
+            ("/%09/evil.example", "/sessions"),
+            ("/%5C%5Cevil.example", "/sessions"),
+            (f"/sessions/{session['id']}/history", f"/sessions/{session['id']}/history"),
+        ):
+            page = teacher.context.new_page()
+            page.goto(f"{server.base}/login?next={asked}")
+            page.fill("input[type=email]", TEACHER[0])
+            page.fill("input[type=password]", TEACHER[1])
+            page.click("button[type=submit]")
+            page.wait_for_url(server.base + landed)
+            page.close()
+        browser_token = next(
+            c["value"] for c in teacher.context.cookies() if c["name"] == "cp_access"
+        )
         teacher.goto(f"{server.base}/sessions/{session['id']}")
 
         # Student: consent, name; the camera comes on.
@@ -40,7 +58,17 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
         expect(student.locator("#self-emotion")).to_have_attribute(
             "data-emotion", "happy", timeout=10_000
         )
+        student_token = student.evaluate(
+            "code => JSON.parse(sessionStorage.getItem('classpulse.join.' + code)).token",
+            session["join_code"],
+        )
 
     timeline = server.api("GET", f"/api/sessions/{session['id']}/timeline", token=teacher_token)
     assert sum(b["frames_with_face"] for b in timeline["buckets"]) > 0
     assert {b["dominant"] for b in timeline["buckets"] if b["frames_with_face"]} == {"happy"}
+
+    log = server.log_file.read_text(errors="replace")
+    assert "/ws/student" in log and "/api/auth/login" in log  # the access log was on
+    for token in (teacher_token, browser_token, student_token):
+        assert token and token not in log
+    assert "token=" not in log

@@ -12,7 +12,7 @@ from app.consent import CONSENT_VERSION
 from classpulse import contracts as c
 from classpulse.settings import Settings
 from tests.privacy_helpers import Pipeline, a_class, rows, send_frames
-from tests.test_gateway_helpers import next_json
+from tests.test_gateway_helpers import next_json, token_protocols
 from tests.test_stream_services import jpeg
 from worker.pipeline import FramePipeline
 
@@ -51,7 +51,9 @@ def test_a_declined_student_attends_without_analysis(settings, clean_redis):
     with a_class(settings) as k:
         bo = k.join("Bo", consent=False)
         assert bo["analysis"] is False and bo["token"]
-        with k.client.websocket_connect(f"/ws/student?token={bo['token']}") as ws:
+        with k.client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(bo["token"])
+        ) as ws:
             ws.receive_json()  # config
             update = next_json(ws, lambda m: m["type"] == "self")
             assert update["presence"] == "no_analysis"
@@ -74,7 +76,9 @@ def test_withdrawal_mid_session_stops_analysis_at_once(settings, clean_redis, pi
     with a_class(settings) as k:
         ada = k.join("Ada")
         student = {"Authorization": "Bearer " + ada["token"]}
-        with k.client.websocket_connect(f"/ws/student?token={ada['token']}") as ws:
+        with k.client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(ada["token"])
+        ) as ws:
             ws.receive_json()
             ws.send_bytes(jpeg())
             assert next_json(ws, lambda m: m["type"] == "ack")["ok"]
@@ -101,7 +105,9 @@ def test_withdrawal_mid_session_stops_analysis_at_once(settings, clean_redis, pi
         )
         assert (frames, faced) == (1, 1) and sum(sums.values()) == pytest.approx(1.0, abs=1e-3)
         # A reconnect is refused; a second withdrawal records nothing new.
-        with k.client.websocket_connect(f"/ws/student?token={ada['token']}") as ws:
+        with k.client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(ada["token"])
+        ) as ws:
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
             assert closed.value.reason == "withdrawn"
@@ -110,7 +116,9 @@ def test_withdrawal_mid_session_stops_analysis_at_once(settings, clean_redis, pi
         presence = json.loads(clean_redis.hget(c.presence_key(k.session["id"]), ada["student_id"]))
         assert presence["presence"] == "withdrawn"
         token = k.teacher["Authorization"].split()[1]
-        with k.client.websocket_connect(f"/ws/sessions/{k.session['id']}/live?token={token}") as ws:
+        with k.client.websocket_connect(
+            f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+        ) as ws:
             assert ws.receive_json()["students"][0]["withdrawn"] is True
         me = k.client.get("/api/student/me", headers=student).json()
         assert me["consent"] == "withdrawn"
@@ -127,7 +135,9 @@ def test_withdrawal_over_the_socket_is_recorded(settings, clean_redis):
     with a_class(settings) as k:
         ada = k.join("Ada")
         send_frames(k.client, ada["token"])
-        with k.client.websocket_connect(f"/ws/student?token={ada['token']}") as ws:
+        with k.client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(ada["token"])
+        ) as ws:
             ws.receive_json()
             ws.send_text('{"type": "withdraw"}')
             with pytest.raises(WebSocketDisconnect) as closed:

@@ -133,3 +133,10 @@ def _encode(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
 
 JPEG = _encode("JPEG")
 PNG = _encode("PNG")
+
+
+def token_protocols(token: str) -> list[str]:
+    """The subprotocols a page offers to carry its token in the WebSocket handshake."""
+    from app.ws_common import SUBPROTOCOL, TOKEN_PREFIX
+
+    return [SUBPROTOCOL, TOKEN_PREFIX + token]

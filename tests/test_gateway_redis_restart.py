@@ -10,7 +10,13 @@ import pytest
 import redis
 
 from classpulse import chaos, contracts
-from tests.test_gateway_helpers import JPEG, joined_session, next_json, student_update
+from tests.test_gateway_helpers import (
+    JPEG,
+    joined_session,
+    next_json,
+    student_update,
+    token_protocols,
+)
 
 
 @pytest.fixture
@@ -23,7 +29,9 @@ def private_redis(tmp_path):
 def test_gateway_survives_a_redis_restart(settings, private_redis):
     settings = settings.model_copy(update={"redis_url": private_redis.url, "frame_max_fps": 50.0})
     with joined_session(settings) as (client, _, session, student):
-        with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+        with client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(student["token"])
+        ) as ws:
             ws.receive_json()
             ws.send_bytes(JPEG)
             assert next_json(ws, lambda m: m["type"] == "ack")["ok"] is True

@@ -52,20 +52,29 @@ def pipeline(detector_model, emotion_model) -> FramePipeline:
 # --- runtime --------------------------------------------------------------------------------
 def test_provider_choice_keeps_preference_order_and_cpu_last():
     available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert choose_providers(["cuda", "cpu"], available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["cuda", "cpu"], available) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     # TensorRT only when asked for.
     assert choose_providers(["tensorrt", "cuda"], available) == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers(["cuda"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
 
 
 def test_require_gpu_fails_when_cuda_is_listed_but_not_obtained(monkeypatch):
     # Fake only what this machine lacks: an onnxruntime build that lists CUDA. The session then
     # silently runs on the CPU, which the wrapper must catch when a GPU is required.
-    monkeypatch.setattr(ort, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     with pytest.raises(GPUUnavailableError, match="GPU was required"):
-        OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cuda", "cpu"], require_gpu=True)
+        OnnxModel(
+            MODELS / "emotion_mini_xception.onnx", providers=["cuda", "cpu"], require_gpu=True
+        )
     model = OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cuda", "cpu"])
     assert model.providers == ["CPUExecutionProvider"] and not model.uses_gpu
 
@@ -170,7 +179,9 @@ def test_flip_average_is_symmetric(emotion_model):
     clf = EmotionClassifier([emotion_model], flip_average=True)
     grey = cv2.cvtColor(bgr(skdata.astronaut()), cv2.COLOR_BGR2GRAY)
     crop = clf.crops(grey, [ASTRONAUT_FACE])
-    np.testing.assert_allclose(clf.classify_crops(crop), clf.classify_crops(crop[:, :, ::-1]), atol=1e-6)
+    np.testing.assert_allclose(
+        clf.classify_crops(crop), clf.classify_crops(crop[:, :, ::-1]), atol=1e-6
+    )
 
 
 def test_ensemble_refuses_models_with_other_labels(emotion_model, detector_model):

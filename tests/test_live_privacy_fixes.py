@@ -11,14 +11,17 @@ from starlette.websockets import WebSocketDisconnect
 
 from classpulse import contracts as c
 from tests.privacy_helpers import a_class, rows
-from tests.test_gateway_helpers import next_json, student_update
+from tests.test_gateway_helpers import next_json, student_update, token_protocols
 
 VIEW_LIVE = "SELECT count(*) FROM audit_log WHERE action = 'view.live'"
 
 
-def _live_url(k) -> str:
+def _live(k):
+    """Connect the teacher's dashboard socket."""
     token = k.teacher["Authorization"].split()[1]
-    return f"/ws/sessions/{k.session['id']}/live?token={token}"
+    return k.client.websocket_connect(
+        f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+    )
 
 
 def _is_policy(mode: str):
@@ -28,7 +31,7 @@ def _is_policy(mode: str):
 def test_an_open_dashboard_is_audited_when_the_policy_becomes_per_student(settings, clean_redis):
     with a_class(settings) as k:
         k.put_policy(emotion_mode="aggregate_only")
-        with k.client.websocket_connect(_live_url(k)) as ws:
+        with _live(k) as ws:
             assert ws.receive_json()["policy"]["emotion_mode"] == "aggregate_only"
             assert rows(settings, VIEW_LIVE) == [(0,)]  # no per-student data shown yet
 
@@ -46,7 +49,7 @@ def test_an_open_dashboard_is_audited_when_the_policy_becomes_per_student(settin
             next_json(ws, _is_policy("per_student"))
             assert rows(settings, VIEW_LIVE) == [(1,)]
         # A dashboard opened under per_student is audited at connect, as before.
-        with k.client.websocket_connect(_live_url(k)) as ws:
+        with _live(k) as ws:
             ws.receive_json()
         assert rows(settings, VIEW_LIVE) == [(2,)]
 
@@ -55,7 +58,7 @@ def test_a_per_student_update_reaching_an_unaudited_dashboard_is_audited(setting
     with a_class(settings) as k:
         ada = k.join("Ada")
         k.put_policy(emotion_mode="aggregate_only")
-        with k.client.websocket_connect(_live_url(k)) as ws:
+        with _live(k) as ws:
             ws.receive_json()
             # No emotion: presence only, as the aggregator publishes it outside per_student.
             plain = student_update(k.session, ada, faces=1)
@@ -75,7 +78,7 @@ def _store_estimate(r, k, student) -> None:
 
 
 def _snapshot_of(k, name: str) -> dict:
-    with k.client.websocket_connect(_live_url(k)) as ws:
+    with _live(k) as ws:
         snap = ws.receive_json()
     (student,) = [s for s in snap["students"] if s["display_name"] == name]
     return student
@@ -95,7 +98,9 @@ def test_withdrawal_drops_the_students_last_estimate_for_late_dashboards(setting
         assert r.status_code == 204
         assert clean_redis.hget(key, ada["student_id"]) is None
         # Withdrawn over the student socket: the same.
-        with k.client.websocket_connect(f"/ws/student?token={bo['token']}") as ws:
+        with k.client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(bo["token"])
+        ) as ws:
             ws.receive_json()  # config
             ws.send_json({"type": "withdraw"})
             with pytest.raises(WebSocketDisconnect):  # closed once the withdrawal is recorded

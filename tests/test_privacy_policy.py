@@ -12,6 +12,7 @@ from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
 from classpulse.settings import Settings
 from tests.privacy_helpers import Pipeline, a_class, rows, send_frames
+from tests.test_gateway_helpers import token_protocols
 from tests.test_stream_services import add_frame, make_result, push, run_aggregator
 from worker.pipeline import FramePipeline
 
@@ -194,7 +195,9 @@ def test_aggregate_only_stores_no_per_student_emotion(settings, clean_redis, pip
         assert students and all(not m.get("probs") and not m.get("emotion") for m in students)
         # The dashboard's snapshot says which mode is in force and has the class mix.
         token = k.teacher["Authorization"].split()[1]
-        with k.client.websocket_connect(f"/ws/sessions/{k.session['id']}/live?token={token}") as ws:
+        with k.client.websocket_connect(
+            f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+        ) as ws:
             snap = ws.receive_json()
         assert snap["policy"] == {"emotion_mode": "aggregate_only", "min_group_size": 2}
         assert snap["class"]["present"] == 2
@@ -295,7 +298,9 @@ def test_rest_reads_hide_per_student_emotion_outside_per_student(settings, clean
         (bucket,) = k.client.get(path, headers=k.teacher).json()["buckets"]
         assert bucket["probs"] and bucket["dominant"]
         token = k.teacher["Authorization"].split()[1]
-        with k.client.websocket_connect(f"/ws/sessions/{k.session['id']}/live?token={token}") as ws:
+        with k.client.websocket_connect(
+            f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+        ) as ws:
             assert ws.receive_json()["students"][0]["emotion"]["probs"]
         assert rows(
             settings, "SELECT action FROM audit_log WHERE action LIKE 'view.%%' ORDER BY id"
@@ -307,7 +312,9 @@ def test_rest_reads_hide_per_student_emotion_outside_per_student(settings, clean
         k.put_policy(emotion_mode="aggregate_only")
         (bucket,) = k.client.get(path, headers=k.teacher).json()["buckets"]
         assert bucket["probs"] == {} and bucket["dominant"] is None and bucket["frames"] == 2
-        with k.client.websocket_connect(f"/ws/sessions/{k.session['id']}/live?token={token}") as ws:
+        with k.client.websocket_connect(
+            f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+        ) as ws:
             snap = ws.receive_json()
         emotion = snap["students"][0]["emotion"]
         assert emotion["probs"] is None and emotion["emotion"] is None and emotion["faces"] == 1

@@ -16,6 +16,7 @@ from classpulse.cli import main as cli_main
 from classpulse.db import make_engine
 from classpulse.retention import purge
 from tests.privacy_helpers import a_class, rows, send_frames
+from tests.test_gateway_helpers import token_protocols
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=31)  # past the default 30 days
@@ -55,13 +56,18 @@ def test_retention_deletes_what_is_past_the_period(settings, clean_redis, monkey
     with a_class(settings) as k:
         live = k.session["id"]
         ada = k.join("Ada")
-        old_session = k.client.post("/api/sessions", json={"title": "Old"}, headers=k.teacher).json()
+        old_session = k.client.post(
+            "/api/sessions", json={"title": "Old"}, headers=k.teacher
+        ).json()
         bo = k.join("Bo")
     with psycopg.connect(settings.database_url) as conn:  # Bo's class ended long ago
         conn.execute(
-            "UPDATE students SET session_id = %s WHERE id = %s", (old_session["id"], bo["student_id"])
+            "UPDATE students SET session_id = %s WHERE id = %s",
+            (old_session["id"], bo["student_id"]),
         )
-        conn.execute("UPDATE class_sessions SET ended_at = %s WHERE id = %s", (OLD, old_session["id"]))
+        conn.execute(
+            "UPDATE class_sessions SET ended_at = %s WHERE id = %s", (OLD, old_session["id"])
+        )
         conn.execute("DELETE FROM consent_records")  # the joins' own records are of today
         conn.execute(
             "INSERT INTO applied_results (id, applied_at) VALUES ('1-0', %s), ('2-0', now())",
@@ -117,7 +123,10 @@ def test_admin_deletes_a_students_data_on_request(settings, clean_redis):
         assert r.status_code == 200, r.text
         assert r.json()["deleted"] == {"emotion_buckets": 1, "consent_records": 2, "alerts": 0}
         assert k.client.delete(path, headers=k.admin).status_code == 404
-        assert k.client.delete(f"/api/admin/students/{uuid.uuid4()}", headers=k.admin).status_code == 404
+        assert (
+            k.client.delete(f"/api/admin/students/{uuid.uuid4()}", headers=k.admin).status_code
+            == 404
+        )
         assert not clean_redis.hexists(c.snapshot_key(k.session["id"]), ada["student_id"])
         # Her page's token no longer finds anything.
         me = k.client.get("/api/student/me", headers={"Authorization": "Bearer " + ada["token"]})
@@ -152,9 +161,9 @@ def test_admin_deletes_a_sessions_data_on_request(settings, clean_redis):
         assert not clean_redis.exists(c.presence_key(k.session["id"]))
     for table in ("students", "emotion_buckets", "class_buckets", "consent_records", "alerts"):
         assert rows(settings, f"SELECT count(*) FROM {table}") == [(0,)], table
-    assert rows(settings, "SELECT action, target_id FROM audit_log WHERE action LIKE 'delete.%%'") == [
-        ("delete.session_data", k.session["id"])
-    ]
+    assert rows(
+        settings, "SELECT action, target_id FROM audit_log WHERE action LIKE 'delete.%%'"
+    ) == [("delete.session_data", k.session["id"])]
 
 
 def test_audit_log_reads_filters_pages_and_exports(settings, clean_redis):
@@ -163,12 +172,16 @@ def test_audit_log_reads_filters_pages_and_exports(settings, clean_redis):
         send_frames(k.client, ada["token"])
         token = k.teacher["Authorization"].split()[1]
         for _ in range(3):  # three views of per-student data
-            with k.client.websocket_connect(f"/ws/sessions/{k.session['id']}/live?token={token}") as ws:
+            with k.client.websocket_connect(
+                f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
+            ) as ws:
                 ws.receive_json()
         k.client.get(f"/api/sessions/{k.session['id']}/timeline", headers=k.teacher)
         k.put_policy(min_group_size=4)
         with psycopg.connect(settings.database_url) as conn:  # an actor that looks like a formula
-            conn.execute("INSERT INTO audit_log (action, actor_email) VALUES ('view.live', '=cmd()')")
+            conn.execute(
+                "INSERT INTO audit_log (action, actor_email) VALUES ('view.live', '=cmd()')"
+            )
 
         assert k.client.get("/api/admin/audit", headers=k.teacher).status_code == 403
         page = k.client.get("/api/admin/audit", headers=k.admin).json()

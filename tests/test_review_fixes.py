@@ -33,7 +33,9 @@ def test_models_declare_the_indexes_the_migrations_create(engine):
     insp = inspect(engine)
     for table in ("emotion_buckets", "class_buckets", "alerts"):
         in_db = {ix["name"]: ix["column_names"] for ix in insp.get_indexes(table)}
-        in_model = {ix.name: [col.name for col in ix.columns] for ix in Base.metadata.tables[table].indexes}
+        in_model = {
+            ix.name: [col.name for col in ix.columns] for ix in Base.metadata.tables[table].indexes
+        }
         assert in_db == in_model, table
     assert insp.get_indexes("emotion_buckets") and {
         "ix_emotion_buckets_student_id",
@@ -67,7 +69,9 @@ def _save(engine, policy: Policy) -> int:
     return version
 
 
-def test_a_later_save_wins_the_mirror_whatever_the_gateways_clocks(engine, clean_redis, monkeypatch):
+def test_a_later_save_wins_the_mirror_whatever_the_gateways_clocks(
+    engine, clean_redis, monkeypatch
+):
     # A gateway whose clock runs a day fast relaxes the policy and mirrors it...
     fast = datetime.now(UTC) + timedelta(days=1)
     monkeypatch.setattr(cpdb, "utcnow", lambda: fast)
@@ -169,7 +173,9 @@ def _delete_in_thread(settings, student_id: str) -> tuple[threading.Thread, dict
     return thread, out
 
 
-def test_a_student_deleted_during_a_batch_waits_for_its_commit(settings, clean_redis, engine, roster, monkeypatch):
+def test_a_student_deleted_during_a_batch_waits_for_its_commit(
+    settings, clean_redis, engine, roster, monkeypatch
+):
     from worker.aggregator import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
@@ -269,7 +275,9 @@ def test_the_alert_engine_survives_a_student_deleted_during_an_evaluation(
     assert sql(settings, "SELECT count(*) FROM alerts") == [(0,)]  # went with her
 
 
-def test_an_integrity_error_in_the_alert_rules_is_not_fatal(settings, clean_redis, engine, roster, monkeypatch):
+def test_an_integrity_error_in_the_alert_rules_is_not_fatal(
+    settings, clean_redis, engine, roster, monkeypatch
+):
     from sqlalchemy.exc import IntegrityError
 
     from worker.alerts import AlertEngine
@@ -287,7 +295,12 @@ def test_an_integrity_error_in_the_alert_rules_is_not_fatal(settings, clean_redi
 
 # --- 4. retention: the audit log's own period; students of sessions nobody ended -------------------
 def _audit(settings, tag: str, at: datetime) -> None:
-    sql_exec(settings, "INSERT INTO audit_log (action, target_id, at) VALUES ('export.report', %s, %s)", tag, at)
+    sql_exec(
+        settings,
+        "INSERT INTO audit_log (action, target_id, at) VALUES ('export.report', %s, %s)",
+        tag,
+        at,
+    )
 
 
 def sql_exec(settings, query: str, *params) -> None:
@@ -337,14 +350,21 @@ def test_students_of_a_session_nobody_ended_go_after_their_last_activity(setting
         settings,
         "INSERT INTO emotion_buckets (session_id, student_id, bucket_start, frames,"
         " frames_with_face, prob_sums) VALUES (%s, %s, %s, 1, 1, '{}'), (%s, %s, %s, 1, 1, '{}')",
-        session, ada, old, session, bo, recent,
+        session,
+        ada,
+        old,
+        session,
+        bo,
+        recent,
     )
     for sid in (ada, bo):  # consent records as old as the join
         sql_exec(
             settings,
             "INSERT INTO consent_records (session_id, student_id, action, consent_version, at)"
             " VALUES (%s, %s, 'accepted', 'v1', %s)",
-            session, sid, old,
+            session,
+            sid,
+            old,
         )
     counts = purge(engine, NOW)
     assert counts["students"] == 1 and counts["consent_records"] == 1
@@ -367,12 +387,21 @@ def test_quality_is_redacted_outside_per_student():
 
     for mode in ("aggregate_only", "off"):
         update = c.LiveUpdate(
-            type="student", session_id="s", student_id="u", t=0.0, emotion="uncertain",
-            confidence=0.3, probs={"happy": 0.3}, quality="face_too_small", faces=1,
+            type="student",
+            session_id="s",
+            student_id="u",
+            t=0.0,
+            emotion="uncertain",
+            confidence=0.3,
+            probs={"happy": 0.3},
+            quality="face_too_small",
+            faces=1,
         )
         out = redact(update, mode)
         assert (out.emotion, out.confidence, out.probs, out.quality) == (None, None, None, None)
-        shown = redact_update({"emotion": "uncertain", "quality": "few_frames", "faces": 1}, Policy(mode))  # type: ignore[arg-type]
+        shown = redact_update(
+            {"emotion": "uncertain", "quality": "few_frames", "faces": 1}, Policy(mode)
+        )  # type: ignore[arg-type]
         assert shown is not None and shown["quality"] is None and shown["faces"] == 1
     kept = redact(
         c.LiveUpdate(type="student", session_id="s", student_id="u", t=0.0, quality="few_frames"),
@@ -402,7 +431,14 @@ def test_the_class_mix_forgets_sessions_nobody_is_in(monkeypatch):
         mix = wp.ClassMix()
         for i in range(50):
             mix.observe(
-                c.LiveUpdate(type="student", session_id=f"s{i}", student_id="u", t=0.0, faces=1, emotion="happy")
+                c.LiveUpdate(
+                    type="student",
+                    session_id=f"s{i}",
+                    student_id="u",
+                    t=0.0,
+                    faces=1,
+                    emotion="happy",
+                )
             )
         mix.updates(Policy(mode))  # type: ignore[arg-type]
         clock[0] += wp.PRESENT_WINDOW_S + wp.CLASS_PUBLISH_S + 1
@@ -436,7 +472,9 @@ def test_students_of_a_session_that_ended_go_with_it(settings, engine, roster):
         settings,
         "INSERT INTO consent_records (session_id, student_id, action, consent_version, at)"
         " VALUES (%s, %s, 'accepted', 'v1', %s)",
-        roster["session"], roster["ada"], old,
+        roster["session"],
+        roster["ada"],
+        old,
     )
     counts = purge(engine, NOW)
     assert (counts["students"], counts["consent_records"]) == (2, 1)

@@ -34,14 +34,22 @@ def pipeline() -> FramePipeline:
 def jpeg(face: bool = True, size=(320, 240)) -> bytes:
     image = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)
     frame = cv2.resize(image[0:400, 60:460], (size[1], size[1]))
-    canvas = cv2.copyMakeBorder(frame, 0, 0, 40, 40, cv2.BORDER_CONSTANT) if face else frame * 0 + 90
+    canvas = (
+        cv2.copyMakeBorder(frame, 0, 0, 40, 40, cv2.BORDER_CONSTANT) if face else frame * 0 + 90
+    )
     return cv2.imencode(".jpg", canvas)[1].tobytes()
 
 
-def add_frame(r: redis.Redis, roster, student="ada", data: bytes | None = None, age_ms=0.0, seq=1, **extra):
+def add_frame(
+    r: redis.Redis, roster, student="ada", data: bytes | None = None, age_ms=0.0, seq=1, **extra
+):
     fields = {
-        c.F_VERSION: b"1", c.F_SESSION: roster["session"], c.F_STUDENT: roster[student],
-        c.F_SEQ: str(seq), c.F_RECEIVED_MS: str(time.time() * 1000 - age_ms), c.F_EMOTION: b"1",
+        c.F_VERSION: b"1",
+        c.F_SESSION: roster["session"],
+        c.F_STUDENT: roster[student],
+        c.F_SEQ: str(seq),
+        c.F_RECEIVED_MS: str(time.time() * 1000 - age_ms),
+        c.F_EMOTION: b"1",
         c.F_JPEG: data if data is not None else jpeg(),
     }
     fields.update(extra)
@@ -51,7 +59,9 @@ def add_frame(r: redis.Redis, roster, student="ada", data: bytes | None = None, 
 def drain_worker(worker: InferenceWorker) -> int:
     worker.setup()
     total = 0
-    while entries := worker.r.xreadgroup(c.WORKER_GROUP, worker.name, {c.FRAMES_STREAM: ">"}, count=32):
+    while entries := worker.r.xreadgroup(
+        c.WORKER_GROUP, worker.name, {c.FRAMES_STREAM: ">"}, count=32
+    ):
         total += worker.process(entries[0][1])
     return total
 
@@ -60,7 +70,9 @@ def stats(r: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in r.hgetall(c.STATS_KEY).items()}
 
 
-def test_worker_writes_one_result_per_good_frame_and_counts_the_rest(settings, clean_redis, roster, pipeline):
+def test_worker_writes_one_result_per_good_frame_and_counts_the_rest(
+    settings, clean_redis, roster, pipeline
+):
     r = clean_redis
     worker = InferenceWorker(settings, r, pipeline)
     worker.setup()
@@ -91,7 +103,9 @@ def test_worker_writes_one_result_per_good_frame_and_counts_the_rest(settings, c
     assert any(k.startswith(c.WORKER_HEARTBEAT_PREFIX.encode()) for k in r.scan_iter())
 
 
-def test_frames_of_a_dead_worker_are_reclaimed(settings, clean_redis, roster, pipeline, monkeypatch):
+def test_frames_of_a_dead_worker_are_reclaimed(
+    settings, clean_redis, roster, pipeline, monkeypatch
+):
     import worker.service as service
 
     r = clean_redis
@@ -109,7 +123,9 @@ def test_frames_of_a_dead_worker_are_reclaimed(settings, clean_redis, roster, pi
     assert r.xpending(c.FRAMES_STREAM, c.WORKER_GROUP)["pending"] == 0
 
 
-def make_result(roster, student: str, t_ms: float, happy: float | None, frame_id: str | None = None):
+def make_result(
+    roster, student: str, t_ms: float, happy: float | None, frame_id: str | None = None
+):
     faces = []
     if happy is not None:
         rest = (1 - happy) / 6
@@ -117,9 +133,17 @@ def make_result(roster, student: str, t_ms: float, happy: float | None, frame_id
         probs = {"happy": happy, **probs}
         faces = [c.Face(box=(10, 10, 80, 80), score=0.9, probs=probs)]
     return c.FrameResult(
-        frame_id=frame_id or f"{int(t_ms)}-{uuid.uuid4().int % 1000}", session_id=roster["session"],
-        student_id=roster[student], seq=1, received_ms=t_ms, processed_ms=t_ms + 20, width=320,
-        height=240, faces=faces, models={"emotion": "x"}, timings_ms={},
+        frame_id=frame_id or f"{int(t_ms)}-{uuid.uuid4().int % 1000}",
+        session_id=roster["session"],
+        student_id=roster[student],
+        seq=1,
+        received_ms=t_ms,
+        processed_ms=t_ms + 20,
+        width=320,
+        height=240,
+        faces=faces,
+        models={"emotion": "x"},
+        timings_ms={},
     )
 
 
@@ -130,7 +154,11 @@ def push(r: redis.Redis, results) -> None:
 
 def buckets(engine) -> list[EmotionBucket]:
     with Session(engine) as db:
-        return list(db.scalars(select(EmotionBucket).order_by(EmotionBucket.student_id, EmotionBucket.bucket_start)))
+        return list(
+            db.scalars(
+                select(EmotionBucket).order_by(EmotionBucket.student_id, EmotionBucket.bucket_start)
+            )
+        )
 
 
 @contextmanager
@@ -191,7 +219,9 @@ def test_aggregator_folds_results_into_buckets_exactly_once(settings, clean_redi
     # XACK): the buckets must not change.
     push(r, results)
     run_aggregator(Aggregator(settings, r, engine))
-    assert [(b.frames, b.frames_with_face) for b in buckets(engine)] == [(b.frames, b.frames_with_face) for b in rows]
+    assert [(b.frames, b.frames_with_face) for b in buckets(engine)] == [
+        (b.frames, b.frames_with_face) for b in rows
+    ]
     assert stats(r)["aggregator.skipped"] == len(results)
 
     # Live updates: published and kept as the snapshot for late dashboards.
@@ -208,7 +238,9 @@ def test_aggregator_folds_results_into_buckets_exactly_once(settings, clean_redi
     pubsub.close()
 
 
-def test_results_survive_an_aggregator_crash_before_acknowledging(settings, clean_redis, roster, engine):
+def test_results_survive_an_aggregator_crash_before_acknowledging(
+    settings, clean_redis, roster, engine
+):
     r = clean_redis
     t0 = 1_700_000_100_000.0
     push(r, [make_result(roster, "ada", t0 + i * 100, 0.8) for i in range(10)])
@@ -230,7 +262,9 @@ def test_results_survive_an_aggregator_crash_before_acknowledging(settings, clea
     assert r.xpending(c.RESULTS_STREAM, c.AGGREGATOR_GROUP)["pending"] == 0
 
 
-def test_results_for_withdrawn_or_unknown_students_are_not_stored(settings, clean_redis, roster, engine):
+def test_results_for_withdrawn_or_unknown_students_are_not_stored(
+    settings, clean_redis, roster, engine
+):
     from datetime import UTC, datetime
 
     with Session(engine) as db:
@@ -238,8 +272,13 @@ def test_results_for_withdrawn_or_unknown_students_are_not_stored(settings, clea
         db.commit()
     r = clean_redis
     ghost = dict(roster, ghost=str(uuid.uuid4()))
-    push(r, [make_result(roster, "bo", 1_700_000_200_000.0, 0.5),
-             make_result(ghost, "ghost", 1_700_000_200_000.0, 0.5)])
+    push(
+        r,
+        [
+            make_result(roster, "bo", 1_700_000_200_000.0, 0.5),
+            make_result(ghost, "ghost", 1_700_000_200_000.0, 0.5),
+        ],
+    )
     r.xadd(c.RESULTS_STREAM, {c.R_DATA: b"{not json"})
     run_aggregator(Aggregator(settings, r, engine))
     assert buckets(engine) == []

@@ -17,6 +17,7 @@ from tests.test_gateway_helpers import (
     make_user,
     new_session,
     student_update,
+    token_protocols,
 )
 
 
@@ -24,9 +25,10 @@ def _token(headers):
     return headers["Authorization"].split()[1]
 
 
-def _close_code(client, url, **kwargs):
+def _close_code(client, url, token=None, **kwargs):
+    protocols = token_protocols(token) if token is not None else None
     with (
-        client.websocket_connect(url, **kwargs) as ws,
+        client.websocket_connect(url, subprotocols=protocols, **kwargs) as ws,
         pytest.raises(WebSocketDisconnect) as closed,
     ):
         ws.receive_json()
@@ -55,7 +57,9 @@ def test_snapshot_then_updates(settings, clean_redis):
         )
         clean_redis.hset(contracts.MODEL_INFO_KEY, "labels", json.dumps(["happy", "sad"]))
 
-        with client.websocket_connect(f"/ws/sessions/{s['id']}/live?token={_token(headers)}") as ws:
+        with client.websocket_connect(
+            f"/ws/sessions/{s['id']}/live", subprotocols=token_protocols(_token(headers))
+        ) as ws:
             snap = ws.receive_json()
             assert snap["type"] == "snapshot" and snap["session_id"] == s["id"]
             assert snap["labels"] == ["happy", "sad"]
@@ -88,7 +92,9 @@ def test_snapshot_then_updates(settings, clean_redis):
             assert ws.receive_text() == "pong"
 
             # A student connecting shows up as presence.
-            with client.websocket_connect(f"/ws/student?token={ada['token']}") as student_ws:
+            with client.websocket_connect(
+                "/ws/student", subprotocols=token_protocols(ada["token"])
+            ) as student_ws:
                 student_ws.receive_json()
                 presence = ws.receive_json()
                 assert presence["type"] == "presence" and presence["presence"] == "present"
@@ -109,24 +115,30 @@ def test_only_owner_or_admin_may_watch(settings):
     admin = make_user(settings, "admin@school.example", "admin")
     with client_for(settings) as client:
         s = new_session(client, bearer(settings, a))
-        url = f"/ws/sessions/{s['id']}/live?token="
-        assert _close_code(client, url + _token(bearer(settings, b))) == 4403
+        url = f"/ws/sessions/{s['id']}/live"
+        assert _close_code(client, url, _token(bearer(settings, b))) == 4403
         assert (
-            _close_code(
-                client, f"/ws/sessions/{uuid.uuid4()}/live?token=" + _token(bearer(settings, a))
-            )
+            _close_code(client, f"/ws/sessions/{uuid.uuid4()}/live", _token(bearer(settings, a)))
             == 4404
         )
         assert _close_code(client, url) == 4401
-        assert _close_code(client, url + "garbage") == 4401
+        assert _close_code(client, url, "garbage") == 4401
         other_secret = settings.model_copy(update={"secret_key": "x" * 40})
-        assert _close_code(client, url + create_access_token(other_secret, a, "teacher")) == 4401
+        assert _close_code(client, url, create_access_token(other_secret, a, "teacher")) == 4401
         student = join(client, s["join_code"])
-        assert _close_code(client, url + student["token"]) == 4401
+        assert _close_code(client, url, student["token"]) == 4401
         evil = {"origin": "https://evil.example"}
-        assert _close_code(client, url + _token(bearer(settings, a)), headers=evil) == 4403
+        assert _close_code(client, url, _token(bearer(settings, a)), headers=evil) == 4403
+        # A token in the URL is not read (it would land in access logs).
+        assert _close_code(client, url + "?token=" + _token(bearer(settings, a))) == 4401
+        # Scripts may send the bearer header instead of the subprotocol.
+        with client.websocket_connect(url, headers=bearer(settings, a)) as ws:
+            assert ws.receive_json()["type"] == "snapshot"
 
-        with client.websocket_connect(url + _token(bearer(settings, admin, "admin"))) as ws:
+        with client.websocket_connect(
+            url, subprotocols=token_protocols(_token(bearer(settings, admin, "admin")))
+        ) as ws:
+            assert ws.accepted_subprotocol == "classpulse"
             assert ws.receive_json()["type"] == "snapshot"
         # The page's HttpOnly cookie also works, from the same origin.
         client.cookies.set("cp_access", _token(bearer(settings, a)))

@@ -20,6 +20,7 @@ from tests.test_gateway_helpers import (
     new_session,
     next_json,
     student_update,
+    token_protocols,
 )
 
 
@@ -29,9 +30,10 @@ def _is_ack(msg):
 
 def _refused(client, token, headers=None):
     """Connect and return the close code and reason the server answers with."""
-    url = f"/ws/student?token={token}"
     with (
-        client.websocket_connect(url, headers=headers or {}) as ws,
+        client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(token), headers=headers or {}
+        ) as ws,
         pytest.raises(WebSocketDisconnect) as closed,
     ):
         ws.receive_json()
@@ -40,7 +42,9 @@ def _refused(client, token, headers=None):
 
 def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
     client, _, session, student = joined
-    with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(student["token"])
+    ) as ws:
         config = ws.receive_json()
         assert config == {
             "type": "config",
@@ -79,7 +83,9 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
 
 def test_bad_frames_and_messages(joined, settings, clean_redis):
     client, _, session, student = joined
-    with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(student["token"])
+    ) as ws:
         ws.receive_json()
         ws.send_bytes(b"\xff\xd8\xff" + b"\0" * settings.frame_max_bytes + b"\xff\xd9")
         assert next_json(ws, _is_ack) == {
@@ -107,7 +113,9 @@ def test_bad_frames_and_messages(joined, settings, clean_redis):
 def test_rate_limit_is_counted(settings, clean_redis):
     settings = settings.model_copy(update={"frame_max_fps": 1.0, "frames_in_flight": 1})
     with joined_session(settings) as (client, _, session, student):
-        with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+        with client.websocket_connect(
+            "/ws/student", subprotocols=token_protocols(student["token"])
+        ) as ws:
             assert ws.receive_json()["fps"] == 1.0
             for _ in range(6):  # burst 2 at 1 frame/s: most of these are over
                 ws.send_bytes(JPEG)
@@ -167,7 +175,7 @@ def test_origin_withdrawn_and_ended(joined, settings):
         "origin not allowed",
     )
     with client.websocket_connect(
-        f"/ws/student?token={token}", headers={"origin": "http://testserver"}
+        "/ws/student", subprotocols=token_protocols(token), headers={"origin": "http://testserver"}
     ) as ws:
         assert ws.receive_json()["type"] == "config"
         ws.send_text('{"type": "withdraw"}')
@@ -177,7 +185,9 @@ def test_origin_withdrawn_and_ended(joined, settings):
     assert _refused(client, token) == (4403, "withdrawn")
 
     other = join(client, session["join_code"], "Bob")
-    with client.websocket_connect(f"/ws/student?token={other['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(other["token"])
+    ) as ws:
         ws.receive_json()
         client.post(f"/api/sessions/{session['id']}/end", headers=headers)
         ended = next_json(ws, lambda m: m["type"] == "session_ended")
@@ -195,7 +205,9 @@ def test_self_view_gets_this_students_updates_only(joined, clean_redis):
         session, student, emotion="happy", confidence=0.9, probs={"happy": 0.9, "sad": 0.1}
     )
     noise = student_update(session, other, emotion="sad")
-    with client.websocket_connect(f"/ws/student?token={student['token']}") as ws:
+    with client.websocket_connect(
+        "/ws/student", subprotocols=token_protocols(student["token"])
+    ) as ws:
         ws.receive_json()
         next_json(ws, lambda m: m["type"] == "self" and m["presence"] == "present")
         clean_redis.publish(contracts.live_channel(session["id"]), contracts.encoder.encode(noise))

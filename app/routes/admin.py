@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import CurrentAdmin, DbSession
+from app.deps import CurrentAdmin, DbSession, RedisDep
+from app.revocation import revoke
 from app.routes.auth import UserOut
-from classpulse.accounts import AccountError, create_user
+from classpulse.accounts import AccountError, active_admins, create_user
 from classpulse.db import User
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+class UserPatch(BaseModel):
+    active: bool
 
 
 class UserIn(BaseModel):
@@ -45,3 +50,26 @@ async def add_user(body: UserIn, admin: CurrentAdmin, db: DbSession) -> UserOut:
 @router.get("/users", response_model=list[UserOut])
 def list_users(admin: CurrentAdmin, db: DbSession) -> list[UserOut]:
     return [UserOut.of(u) for u in db.scalars(select(User).order_by(User.id))]
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+async def update_user(
+    user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: UserPatch,
+    admin: CurrentAdmin,
+    db: DbSession,
+    redis: RedisDep,
+) -> UserOut:
+    """Deactivate (every token of the account ends at once, its open dashboards close) or
+    reactivate an account. The last active admin cannot be deactivated."""
+    user = db.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such account")
+    if not body.active and user.active and user.role == "admin" and active_admins(db) <= 1:
+        raise HTTPException(status.HTTP_409_CONFLICT, "the last active admin cannot be deactivated")
+    user.active = body.active
+    if body.active:
+        db.commit()
+    else:
+        await revoke(db, redis, user)  # commits the deactivation with the new token version
+    return UserOut.of(user)

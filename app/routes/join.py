@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.auth import create_student_token
+from app.auth import client_address, create_student_token
 from app.consent import CONSENT_TEXT, CONSENT_VERSION
-from app.deps import CurrentStudent, DbSession, RedisDep, Res, SettingsDep
+from app.deps import CurrentStudent, DbSession, RedisDep, Res
+from app.display_names import DisplayNameError, clean_display_name
 from app.presence import publish_presence
+from app.ratelimit import count_in_window
 from classpulse.db import ClassSession, ConsentRecord, Student, User, utcnow
+from classpulse.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["join"])
+JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class JoinInfo(BaseModel):
@@ -55,7 +61,7 @@ def open_session(db: Session, code: str) -> ClassSession:
 
 
 @router.get("/join/{code}", response_model=JoinInfo)
-def join_info(code: str, db: DbSession, res: Res) -> JoinInfo:
+def join_info(code: JoinCode, db: DbSession, res: Res) -> JoinInfo:
     """What a student reads before joining: the class, its teacher and the consent notice."""
     session = open_session(db, code)
     owner = db.get(User, session.owner_id)
@@ -68,10 +74,43 @@ def join_info(code: str, db: DbSession, res: Res) -> JoinInfo:
     )
 
 
+async def _limit_joins(request: Request, res: Res, code: str) -> None:
+    """Joins per client address and per join code, per minute, across gateways: a script that
+    floods a session with fake students is refused long before the session's cap."""
+    settings = res.settings
+    limits = (
+        ("address", client_address(request) or "unknown", settings.joins_per_minute_per_address),
+        ("code", code.strip().upper()[:64], settings.joins_per_minute_per_session),
+    )
+    try:
+        for what, value, limit in limits:
+            count, ttl = await count_in_window(res.redis, f"cp:join:{what}:{value}")
+            if count > limit:
+                res.metrics.rate_limited.labels("join_" + what).inc()
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    f"too many joins from this {what}; wait a minute and try again",
+                    headers={"Retry-After": str(ttl)},
+                )
+    except RedisError as exc:
+        raise HTTPException(503, "joining is unavailable: Redis cannot be reached") from exc
+
+
 @router.post("/join/{code}", response_model=JoinOut, status_code=status.HTTP_201_CREATED)
-def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinOut:
+async def join(
+    code: JoinCode,
+    body: JoinIn,
+    request: Request,
+    db: DbSession,
+    res: Res,
+) -> JoinOut:
     """Join with a display name: ``consent: true`` after reading the notice, or ``false`` to
     attend without analysis. Either answer is recorded (a consent record per join)."""
+    await _limit_joins(request, res, code)
+    return await run_in_threadpool(_join, db, res.settings, code, body)
+
+
+def _join(db: Session, settings: Settings, code: str, body: JoinIn) -> JoinOut:
     if body.consent is None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
@@ -83,12 +122,22 @@ def join(code: str, body: JoinIn, db: DbSession, settings: SettingsDep) -> JoinO
             status.HTTP_409_CONFLICT,
             f"the consent notice has changed (now version {CONSENT_VERSION}): read it again",
         )
-    name = " ".join(body.display_name.split())  # also folds newlines and runs of spaces
-    if not 1 <= len(name) <= 80:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, "display_name must have 1 to 80 characters"
-        )
+    try:
+        name = clean_display_name(body.display_name)
+    except DisplayNameError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     session = open_session(db, code)
+    # The session row locked: concurrent joins are counted one after another against the cap.
+    db.execute(select(ClassSession.id).where(ClassSession.id == session.id).with_for_update())
+    joined = db.scalar(
+        select(func.count()).select_from(Student).where(Student.session_id == session.id)
+    )
+    if (joined or 0) >= settings.max_students_per_session:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"this class session is full ({settings.max_students_per_session} students);"
+            " ask the teacher",
+        )
     now = utcnow()
     student = Student(
         session_id=session.id,

@@ -22,6 +22,7 @@ from app.presence import publish_session_ended
 from app.privacy import announce_policy, live_session_ids
 from classpulse import audit, contracts
 from classpulse import policy as policy_mod
+from classpulse.csvsafe import safe_row
 from classpulse.db import (
     Alert,
     AuditEntry,
@@ -144,12 +145,6 @@ def _entry(e: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _csv_cell(value: Any) -> str:
-    text = value if isinstance(value, str) else "" if value is None else str(value)
-    # A cell starting like a formula runs as one in a spreadsheet (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _to_csv(entries: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     columns = ["id", "at", "actor_id", "actor_email", "action", "target_type", "target_id", "ip"]
@@ -157,7 +152,8 @@ def _to_csv(entries: list[dict[str, Any]]) -> str:
     writer.writerow([*columns, "detail"])
     for e in entries:
         detail = contracts.encoder.encode(e["detail"]).decode()
-        writer.writerow([_csv_cell(e[c]) for c in columns] + [_csv_cell(detail)])
+        # Escaped against CSV injection (classpulse.csvsafe), like the report CSVs.
+        writer.writerow(safe_row([*(e[c] for c in columns), detail]))
     return out.getvalue()
 
 

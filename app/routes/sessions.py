@@ -85,7 +85,9 @@ def _out(
 ) -> SessionOut:
     """``count``: the session's number of students when the caller counted them already."""
     if count is None:
-        count = db.scalar(select(func.count()).select_from(Student).where(Student.session_id == s.id))
+        count = db.scalar(
+            select(func.count()).select_from(Student).where(Student.session_id == s.id)
+        )
     return SessionOut(
         id=s.id,
         title=s.title,
@@ -132,13 +134,17 @@ def list_sessions(
     if not (everyone and user.role == "admin"):
         query = query.where(ClassSession.owner_id == user.id)
     found = list(db.scalars(query))
-    counts: dict = dict(
-        db.execute(
-            select(Student.session_id, func.count())
-            .where(Student.session_id.in_([s.id for s in found]))
-            .group_by(Student.session_id)
-        ).all()
-    ) if found else {}
+    counts: dict = (
+        dict(
+            db.execute(
+                select(Student.session_id, func.count())
+                .where(Student.session_id.in_([s.id for s in found]))
+                .group_by(Student.session_id)
+            ).all()
+        )
+        if found
+        else {}
+    )
     figures = session_summaries(db, found, load_policy(db))
     return [
         _out(db, settings, request, s, counts.get(s.id, 0)).model_copy(

@@ -60,6 +60,12 @@
     return fallback;
   }
 
+  /** Subprotocols that carry a token in the WebSocket handshake: never in the URL, where
+   * access logs and proxies would keep it. The server selects "classpulse". */
+  function tokenProtocols(token) {
+    return ["classpulse", "classpulse.token." + token];
+  }
+
   /** ws:// or wss:// URL for a path on this host; never a hard-coded host. */
   function wsUrl(path) {
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
@@ -87,7 +93,8 @@
   /** A WebSocket that reconnects with backoff after drops, keeps idle proxies from closing it
    * (a ping every 25 s) and gives up on a socket that stays silent for a minute instead of
    * waiting for a close handshake that a dead network never delivers.
-   * opts: url() → string; onOpen(ws); onMessage(event); onClose(event) → false to stop retrying;
+   * opts: url() → string; protocols() → subprotocols (e.g. tokenProtocols(t)); onOpen(ws);
+   * onMessage(event); onClose(event) → false to stop retrying;
    * onState(state, text) with state connecting | open | reconnecting; ping: the text to send. */
   function reconnectingSocket(opts) {
     const retry = backoff(1000, 30000);
@@ -109,7 +116,7 @@
       clearTimers();
       if (stopped) return;
       opts.onState("connecting", "connecting…");
-      const sock = new WebSocket(opts.url());
+      const sock = new WebSocket(opts.url(), opts.protocols ? opts.protocols() : []);
       sock.binaryType = "arraybuffer";
       ws = sock;
       lastSeen = Date.now();
@@ -334,6 +341,7 @@
     errorText: errorText,
     toLogin: toLogin,
     wsUrl: wsUrl,
+    tokenProtocols: tokenProtocols,
     backoff: backoff,
     reconnectingSocket: reconnectingSocket,
     studentView: studentView,

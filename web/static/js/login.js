@@ -6,13 +6,20 @@
   const error = document.getElementById("login-error");
   const submit = document.getElementById("login-submit");
 
-  /** Only same-site paths ("/x", never "//host" or a URL) are followed after login. */
+  /** Only paths on this origin are followed after login. The URL parser decides, as the
+   * browser will when navigating: string checks miss "/\t/evil.example" (tabs and newlines
+   * are dropped, making it "//evil.example") and backslashes read as slashes. */
   function nextPath() {
     const next = new URLSearchParams(location.search).get("next");
-    if (next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\")) {
-      return next;
+    if (!next || !next.startsWith("/")) return "/sessions";
+    let url;
+    try {
+      url = new URL(next, location.origin);
+    } catch (err) {
+      return "/sessions";
     }
-    return "/sessions";
+    if (url.origin !== location.origin) return "/sessions";
+    return url.pathname + url.search + url.hash;
   }
 
   form.addEventListener("submit", async function (event) {

@@ -372,7 +372,8 @@
   }
 
   const live = CP.reconnectingSocket({
-    url: () => CP.wsUrl("/ws/student?token=" + encodeURIComponent(join.token)),
+    url: () => CP.wsUrl("/ws/student"),
+    protocols: () => CP.tokenProtocols(join.token),
     ping: JSON.stringify({ type: "ping" }),
     onState: setConn,
     onOpen: function (ws) {
