@@ -59,7 +59,8 @@ def _check(
         if session is None:
             return wsc.NOT_FOUND, "session not found"
         if not can_watch(user, session):
-            return wsc.FORBIDDEN, "not your session"
+            # The same answer as for a session that does not exist, as the HTTP routes give.
+            return wsc.NOT_FOUND, "session not found"
         audited = res.policy.policy.per_student
         if audited:  # a view of per-student data: audited
             record_view(db, user, "view.live", session.id, client_address(ws))
