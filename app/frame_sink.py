@@ -37,7 +37,9 @@ class _Frame:
 
 
 class FrameSink:
-    def __init__(self, redis: Redis, maxlen: int, on_depth: Callable[[int], None] = lambda n: None):
+    def __init__(
+        self, redis: Redis, maxlen: int, on_depth: Callable[[int], None] = lambda _depth: None
+    ):
         self._redis = redis
         self._maxlen = maxlen
         self._on_depth = on_depth
@@ -63,16 +65,14 @@ class FrameSink:
         student_id: str,
         seq: int,
         jpeg: bytes,
-        emotion: bool | str,
+        mode: str,
         done: Done,
     ) -> str | None:
         """Queue one frame; return a drop reason now, or None and call done() once written.
 
-        ``emotion`` is the policy's emotion mode stamped into the frame (True and False stand for
-        ``per_student`` and ``off``)."""
+        ``mode`` is the policy's emotion mode, stamped into the frame."""
         if time.monotonic() < self._down_until:
             return "redis_down"
-        mode = emotion if isinstance(emotion, str) else ("per_student" if emotion else "off")
         fields = {
             contracts.F_VERSION: b"1",
             contracts.F_SESSION: session_id.encode(),

@@ -44,7 +44,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # FastAPI's default detail is a list of dicts; clients get one clear message instead.
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = with_signing_key(settings or get_settings())
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with open_resources(settings) as res:
             log.info("gateway ready (env=%s)", settings.env)
             yield {"res": res}  # lifespan state: reaches every request as request.state.res

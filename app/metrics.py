@@ -122,7 +122,7 @@ async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> C
     for reason, n in sorted(drops.items()):
         dropped.add_metric([reason], n)
     families: list = [dropped]
-    if alive is not None:
+    if alive is not None and length is not None:
         workers.add_metric([], alive)
         backlog.add_metric([], length)
         families += [pipeline, processed, workers, backlog]

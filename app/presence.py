@@ -9,8 +9,6 @@ from redis.asyncio import Redis
 
 from classpulse import contracts
 
-PRESENCE_TTL_S = 24 * 3600  # the hash outlives any class; expire it instead of leaking keys
-
 
 async def publish_presence(
     redis: Redis, session_id: str, student_id: str, presence: str, display_name: str | None
@@ -34,9 +32,9 @@ async def publish_presence(
     async with redis.pipeline(transaction=False) as pipe:
         if presence == "withdrawn":
             pipe.hdel(contracts.snapshot_key(session_id), student_id)
-            pipe.set(contracts.withdrawn_key(student_id), session_id, ex=contracts.WITHDRAWN_TTL_S)
+            pipe.set(contracts.withdrawn_key(student_id), session_id, ex=contracts.STATE_TTL_S)
         pipe.hset(contracts.presence_key(session_id), student_id, data)
-        pipe.expire(contracts.presence_key(session_id), PRESENCE_TTL_S)
+        pipe.expire(contracts.presence_key(session_id), contracts.STATE_TTL_S)
         pipe.publish(contracts.live_channel(session_id), data)
         await pipe.execute()
 

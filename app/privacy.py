@@ -21,14 +21,13 @@ from classpulse.db import ClassBucket, ClassSession, EmotionBucket, User
 from classpulse.policy import Policy
 
 # LiveUpdate fields that carry a per-student emotion estimate (quality: why it is uncertain).
-EMOTION_FIELDS = ("emotion", "confidence", "probs", "quality")
 
 
 def redact_update(update: dict[str, Any] | None, policy: Policy) -> dict[str, Any] | None:
     """A stored per-student update as the policy allows it to be shown now."""
     if update is None or policy.per_student:
         return update
-    return {**update, **dict.fromkeys(EMOTION_FIELDS)}
+    return {**update, **dict.fromkeys(contracts.EMOTION_FIELDS)}
 
 
 def record_view(

@@ -17,6 +17,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 MIN_FPS = 0.5
 LAG_FRESH_S = 5.0  # a worker's lag report older than this is ignored (idle or dead worker)
-STATS_TTL_S = 24 * 3600
 COUNTERS = ("captured", "received", "accepted", "processed")
 # One call per session hash instead of one HINCRBY per field: 300 students' counters are ~900
 # increments a second, and redis-py spends ~10 µs packing each command on the event loop (11 ms
@@ -85,7 +86,9 @@ class StreamStats:
             snapshot = dict(counts)
             counts.clear()  # cleared before the await: increments made meanwhile are kept
             taken.append((counts, snapshot))
-            args = by_session.setdefault(contracts.stream_stats_key(session_id), [STATS_TTL_S])
+            args = by_session.setdefault(
+                contracts.stream_stats_key(session_id), [contracts.STATE_TTL_S]
+            )
             for name, n in snapshot.items():
                 args += (f"{student_id}:{name}", n)
         if not taken:
@@ -155,11 +158,12 @@ class StreamStats:
                 log.warning("stream stats: Redis unavailable: %s", exc)
 
 
-def parse(raw: dict[bytes, bytes]) -> dict[str, dict]:
+def parse(raw: Mapping[bytes | str, bytes | str]) -> dict[str, dict[str, Any]]:
     """The session hash as {student_id: {captured, received, accepted, processed, dropped}}."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for field, value in raw.items():
-        student_id, _, name = field.decode().partition(":")
+        key = field.decode() if isinstance(field, bytes) else field
+        student_id, _, name = key.partition(":")
         entry = out.setdefault(student_id, {**dict.fromkeys(COUNTERS, 0), "dropped": {}})
         if name.startswith("dropped."):
             entry["dropped"][name[len("dropped.") :]] = int(value)

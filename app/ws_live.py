@@ -25,7 +25,7 @@ from app.auth import (
 )
 from app.deps import Res
 from app.hub import DropOldestQueue
-from app.privacy import EMOTION_FIELDS, record_view
+from app.privacy import record_view
 from app.resources import Resources
 from app.routes.sessions import can_watch, find_session
 from app.snapshot import build_snapshot
@@ -95,7 +95,7 @@ def _shows_per_student(item: bytes | str) -> bool:
         return False
     if msg.get("type") == "policy":
         return msg.get("emotion_mode") == "per_student"
-    return msg.get("type") == "student" and any(msg.get(f) for f in EMOTION_FIELDS)
+    return msg.get("type") == "student" and any(msg.get(f) for f in contracts.EMOTION_FIELDS)
 
 
 @router.websocket("/ws/sessions/{session_id}/live")

@@ -39,7 +39,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classpulse import chaos  # noqa: E402
+from tests import chaos  # noqa: E402
 
 WINDOW = 4
 SECRET = "bench-secret-key-which-is-long-enough-0123456789"

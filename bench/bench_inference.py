@@ -79,14 +79,24 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--providers", default="cuda,cpu",
-                    help="execution providers in order of preference, e.g. tensorrt,cuda,cpu or cpu")
+    ap.add_argument(
+        "--providers",
+        default="cuda,cpu",
+        help="execution providers in order of preference, e.g. tensorrt,cuda,cpu or cpu",
+    )
     ap.add_argument("--require-gpu", action="store_true", help="fail unless a GPU provider is used")
-    ap.add_argument("--batch", type=int, help="frames per batch in part 5 (default: the worker's choice)")
-    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each part-5 measurement")
+    ap.add_argument(
+        "--batch", type=int, help="frames per batch in part 5 (default: the worker's choice)"
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=5.0, help="duration of each part-5 measurement"
+    )
     args = ap.parse_args()
-    kw = dict(providers=args.providers.split(","), intra_op_threads=args.threads,
-              require_gpu=args.require_gpu)
+    kw = dict(
+        providers=args.providers.split(","),
+        intra_op_threads=args.threads,
+        require_gpu=args.require_gpu,
+    )
     det_model = OnnxModel(MODELS / "face_detection_full_range.onnx", **kw)
     emo_model = OnnxModel(MODELS / "emotion_mini_xception.onnx", **kw)
     detector = FaceDetector(det_model)
@@ -99,11 +109,15 @@ def main() -> int:
     rng = np.random.default_rng(0)
     for n in (1, 8, 32, 128):
         x = rng.uniform(-1, 1, (n, 64, 64, 1)).astype(np.float32)
-        ms = median_ms(lambda x=x: emo_model.session.run(None, {"input": x}), max(20, args.repeat // 4))
+        ms = median_ms(
+            lambda x=x: emo_model.session.run(None, {"input": x}), max(20, args.repeat // 4)
+        )
         print(f"{n:>6} {ms:>9.3f} {ms / n:>8.3f} {n / ms * 1000:>9.0f}")
 
     print("\n2-3. per-frame pipeline, one face per frame (median ms)")
-    print(f"{'frame':>8} {'decode':>7} {'pipeline':>9} {'+decode':>8} {'bare run':>9} {'ratio':>6} {'ratio+dec':>9}")
+    print(
+        f"{'frame':>8} {'decode':>7} {'pipeline':>9} {'+decode':>8} {'bare run':>9} {'ratio':>6} {'ratio+dec':>9}"
+    )
     for w, h in ((320, 240), (640, 480)):
         frame = webcam_frame(w, h)
         jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
@@ -120,29 +134,40 @@ def main() -> int:
             det_model.session.run(None, {"input": det_input})
             emo_model.session.run(None, {"input": emo_input})
 
-        m = interleaved_ms({
-            "decode": lambda jpeg=jpeg: decode_jpeg(jpeg),
-            "full": lambda jpeg=jpeg: pipeline.analyze([decode_jpeg(jpeg)]),
-            "only": lambda frame=frame: pipeline.analyze([frame]),
-            "bare": bare,
-        }, args.repeat)
+        m = interleaved_ms(
+            {
+                "decode": lambda jpeg=jpeg: decode_jpeg(jpeg),
+                "full": lambda jpeg=jpeg: pipeline.analyze([decode_jpeg(jpeg)]),
+                "only": lambda frame=frame: pipeline.analyze([frame]),
+                "bare": bare,
+            },
+            args.repeat,
+        )
         decode, full, only, bare_ms = m["decode"], m["full"], m["only"], m["bare"]
-        print(f"{w}x{h:<4} {decode:>7.3f} {only:>9.3f} {full:>8.3f} {bare_ms:>9.3f} "
-              f"{only / bare_ms:>6.2f} {full / bare_ms:>9.2f}")
+        print(
+            f"{w}x{h:<4} {decode:>7.3f} {only:>9.3f} {full:>8.3f} {bare_ms:>9.3f} "
+            f"{only / bare_ms:>6.2f} {full / bare_ms:>9.2f}"
+        )
 
     print("\n4. options (640×480, one face): cost before making them default")
     frame = webcam_frame(640, 480)
     variants = {
         "default": pipeline,
-        "flip-averaging": FramePipeline(detector, EmotionClassifier([emo_model], flip_average=True)),
+        "flip-averaging": FramePipeline(
+            detector, EmotionClassifier([emo_model], flip_average=True)
+        ),
         "short-range detector": FramePipeline(
-            FaceDetector(OnnxModel(MODELS / "face_detection_short_range.onnx", **kw)), classifier),
+            FaceDetector(OnnxModel(MODELS / "face_detection_short_range.onnx", **kw)), classifier
+        ),
     }
     big = MODELS / "emotion_big_xception.onnx"
     if big.exists():
         variants["ensemble with big-Xception"] = FramePipeline(
-            detector, EmotionClassifier([emo_model, OnnxModel(big, **kw)]))
-    m = interleaved_ms({k: (lambda p=p: p.analyze([frame])) for k, p in variants.items()}, args.repeat)
+            detector, EmotionClassifier([emo_model, OnnxModel(big, **kw)])
+        )
+    m = interleaved_ms(
+        {k: (lambda p=p: p.analyze([frame])) for k, p in variants.items()}, args.repeat
+    )
     for key, ms in m.items():
         print(f"  {key:<28} {ms:7.3f} ms  ({ms / m['default']:.2f}×)")
 
@@ -152,7 +177,9 @@ def main() -> int:
 
 def class_frame() -> np.ndarray:
     """640×480 with four faces (the astronaut's head and shoulders in a 2×2 grid)."""
-    astro = cv2.resize(cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:400, 60:460], (220, 220))
+    astro = cv2.resize(
+        cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:400, 60:460], (220, 220)
+    )
     frame = np.full((480, 640, 3), 110, np.uint8)
     for y in (10, 250):
         for x in (70, 350):
@@ -165,10 +192,15 @@ def throughput(pipeline: FramePipeline, det_model: OnnxModel, args: argparse.Nam
 
     batch = args.batch or (GPU_BATCH if det_model.uses_gpu else CPU_BATCH)
     device = "GPU" if det_model.uses_gpu else "CPU"
-    print(f"\n5. worker-style throughput on the {device} ({det_model.providers[0]}), batch {batch}, "
-          "JPEG decode included")
+    print(
+        f"\n5. worker-style throughput on the {device} ({det_model.providers[0]}), batch {batch}, "
+        "JPEG decode included"
+    )
     print(f"{'frames':<26} {'frames/s':>9} {'faces/s':>9} {'ms/batch':>9}")
-    for label, frame in (("320×240, 1 face", webcam_frame(320, 240)), ("640×480, 4 faces", class_frame())):
+    for label, frame in (
+        ("320×240, 1 face", webcam_frame(320, 240)),
+        ("640×480, 4 faces", class_frame()),
+    ):
         jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes()
         jpegs = [jpeg] * batch
         pipeline.analyze([decode_jpeg(j) for j in jpegs])  # warm-up at this batch shape
@@ -179,7 +211,9 @@ def throughput(pipeline: FramePipeline, det_model: OnnxModel, args: argparse.Nam
             n_frames += len(results)
             n_faces += timings.faces
         dt = time.perf_counter() - t0
-        print(f"{label:<26} {n_frames / dt:>9.0f} {n_faces / dt:>9.0f} {dt / (n_frames / batch) * 1000:>9.1f}")
+        print(
+            f"{label:<26} {n_frames / dt:>9.0f} {n_faces / dt:>9.0f} {dt / (n_frames / batch) * 1000:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -69,11 +69,18 @@ def main() -> int:
         pipe = r.pipeline(transaction=False)
         now = str(time.time() * 1000).encode()
         for i, jpeg in enumerate(jpegs):
-            pipe.xadd(c.FRAMES_STREAM, {
-                c.F_VERSION: b"1", c.F_SESSION: b"00000000-0000-0000-0000-000000000001",
-                c.F_STUDENT: b"00000000-0000-0000-0000-000000000002", c.F_SEQ: str(i).encode(),
-                c.F_RECEIVED_MS: now, c.F_EMOTION: b"1", c.F_JPEG: jpeg,
-            })
+            pipe.xadd(
+                c.FRAMES_STREAM,
+                {
+                    c.F_VERSION: b"1",
+                    c.F_SESSION: b"00000000-0000-0000-0000-000000000001",
+                    c.F_STUDENT: b"00000000-0000-0000-0000-000000000002",
+                    c.F_SEQ: str(i).encode(),
+                    c.F_RECEIVED_MS: now,
+                    c.F_EMOTION: b"1",
+                    c.F_JPEG: jpeg,
+                },
+            )
         pipe.execute()
         t0 = time.perf_counter()
         done = 0
@@ -89,10 +96,18 @@ def main() -> int:
     bare = min(p[0] for p in pairs)
     full = min(p[1] for p in pairs)
     n = len(jpegs)
-    print(f"{n} frames of 320×240 with one face, batches of {batch}, {pipeline.detector.model.providers}")
-    print(f"bare stages (decode + pipeline): {n / bare:7.1f} frames/s  ({bare / n * 1000:.3f} ms/frame)")
-    print(f"real worker loop (Redis in/out): {n / full:7.1f} frames/s  ({full / n * 1000:.3f} ms/frame)")
-    print(f"overhead of queues and serialisation: {full / bare:.3f}× ({(full / bare - 1) * 100:.1f}%)")
+    print(
+        f"{n} frames of 320×240 with one face, batches of {batch}, {pipeline.detector.model.providers}"
+    )
+    print(
+        f"bare stages (decode + pipeline): {n / bare:7.1f} frames/s  ({bare / n * 1000:.3f} ms/frame)"
+    )
+    print(
+        f"real worker loop (Redis in/out): {n / full:7.1f} frames/s  ({full / n * 1000:.3f} ms/frame)"
+    )
+    print(
+        f"overhead of queues and serialisation: {full / bare:.3f}× ({(full / bare - 1) * 100:.1f}%)"
+    )
     r.flushdb()
     return 0
 

@@ -24,8 +24,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classpulse import chaos  # noqa: E402
 from classpulse import contracts as c  # noqa: E402
+from tests import chaos  # noqa: E402
 
 
 def main() -> int:
@@ -61,13 +61,13 @@ def main() -> int:
             raise AssertionError(f"aggregator-1 SIGTERM: exit {code}, {left} results left pending")
         return f"SIGTERM aggregator-1: exit {code}, 0 results left pending; aggregator-2 started"
 
-    def redis_restart(svc: chaos.Service) -> str:
+    def redis_restart(_svc: chaos.Service) -> str:
         rs.kill()
         time.sleep(1.0)
         rs.start()
         return "kill -9 Redis, restarted after 1 s from its AOF; processes not restarted"
 
-    def postgres_restart(svc: chaos.Service) -> str:
+    def postgres_restart(_svc: chaos.Service) -> str:
         pg.kill()
         time.sleep(1.0)
         pg.restart()

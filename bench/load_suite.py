@@ -34,8 +34,8 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classpulse import chaos  # noqa: E402
-from classpulse.devserver import DevServer  # noqa: E402
+from classpulse.cli.devserver import DevServer  # noqa: E402
+from tests import chaos  # noqa: E402
 
 
 @dataclass

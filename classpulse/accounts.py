@@ -49,8 +49,12 @@ def create_user(
     email = normalise_email(email)
     if db.scalar(select(User.id).where(User.email == email)) is not None:
         raise AccountError(f"an account for {email} already exists")
-    user = User(email=email, password_hash=hash_password(password), role=role,
-                display_name=display_name or email.split("@")[0])
+    user = User(
+        email=email,
+        password_hash=hash_password(password),
+        role=role,
+        display_name=display_name or email.split("@")[0],
+    )
     db.add(user)
     db.flush()
     return user

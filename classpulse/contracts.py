@@ -51,7 +51,14 @@ def stream_stats_key(session_id: str) -> str:
     return f"cp:streamstats:{session_id}"
 
 
-WITHDRAWN_TTL_S = 24 * 3600  # far longer than a frame can wait in the stream
+# The fields of a per-student LiveUpdate that carry an emotion estimate: what the policy withholds
+# outside per_student (quality says why a label is uncertain: it is about the estimate too).
+EMOTION_FIELDS = ("emotion", "confidence", "probs", "quality")
+
+# Redis keys that hold a session's live state (presence, snapshot, stream stats, class mix,
+# alert state, withdrawal flags) expire after this: longer than any class (and far longer than a
+# frame can wait in the stream), so keys of finished sessions never pile up.
+STATE_TTL_S = 24 * 3600
 
 
 def withdrawn_key(student_id: str) -> str:

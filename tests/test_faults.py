@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from classpulse import chaos
+from tests import chaos
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ async def test_full_frame_queue_drops_instead_of_growing(settings, clean_redis):
     redis = Redis.from_url(settings.redis_url)
     sink = FrameSink(redis, maxlen=100)  # not started: nothing drains the queue
     reasons = [
-        sink.offer("s", "u", i, b"jpeg", True, lambda r: None)
+        sink.offer("s", "u", i, b"jpeg", "per_student", lambda r: None)
         for i in range(frame_sink.QUEUE_SIZE + 3)
     ]
     assert reasons[: frame_sink.QUEUE_SIZE] == [None] * frame_sink.QUEUE_SIZE
@@ -25,7 +25,7 @@ async def test_full_frame_queue_drops_instead_of_growing(settings, clean_redis):
     done: list[str | None] = []
     sink.start()  # one writer drains it in pipelined batches; the stream stays trimmed
     for _ in range(250):
-        if not done and sink.offer("s", "u", 0, b"last", True, done.append) is None:
+        if not done and sink.offer("s", "u", 0, b"last", "per_student", done.append) is None:
             done.append("queued")
         if len(done) == 2:
             break

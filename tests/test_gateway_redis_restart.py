@@ -9,7 +9,8 @@ import time
 import pytest
 import redis
 
-from classpulse import chaos, contracts
+from classpulse import contracts
+from tests import chaos
 from tests.test_gateway_helpers import (
     JPEG,
     joined_session,

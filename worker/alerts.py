@@ -179,7 +179,9 @@ class AlertEngine:
             except IntegrityError as exc:
                 # A student (or the session) deleted while its alert was being written: rolled
                 # back; the next tick evaluates the session again without them.
-                log.warning("alert rules of session %s: %s; retrying next tick", session_id, exc.orig)
+                log.warning(
+                    "alert rules of session %s: %s; retrying next tick", session_id, exc.orig
+                )
                 continue
             except (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError):
                 raise  # the aggregator's loop backs off and retries
@@ -296,7 +298,7 @@ class AlertEngine:
             if k not in findings:
                 alert.ended_at = utcnow()
                 changed.append(("closed", alert))
-        pipe.expire(key, 24 * 3600)
+        pipe.expire(key, contracts.STATE_TTL_S)
         pipe.execute()
         db.flush()  # ids for the messages
         return changed

@@ -1,4 +1,5 @@
-"""`classpulse analyze FILE...`: faces and emotions in photos and recorded videos, offline."""
+"""Faces and emotions in photos and recorded videos, offline (`classpulse analyze FILE...`; its
+arguments are defined in classpulse/cli/analyze.py)."""
 
 from __future__ import annotations
 
@@ -21,17 +22,6 @@ VIDEO_CHUNK = 8  # frames classified together: all their faces go to the model i
 
 class UnreadableFile(Exception):
     pass
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="find faces and emotions in images and videos")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--json", action="store_true", help="JSON Lines, one object per image/frame")
-    p.add_argument("--annotate", type=Path, metavar="DIR", help="write annotated copies here")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame")
-    p.add_argument("--emotion-model", type=Path, help="ONNX emotion model (default: shipped)")
-    p.add_argument("--detector-model", type=Path, help="ONNX face detector (default: shipped)")
-    p.set_defaults(func=run)
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -75,7 +65,9 @@ def face_json(face: FaceResult, labels: tuple[str, ...]) -> dict:
     out: dict = {"box": list(face.box), "score": round(face.score, 4)}
     if face.probs is not None:
         out["emotion"] = labels[int(np.argmax(face.probs))]
-        out["probs"] = {label: round(float(p), 7) for label, p in zip(labels, face.probs, strict=True)}
+        out["probs"] = {
+            label: round(float(p), 7) for label, p in zip(labels, face.probs, strict=True)
+        }
     return out
 
 
@@ -105,8 +97,12 @@ class Analyzer:
 
     def emit(self, source: Path, frame: int, t: float, faces: list[FaceResult]) -> None:
         if self.args.json:
-            record = {"source": str(source), "frame": frame, "t": round(t, 3),
-                      "faces": [face_json(f, self.labels) for f in faces]}
+            record = {
+                "source": str(source),
+                "frame": frame,
+                "t": round(t, 3),
+                "faces": [face_json(f, self.labels) for f in faces],
+            }
             print(json.dumps(record), flush=False)
             return
         found = ", ".join(
@@ -121,7 +117,10 @@ class Analyzer:
         (faces,), _ = self.pipeline.analyze([frame])
         self.emit(path, 0, 0.0, faces)
         if self.args.annotate:
-            out = self.args.annotate / f"{path.stem}.annotated{path.suffix if path.suffix.lower() in ('.jpg', '.jpeg', '.png') else '.png'}"
+            out = (
+                self.args.annotate
+                / f"{path.stem}.annotated{path.suffix if path.suffix.lower() in ('.jpg', '.jpeg', '.png') else '.png'}"
+            )
             cv2.imwrite(str(out), annotate(frame, faces, self.labels))
 
     def video(self, path: Path) -> None:
@@ -144,7 +143,9 @@ class Analyzer:
                     if writer is None:
                         h, w = frame.shape[:2]
                         out = self.args.annotate / f"{path.stem}.annotated.mp4"
-                        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
+                        writer = cv2.VideoWriter(
+                            str(out), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (w, h)
+                        )
                     writer.write(annotate(frame, faces, self.labels))
             chunk.clear()
 
@@ -163,7 +164,9 @@ class Analyzer:
             "source": str(path),
             "frames_analysed": frames_seen,
             "frames_without_face": frames_without_face,
-            "share_by_emotion": {k: round(counts[k] / total, 4) for k in self.labels} if total else {},
+            "share_by_emotion": {k: round(counts[k] / total, 4) for k in self.labels}
+            if total
+            else {},
         }
         # The summary goes to stderr in --json mode so stdout stays one object per frame.
         stream = sys.stderr if self.args.json else sys.stdout

@@ -50,7 +50,10 @@ class EmotionClassifier:
                 raise ValueError(f"{m.path.name} is a {c.kind}, not an emotion classifier")
             if c.labels != first.labels:
                 raise ValueError(f"{m.path.name}: labels {c.labels} differ from {first.labels}")
-            if c.colour != "grey" or (c.input_height, c.input_width) != (first.input_height, first.input_width):
+            if c.colour != "grey" or (c.input_height, c.input_width) != (
+                first.input_height,
+                first.input_width,
+            ):
                 raise ValueError(f"{m.path.name}: ensemble members need the same grey input")
         self.models = list(models)
         self.labels: tuple[str, ...] = first.labels

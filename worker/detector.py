@@ -133,8 +133,12 @@ class FaceDetector:
                 region += self._add
         else:
             region = out[pad_y : pad_y + nh, pad_x : pad_x + nw]
-            np.multiply(resized[:, :, ::-1] if self._rgb else resized, self._mul, out=region,
-                        dtype=np.float32)
+            np.multiply(
+                resized[:, :, ::-1] if self._rgb else resized,
+                self._mul,
+                out=region,
+                dtype=np.float32,
+            )
             region += self._add
         return scale, pad_x, pad_y
 
@@ -180,5 +184,7 @@ class FaceDetector:
             if x2 - x1 < self.min_face_size or y2 - y1 < self.min_face_size:
                 continue
             points = kp.reshape(k, 2) * to_px - offset
-            out.append(Detection((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), score, points))
+            out.append(
+                Detection((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), score, points)
+            )
         return out

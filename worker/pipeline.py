@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +17,9 @@ from worker.runtime import OnnxModel
 # Refuse frames whose header claims more pixels than this before decoding them: a tiny JPEG
 # can declare 65535×65535 and make imdecode allocate gigabytes (a decompression bomb).
 MAX_FRAME_PIXELS = 4096 * 4096
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
 
 
 class BadFrame(ValueError):
@@ -92,13 +95,16 @@ class FramePipeline:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, emotion: bool = True) -> FramePipeline:
-        common = dict(
-            providers=settings.providers,
-            intra_op_threads=settings.intra_op_threads,
-            require_gpu=settings.require_gpu,
-        )
+        def model(path: Path) -> OnnxModel:
+            return OnnxModel(
+                path,
+                providers=settings.providers,
+                intra_op_threads=settings.intra_op_threads,
+                require_gpu=settings.require_gpu,
+            )
+
         detector = FaceDetector(
-            OnnxModel(settings.detector_model_path, **common),
+            model(settings.detector_model_path),
             score_threshold=settings.detector_score_threshold,
             iou_threshold=settings.detector_iou_threshold,
             min_face_size=settings.min_face_size,
@@ -108,7 +114,7 @@ class FramePipeline:
         if emotion:
             paths = [settings.emotion_model_path, *settings.extra_emotion_models]
             classifier = EmotionClassifier(
-                [OnnxModel(p, **common) for p in paths],
+                [model(p) for p in paths],
                 crop_scale=settings.crop_scale,
                 flip_average=settings.flip_average,
             )
@@ -141,7 +147,8 @@ class FramePipeline:
         results = [[_face(d) for d in dets] for dets in detections]
         timings.faces = sum(len(r) for r in results)
         if self.classifier is not None and timings.faces:
-            crops, owners = [], []
+            crops: list[np.ndarray] = []
+            owners: list[tuple[int, int]] = []
             for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
                 if not dets or (emotion is not None and not emotion[i]):
                     continue

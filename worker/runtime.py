@@ -28,7 +28,9 @@ PROVIDER_ALIASES = {
     "dml": "DmlExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
-GPU_PROVIDERS = frozenset(PROVIDER_ALIASES[k] for k in ("tensorrt", "cuda", "rocm", "coreml", "dml"))
+GPU_PROVIDERS = frozenset(
+    PROVIDER_ALIASES[k] for k in ("tensorrt", "cuda", "rocm", "coreml", "dml")
+)
 
 
 class GPUUnavailableError(RuntimeError):
@@ -78,7 +80,9 @@ class OnnxModel:
         wanted = choose_providers(providers, ort.get_available_providers())
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
-        self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self.contract = ModelContract.from_metadata(
+            self.session.get_modelmeta().custom_metadata_map
+        )
         inp = self.session.get_inputs()[0]
         if inp.name != self.contract.input_name:
             raise ValueError(
@@ -89,8 +93,11 @@ class OnnxModel:
         self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.info(
-            "loaded %s (%s %s) on %s", self.path.name, self.contract.name,
-            self.contract.version, ", ".join(self.providers),
+            "loaded %s (%s %s) on %s",
+            self.path.name,
+            self.contract.name,
+            self.contract.version,
+            ", ".join(self.providers),
         )
         if require_gpu and not GPU_PROVIDERS.intersection(self.providers):
             raise GPUUnavailableError(
@@ -119,12 +126,16 @@ class OnnxModel:
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a prepared float32 batch (N, ...) and return every output, batch-first."""
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise ValueError(f"expected a batch of shape (N, {self.input_shape}), got {batch.shape}")
+            raise ValueError(
+                f"expected a batch of shape (N, {self.input_shape}), got {batch.shape}"
+            )
         name = self.contract.input_name
         step = self.fixed_batch or self.max_batch or len(batch)
         if len(batch) <= step and (self.fixed_batch is None or len(batch) == self.fixed_batch):
             return self.session.run(self.output_names, {name: batch})
         # Chunked (a fixed-batch graph, or a large batch on the CPU): run in parts and stack.
-        parts = [self.session.run(self.output_names, {name: batch[i : i + step]})
-                 for i in range(0, len(batch), step)]
+        parts = [
+            self.session.run(self.output_names, {name: batch[i : i + step]})
+            for i in range(0, len(batch), step)
+        ]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(self.output_names))]

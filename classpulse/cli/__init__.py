@@ -1,5 +1,4 @@
-"""The `classpulse` command. Each part registers its own subcommands and imports lazily, so
-`classpulse gateway` never loads OpenCV or onnxruntime and `classpulse worker` never FastAPI."""
+"""The `classpulse` command: the top floor, the one place that may import every package."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ import logging
 import sys
 
 from classpulse import __version__
+from classpulse.cli import analyze, export, retention, runner, services, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,21 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"classpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from classpulse import commands
-
-    commands.register(sub)
-    from classpulse import retention
-
-    retention.register(sub)
-    from classpulse import export_cli
-
-    export_cli.register(sub)
-    from worker import analyze
-
-    analyze.register(sub)
-    from training import cli as training_cli
-
-    training_cli.register(sub)
+    # Each module only defines arguments; a command imports what it runs when it runs, so
+    # `classpulse gateway` never loads OpenCV or onnxruntime and `classpulse worker` never
+    # FastAPI or SQLAlchemy (tests/test_process_boundaries.py starts them and checks).
+    for module in (runner, services, retention, export, analyze, train):
+        module.register(sub)
     return parser
 
 
