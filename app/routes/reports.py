@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.deps import CurrentTeacher, DbSession, SettingsDep
 from app.routes.sessions import visible_session
-from classpulse import alert_rules, audit, report_pdf, reports
+from classpulse import alert_rules, audit, reports
 from classpulse import policy as org_policy
 from classpulse.db import Alert, Student
 
@@ -85,6 +85,9 @@ def report(
     if fmt == "csv":
         body: bytes = reports.write_csv([built]).encode()
     elif fmt == "pdf":
+        # matplotlib loads with the first PDF, not with the gateway (~60 MB it rarely needs).
+        from classpulse import report_pdf
+
         body = report_pdf.render([built])
     else:
         body = json.dumps(built.as_json()).encode()
