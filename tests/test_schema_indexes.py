@@ -1,0 +1,39 @@
+"""Indexes the models declare are the ones the migrations create, and lookups use them."""
+
+from __future__ import annotations
+
+import psycopg
+from sqlalchemy import inspect
+
+from classpulse.db import Base
+
+
+# --- 1. indexes: models and migrations agree ---------------------------------------------------
+def test_models_declare_the_indexes_the_migrations_create(engine):
+    insp = inspect(engine)
+    for table in ("emotion_buckets", "class_buckets", "alerts"):
+        in_db = {ix["name"]: ix["column_names"] for ix in insp.get_indexes(table)}
+        in_model = {
+            ix.name: [col.name for col in ix.columns] for ix in Base.metadata.tables[table].indexes
+        }
+        assert in_db == in_model, table
+    assert insp.get_indexes("emotion_buckets") and {
+        "ix_emotion_buckets_student_id",
+        "ix_emotion_buckets_bucket_start",
+    } <= {ix["name"] for ix in insp.get_indexes("emotion_buckets")}
+    assert "ix_alerts_student_id" in {ix["name"] for ix in insp.get_indexes("alerts")}
+    columns = {col["name"] for col in insp.get_columns("org_policy")}
+    assert "version" in columns and "version" in Base.metadata.tables["org_policy"].columns
+
+
+def test_a_students_buckets_are_found_by_index(settings, roster):
+    """The lookups by student (the FK cascade's among them) no longer read the whole table."""
+    with psycopg.connect(settings.database_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT 1 FROM emotion_buckets WHERE student_id = %s", (roster["ada"],)
+            )
+        )
+    assert "ix_emotion_buckets_student_id" in plan, plan
