@@ -32,6 +32,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY classpulse ./classpulse
 COPY app ./app
 COPY worker ./worker
+COPY records ./records
 COPY training ./training
 COPY migrations ./migrations
 COPY web ./web

@@ -12,23 +12,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from app import ws_live, ws_student
 from app.http_guard import BodyLimit, SecurityHeaders
 from app.pages import router as pages_router
 from app.resources import STATIC_DIR, open_resources
 from app.routes import (
     admin,
+    admin_reports,
+    audit,
     auth,
+    erasure,
     health,
     join,
-    privacy,
+    policy,
+    reports,
     sessions,
     stream_stats,
     student_self,
     timeline,
+    ws_live,
+    ws_student,
 )
-from app.routes.admin_reports import router as admin_reports_router
-from app.routes.reports import router as reports_router
 from classpulse import __version__
 from classpulse.settings import Settings, get_settings, with_signing_key
 
@@ -69,22 +72,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    # API and WebSocket endpoints, one router per job, then the pages.
     for module in (
         auth,
         admin,
         sessions,
         timeline,
+        reports,  # history, reports, alerts
         stream_stats,
         join,
+        student_self,
+        policy,  # admin: the privacy policy, the audit log, erasure on request, exports
+        audit,
+        erasure,
+        admin_reports,
         health,
         ws_student,
         ws_live,
     ):
         app.include_router(module.router)
-    app.include_router(reports_router)  # history, reports, alerts (+ admin exports below)
-    app.include_router(admin_reports_router)
-    app.include_router(privacy.router)  # admin: policy, audit log, deletion on request
-    app.include_router(student_self.router)
     app.include_router(pages_router)
     # check_dir=False: a checkout may not have the folder yet (git keeps no empty folders).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

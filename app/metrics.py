@@ -137,7 +137,7 @@ class _Fixed:
     def __init__(self, families: list[CounterMetricFamily | GaugeMetricFamily]) -> None:
         self.families = families
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self):
         return iter(self.families)
 
 

@@ -70,14 +70,14 @@ class PolicyCache:
     async def set(self, policy: Policy, stamp: int) -> None:
         """Use ``policy`` from now on in this process and mirror it for the others."""
         args = policy_mod.mirror_args(policy, stamp)
-        written = await self._redis.eval(policy_mod.MIRROR_SCRIPT, 1, contracts.POLICY_KEY, *args)  # type: ignore[misc]
+        written = await self._redis.eval(policy_mod.MIRROR_SCRIPT, 1, contracts.POLICY_KEY, *args)
         if written:
             self.policy = policy
         else:  # another process mirrored a newer policy meanwhile: that one is in force
             await self.refresh()
 
     async def refresh(self) -> None:
-        raw = await self._redis.hgetall(contracts.POLICY_KEY)  # type: ignore[misc]
+        raw = await self._redis.hgetall(contracts.POLICY_KEY)
         mirrored = Policy.from_redis(raw)
         if mirrored is None:  # Redis lost it (restart, flush): PostgreSQL has it
             await self.reload_from_db()

@@ -11,12 +11,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.frame_flow import FrameFlow
 from app.frame_sink import FrameSink
 from app.hub import Hub
 from app.metrics import Metrics
 from app.policy_cache import PolicyCache
 from app.ratelimit import FrameLimits
-from app.stream_stats import StreamStats
 from classpulse.db import make_engine
 from classpulse.settings import REPO_ROOT, Settings
 
@@ -35,7 +35,7 @@ class Resources:
     metrics: Metrics
     templates: Jinja2Templates
     frame_limits: FrameLimits
-    stream_stats: StreamStats
+    frame_flow: FrameFlow  # per-student frame counters and the target frame rate
     policy: PolicyCache  # the organisation's privacy policy, refreshed from Redis
 
 
@@ -65,15 +65,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     metrics = Metrics()
     hub = Hub(redis, on_drop=metrics.live_dropped.inc)
     sink = FrameSink(redis, settings.frames_stream_maxlen, on_depth=metrics.frame_queue.set)
-    stream_stats = StreamStats(redis, settings, queue_depth=sink.depth)
-    metrics.target_fps.set_function(lambda: stream_stats.fps)
-    metrics.worker_lag.set_function(lambda: stream_stats.worker_lag_ms)
+    frame_flow = FrameFlow(redis, settings, queue_depth=sink.depth)
+    metrics.target_fps.set_function(lambda: frame_flow.fps)
+    metrics.worker_lag.set_function(lambda: frame_flow.worker_lag_ms)
     make_session = sessionmaker(engine, expire_on_commit=False)
     policy = PolicyCache(redis, make_session)
     await policy.start()
     await hub.start()
     sink.start()
-    stream_stats.start()
+    frame_flow.start()
     try:
         yield Resources(
             settings=settings,
@@ -89,11 +89,11 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             frame_limits=FrameLimits(
                 settings.frame_max_fps, max(2.0, 2.0 * settings.frames_in_flight)
             ),
-            stream_stats=stream_stats,
+            frame_flow=frame_flow,
             policy=policy,
         )
     finally:
-        await stream_stats.stop()
+        await frame_flow.stop()
         await sink.stop()
         await hub.stop()
         await policy.stop()

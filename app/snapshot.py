@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.privacy import redact_update
+from app.policy_views import redact_update
 from classpulse import contracts
 from classpulse.db import Student
 from classpulse.policy import Policy
@@ -49,7 +49,7 @@ def _latest(raw: dict[bytes, bytes], student_id: str) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
-        return msgspec.json.decode(data)  # type: ignore[no-any-return]
+        return msgspec.json.decode(data)
     except msgspec.DecodeError:
         return None
 

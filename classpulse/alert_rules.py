@@ -24,8 +24,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "sustain_s": (0, 3600),
     "stall_s": (5, 3600),
 }
-# Rules about emotions; the others are about presence and hold in every policy mode.
-EMOTION_RULES = frozenset({"negative_share"})
 
 
 def merged(stored: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

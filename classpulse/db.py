@@ -223,4 +223,4 @@ def sqlalchemy_url(url: str) -> str:
 
 def make_engine(url: str, **kwargs: object) -> Engine:
     # pool_pre_ping: a PostgreSQL restart leaves dead connections in the pool; ping replaces them.
-    return create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)  # type: ignore[arg-type]
+    return create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True, **kwargs)

@@ -120,7 +120,7 @@ def save(db: Session, policy: Policy, actor_id: int | None) -> int:
         db.execute(insert(OrgPolicy).values(id=1, version=0).on_conflict_do_nothing())
         row = db.get(OrgPolicy, 1, populate_existing=True)
         assert row is not None
-    row.version = OrgPolicy.version + 1  # type: ignore[assignment]
+    row.version = OrgPolicy.version + 1
     row.emotion_mode = policy.emotion_mode
     row.min_group_size = policy.min_group_size
     row.retention_days = policy.retention_days

@@ -48,7 +48,7 @@ def stop_on_signals() -> threading.Event:
     """An event set by SIGTERM/SIGINT: loops finish their batch, acknowledge, then exit."""
     stop = threading.Event()
 
-    def handler(signum, _frame) -> None:
+    def handler(signum: int, _frame: object) -> None:
         log.info("received %s: finishing the current batch", signal.Signals(signum).name)
         stop.set()
 

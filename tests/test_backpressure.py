@@ -8,7 +8,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.stream_stats import MIN_FPS, StreamStats
+from app.frame_flow import MIN_FPS, FrameFlow
 from classpulse import contracts
 from tests.test_gateway_helpers import (
     JPEG,
@@ -22,7 +22,7 @@ from tests.test_gateway_helpers import (
 
 
 def test_target_rate_halves_under_lag_and_recovers_in_steps(settings):
-    stats = StreamStats(redis=None, settings=settings)  # type: ignore[arg-type]
+    stats = FrameFlow(redis=None, settings=settings)  # type: ignore[arg-type]
     assert (stats.fps, stats.reason) == (2.0, "normal")
     high, low = settings.frame_max_age_ms / 2, 0.0
     rates = []
@@ -50,7 +50,7 @@ def _rate(ws):
 
 
 def test_page_is_told_to_slow_down_and_speed_up_again(settings, clean_redis, monkeypatch):
-    monkeypatch.setattr("app.stream_stats.TICK_S", 0.2)  # five control ticks a second
+    monkeypatch.setattr("app.frame_flow.TICK_S", 0.2)  # five control ticks a second
     with (
         joined_session(settings) as (client, _, _, student),
         client.websocket_connect(

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from classpulse import contracts as c
 from classpulse.policy import Policy
-from classpulse.retention import purge
+from records.retention import purge
 from tests.db_helpers import NOW, frame_result, sql, sql_exec
 
 

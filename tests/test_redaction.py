@@ -8,7 +8,7 @@ from classpulse.policy import Policy
 
 # --- 5. quality is part of the per-student estimate ----------------------------------------------
 def test_quality_is_redacted_outside_per_student():
-    from app.privacy import redact_update
+    from app.policy_views import redact_update
     from worker.policy_reader import redact
 
     for mode in ("aggregate_only", "off"):

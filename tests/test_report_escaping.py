@@ -50,7 +50,7 @@ def assert_escaped(rows, session_id: str, title: str) -> None:
 
 
 def test_safe_cell_rule():
-    from classpulse.csvsafe import safe_cell, safe_row
+    from records.csvsafe import safe_cell, safe_row
 
     for text in ("=1+1", "+1", "-1", "@A1", "\tx", "\rx"):
         assert safe_cell(text) == "'" + text

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from classpulse import policy as org_policy
 from classpulse.cli import main as cli_main
 from classpulse.db import AuditEntry, ClassSession
-from classpulse.reports import build_report, write_csv
+from records.reports import build_report, write_csv
 from tests.history_helpers import T0, T1, add_class_bucket, db_session, seed_session, set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user
 

@@ -14,7 +14,7 @@ import pytest
 from classpulse import contracts as c
 from classpulse.cli import main as cli_main
 from classpulse.db import make_engine
-from classpulse.retention import purge
+from records.retention import purge
 from tests.privacy_helpers import a_class, rows, send_frames
 from tests.test_gateway_helpers import token_protocols
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from classpulse.retention import purge
+from records.retention import purge
 from tests.db_helpers import NOW, sql, sql_exec
 
 

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import create_access_token
-from app.display_names import DisplayNameError, clean_display_name
 from app.main import create_app
+from app.text_rules import DisplayNameError, clean_display_name
 from classpulse.settings import DEV_SECRET, SECRET_FILE, Settings, with_signing_key
 from tests.test_gateway_helpers import (
     PASSWORD,

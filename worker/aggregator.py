@@ -25,7 +25,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from classpulse import contracts as c
 from classpulse.db import make_engine
-from classpulse.retention import Retention
 from classpulse.settings import Settings
 from classpulse.streams import (
     Backoff,
@@ -37,6 +36,7 @@ from classpulse.streams import (
     reclaim,
     stop_on_signals,
 )
+from records.retention import Retention
 from worker.alerts import AlertEngine
 from worker.buckets import Delta, fold, main_face, write_buckets
 from worker.class_mix import ClassMix, publish_class

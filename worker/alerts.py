@@ -35,7 +35,7 @@ from classpulse import alert_rules, contracts
 from classpulse import policy as org_policy
 from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
-from classpulse.reports import NEGATIVE, alert_dict
+from records.reports import NEGATIVE, alert_dict
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def write_buckets(
             conn.execute(statement, [_row(keys, key, d) for key, d in deltas.items()])
 
 
-def _row(keys: tuple[str, ...], key: tuple, d: Delta) -> dict[str, object]:
+def _row(keys: tuple[str, ...], key: tuple[object, ...], d: Delta) -> dict[str, object]:
     return {
         **dict(zip(keys, key, strict=True)),
         "frames": d.frames,

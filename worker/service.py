@@ -64,7 +64,7 @@ return removed
 def prune_worker_lag(r: redis.Redis, now: float | None = None) -> int:
     """Remove lag reports older than LAG_FORGET_S (and unreadable ones); return how many."""
     now = time.time() if now is None else now
-    return int(r.eval(PRUNE_LAG_SCRIPT, 1, c.WORKER_LAG_KEY, repr(now - LAG_FORGET_S)))  # type: ignore[arg-type]
+    return int(r.eval(PRUNE_LAG_SCRIPT, 1, c.WORKER_LAG_KEY, repr(now - LAG_FORGET_S)))
 
 
 def batch_size(settings: Settings, pipeline: FramePipeline) -> int:

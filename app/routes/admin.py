@@ -9,10 +9,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from app.accounts import UserOut, revoke
 from app.deps import CurrentAdmin, DbSession, RedisDep
-from app.revocation import revoke
-from app.routes.auth import UserOut
-from app.routes.sessions import PlainText
+from app.text_rules import PlainText
 from classpulse.accounts import AccountError, active_admins, create_user
 from classpulse.db import User
 

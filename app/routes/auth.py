@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from app.accounts import UserOut, revoke
 from app.auth import (
     ACCESS_COOKIE,
     DEVICE_COOKIE,
@@ -25,7 +26,6 @@ from app.auth import (
 )
 from app.deps import CurrentUser, DbSession, Res, current_user
 from app.ratelimit import count_in_window
-from app.revocation import revoke
 from classpulse.accounts import AccountError, authenticate, set_password, verify_password
 from classpulse.db import User
 from classpulse.settings import Settings
@@ -41,17 +41,6 @@ class LoginIn(BaseModel):
 class PasswordIn(BaseModel):
     current_password: str = Field(max_length=1024)
     new_password: str = Field(max_length=1024)
-
-
-class UserOut(BaseModel):
-    id: int
-    email: str
-    role: Literal["teacher", "admin"]
-    display_name: str
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(id=user.id, email=user.email, role=user.role, display_name=user.display_name)  # type: ignore[arg-type]
 
 
 class LoginOut(BaseModel):

@@ -15,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from app.auth import client_address, create_student_token
 from app.consent import CONSENT_TEXT, CONSENT_VERSION
 from app.deps import CurrentStudent, DbSession, RedisDep, Res
-from app.display_names import DisplayNameError, clean_display_name
 from app.presence import publish_presence
 from app.ratelimit import count_in_window
+from app.students import withdraw_student
+from app.text_rules import DisplayNameError, clean_display_name
 from classpulse.db import ClassSession, ConsentRecord, Student, User, utcnow
 from classpulse.settings import Settings
 
@@ -165,27 +166,6 @@ def _join(db: Session, settings: Settings, code: str, body: JoinIn) -> JoinOut:
         expires_in=settings.student_token_ttl_s,
         analysis=bool(body.consent),
     )
-
-
-def withdraw_student(db: Session, student_id: uuid.UUID, session_id: uuid.UUID) -> Student | None:
-    """Record the withdrawal (first time only, with a consent record); None if the token's
-    student is unknown. From this commit on the aggregator stores nothing more of theirs."""
-    student = db.get(Student, student_id, with_for_update=True)
-    if student is None or student.session_id != session_id:
-        return None
-    if student.withdrawn_at is None:
-        student.withdrawn_at = utcnow()
-        db.add(
-            ConsentRecord(
-                session_id=session_id,
-                student_id=student_id,
-                action="withdrawn",
-                consent_version=student.consent_version,
-                at=student.withdrawn_at,
-            )
-        )
-    db.commit()
-    return student
 
 
 @router.post("/student/withdraw", status_code=status.HTTP_204_NO_CONTENT)

@@ -15,19 +15,15 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from app.auth import client_address
 from app.deps import CurrentTeacher, DbSession, SettingsDep
-from app.routes.sessions import visible_session
-from classpulse import alert_rules, audit, reports
+from app.session_access import visible_session
+from classpulse import alert_rules, audit
 from classpulse import policy as org_policy
 from classpulse.db import Alert, Student
+from records import reports
 
 router = APIRouter(prefix="/api/sessions", tags=["reports"])
-
-MEDIA = {"csv": "text/csv; charset=utf-8", "json": "application/json", "pdf": "application/pdf"}
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 @router.get("/{session_id}/history")
@@ -63,13 +59,24 @@ def student_history(
         "student",
         student.id,
         {"session_id": str(session.id)},
-        client_ip(request),
+        client_address(request),
     )
     db.commit()
     return {"student_id": str(student.id), "display_name": student.display_name, "rows": rows}
 
 
-@router.get("/{session_id}/report")
+@router.get(
+    "/{session_id}/report",
+    # Documented as they are sent: JSON by default, CSV and PDF on request.
+    responses={
+        200: {
+            "content": {
+                reports.MEDIA_TYPES["csv"].split(";")[0]: {},
+                reports.MEDIA_TYPES["pdf"]: {},
+            }
+        }
+    },
+)
 def report(
     session_id: str,
     user: CurrentTeacher,
@@ -86,7 +93,7 @@ def report(
         body: bytes = reports.write_csv([built]).encode()
     elif fmt == "pdf":
         # matplotlib loads with the first PDF, not with the gateway (~60 MB it rarely needs).
-        from classpulse import report_pdf
+        from records import report_pdf
 
         body = report_pdf.render([built])
     else:
@@ -98,13 +105,13 @@ def report(
         "session",
         session.id,
         {"format": fmt, "mode": policy.emotion_mode},
-        client_ip(request),
+        client_address(request),
     )
     db.commit()
     name = f"classpulse-{session.created_at:%Y%m%d}-{str(session.id)[:8]}.{fmt}"
     return Response(
         body,
-        media_type=MEDIA[fmt],
+        media_type=reports.MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 

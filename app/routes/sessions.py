@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import secrets
-import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,29 +16,18 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
 from app.presence import publish_session_ended
-from classpulse.db import ClassSession, Student, User, utcnow
+from app.session_access import visible_session
+from app.text_rules import PlainText
+from classpulse.db import ClassSession, Student, utcnow
 from classpulse.policy import load as load_policy
-from classpulse.reports import session_summaries
 from classpulse.settings import Settings
+from records.reports import session_summaries
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 # No 0/O and 1/I: codes are read off a projector and typed by hand. 32**8 ≈ 10**12 codes.
 JOIN_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 JOIN_CODE_LENGTH = 8
-
-
-def no_control_characters(value: str) -> str:
-    """Refuse text with a control character: U+0000 is one, and PostgreSQL cannot store it in a
-    text column (the insert failed with a 500); the others have no place in a one-line name."""
-    for ch in value:
-        if unicodedata.category(ch) == "Cc":
-            raise ValueError(f"contains a control character (U+{ord(ch):04X})")
-    return value
-
-
-# For request fields stored as text: a 422 naming the field instead of a database error.
-PlainText = AfterValidator(no_control_characters)
 
 
 class SessionIn(BaseModel):
@@ -73,25 +61,6 @@ def new_join_code() -> str:
 def join_url(settings: Settings, request: Request, code: str) -> str:
     base = settings.public_url or str(request.base_url)
     return base.rstrip("/") + "/join/" + code
-
-
-def find_session(db: Session, session_id: str | uuid.UUID) -> ClassSession | None:
-    try:
-        return db.get(ClassSession, uuid.UUID(str(session_id)))
-    except ValueError:
-        return None
-
-
-def can_watch(user: User, session: ClassSession) -> bool:
-    return user.role == "admin" or session.owner_id == user.id
-
-
-def visible_session(db: Session, user: User, session_id: str) -> ClassSession:
-    """The session if the caller may see it; 404 otherwise, so others' sessions don't leak."""
-    session = find_session(db, session_id)
-    if session is None or not can_watch(user, session):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "session not found")
-    return session
 
 
 def _out(

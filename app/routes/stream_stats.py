@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentTeacher, DbSession, Res
-from app.routes.sessions import visible_session
-from app.stream_stats import parse
+from app.frame_flow import parse
+from app.session_access import visible_session
 from classpulse import contracts
 
 
@@ -40,7 +40,7 @@ async def stream_stats(
     """Frame counters per student of one session (counted in Redis, flushed every second)."""
     session = await run_in_threadpool(visible_session, db, user, session_id)
     raw = await res.redis.hgetall(contracts.stream_stats_key(str(session.id)))
-    stats = res.stream_stats
+    stats = res.frame_flow
     return StreamStatsOut(
         session_id=session.id,
         target_fps=stats.fps,

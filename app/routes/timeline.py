@@ -11,9 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import client_address
 from app.deps import CurrentTeacher, DbSession, RedisDep, Res, SettingsDep
-from app.privacy import record_view
-from app.routes.sessions import visible_session
+from app.policy_views import record_view
+from app.session_access import visible_session
 from app.snapshot import model_labels
 from classpulse.db import EmotionBucket, Student
 
@@ -91,7 +92,7 @@ async def timeline(
         labels = sorted({k for b, _ in rows for k in (b.prob_sums or {})})
     buckets = [bucket_out(b, name, labels) for b, name in rows]
     if policy.per_student:
-        ip = request.client.host if request.client else None
+        ip = client_address(request)
         await run_in_threadpool(record_view, db, user, "view.timeline", session.id, ip)
     else:
         buckets = [b.model_copy(update={"probs": {}, "dominant": None}) for b in buckets]

@@ -34,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import sessionmaker
 
-    from classpulse import audit, reports
+    from classpulse import audit
     from classpulse import policy as org_policy
     from classpulse.cli.services import _need
     from classpulse.db import make_engine
     from classpulse.settings import get_settings
+    from records import reports
 
     settings = get_settings()
     _need(settings, "database_url")
@@ -74,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         out = sys.stdout.buffer if args.out is None else args.out.open("wb")
         try:
             if args.format == "pdf":
-                from classpulse import report_pdf
+                from records import report_pdf
 
                 with make_session() as db:
                     built = [

@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_retention(_args: argparse.Namespace) -> int:
     from classpulse.db import make_engine
-    from classpulse.retention import purge
     from classpulse.settings import get_settings
+    from records.retention import purge
 
     settings = get_settings()
     if not settings.database_url:

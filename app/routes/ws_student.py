@@ -24,7 +24,7 @@ from app.hub import DropOldestQueue
 from app.presence import publish_presence
 from app.ratelimit import TokenBucket
 from app.resources import Resources
-from app.routes.join import withdraw_student
+from app.students import withdraw_student
 from classpulse import contracts
 from classpulse.db import ClassSession, Student
 
@@ -67,9 +67,9 @@ class StudentSocket:
         self.outbound = DropOldestQueue(OUTBOUND_QUEUE)
         self.seq = 0
         self.errors = 0
-        # Per-student frame counters, flushed to Redis once a second by the process's StreamStats.
-        self.counts = res.stream_stats.open(self.session_id, self.student_id)
-        self.fps_told = res.stream_stats.fps  # the rate this page was last asked to send at
+        # Per-student frame counters, flushed to Redis once a second by the process's FrameFlow.
+        self.counts = res.frame_flow.open(self.session_id, self.student_id)
+        self.fps_told = res.frame_flow.fps  # the rate this page was last asked to send at
         self.rate_limited_told = 0.0
         self.withdrawn = False
         # Declined consent: the student attends (presence only); no frame of theirs is analysed.
@@ -110,10 +110,10 @@ class StudentSocket:
             metrics.frames_dropped.labels(reason).inc()
             self.counts["dropped." + reason] += 1
             self.push(f'{{"type":"ack","seq":{seq},"ok":false,"reason":"{reason}"}}')
-        fps = self.res.stream_stats.fps
+        fps = self.res.frame_flow.fps
         if fps != self.fps_told:  # the pipeline is behind (or caught up): tell the page
             self.fps_told = fps
-            self.tell_rate(self.res.stream_stats.reason)
+            self.tell_rate(self.res.frame_flow.reason)
 
     def tell_rate(self, reason: str) -> None:
         """Ask the page to send at ``fps_told`` frames per second (student.js obeys it)."""
@@ -283,7 +283,7 @@ async def student_socket(ws: WebSocket, res: Res) -> None:
     finally:
         gauge.dec()
         with wsc.shielded(2.0):
-            await res.stream_stats.close(conn.counts)
+            await res.frame_flow.close(conn.counts)
         if not conn.withdrawn:
             with wsc.shielded(2.0):
                 await conn.presence("disconnected")

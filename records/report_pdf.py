@@ -20,7 +20,7 @@ from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from classpulse.reports import Report
+from records.reports import Report
 
 COLORS = {
     "angry": "#c62828",

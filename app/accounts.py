@@ -1,9 +1,12 @@
-"""Ending an account's tokens: bump its token version, then close its open dashboards."""
+"""Accounts as the routes share them: how an account is shown (``UserOut``), and ending its
+tokens (bump the token version, then close its open dashboards)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
@@ -14,6 +17,17 @@ from classpulse.accounts import revoke_tokens
 from classpulse.db import User
 
 log = logging.getLogger(__name__)
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    role: Literal["teacher", "admin"]
+    display_name: str
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(id=user.id, email=user.email, role=user.role, display_name=user.display_name)  # type: ignore[arg-type]
 
 
 async def revoke(db: Session, redis: Redis, user: User) -> None:

@@ -42,7 +42,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
 
 
-class StreamStats:
+class FrameFlow:
     def __init__(self, redis: Redis, settings: Settings, queue_depth=lambda: 0) -> None:
         self._redis = redis
         self._queue_depth = queue_depth

@@ -25,9 +25,9 @@ from app.auth import (
 )
 from app.deps import Res
 from app.hub import DropOldestQueue
-from app.privacy import record_view
+from app.policy_views import record_view
 from app.resources import Resources
-from app.routes.sessions import can_watch, find_session
+from app.session_access import can_watch, find_session
 from app.snapshot import build_snapshot
 from classpulse import contracts
 from classpulse.db import User

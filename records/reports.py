@@ -23,14 +23,21 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from classpulse.csvsafe import safe_row
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
+from records.csvsafe import safe_row
 
 # The FER2013 order, which the emotion model uses too; unknown labels are appended sorted.
 DEFAULT_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEGATIVE = ("angry", "disgust", "fear", "sad")
 DIGITS = 4  # probabilities are rounded to this many decimals in every output
+
+# How each format travels over HTTP (report downloads and admin exports).
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "pdf": "application/pdf",
+}
 
 
 def order_labels(keys: set[str]) -> list[str]:

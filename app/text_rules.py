@@ -1,4 +1,7 @@
-"""What a student may call themselves: readable text that shows as what it is on the dashboard.
+"""Rules for text people type: plain one-line text for titles and names (``PlainText``), and
+what a student may call themselves (``clean_display_name``).
+
+A student's display name: readable text that shows as what it is on the dashboard.
 
 A display name reaches the teacher's tiles, reports and CSV exports. Refused: control and
 format characters (bidi overrides that reverse how a name reads, zero-width characters that make
@@ -9,6 +12,8 @@ padding, piles of combining marks, and names with nothing visible in them.
 from __future__ import annotations
 
 import unicodedata
+
+from pydantic import AfterValidator
 
 MAX_LENGTH = 80
 MAX_MARKS_PER_CHAR = 3  # enough for Vietnamese and Indic vowel signs, not for "Zalgo" text
@@ -50,3 +55,16 @@ def clean_display_name(raw: str) -> str:
     if not any(unicodedata.category(ch)[0] in "LNS" for ch in name):
         raise DisplayNameError("display_name needs at least one letter, digit or symbol")
     return name
+
+
+def no_control_characters(value: str) -> str:
+    """Refuse text with a control character: U+0000 is one, and PostgreSQL cannot store it in a
+    text column (the insert failed with a 500); the others have no place in a one-line name."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise ValueError(f"contains a control character (U+{ord(ch):04X})")
+    return value
+
+
+# For request fields stored as text: a 422 naming the field instead of a database error.
+PlainText = AfterValidator(no_control_characters)
