@@ -8,16 +8,19 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from app.auth import client_address
 from app.deps import CurrentAdmin, DbSession, Res, SettingsDep
-from app.routes.reports import MEDIA, client_ip
-from classpulse import audit, reports
+from classpulse import audit
 from classpulse import policy as org_policy
+from records import reports
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 MAX_DAYS = 366
 
 
-@router.get("/reports")
+@router.get(
+    "/reports", responses={200: {"content": {reports.MEDIA_TYPES["csv"].split(";")[0]: {}}}}
+)
 def export_reports(
     user: CurrentAdmin,
     db: DbSession,
@@ -49,7 +52,7 @@ def export_reports(
             "format": fmt,
             "sessions": [str(i) for i in ids],
         },
-        client_ip(request),
+        client_address(request),
     )
     db.commit()
     name = f"classpulse-{start:%Y%m%d}-{end:%Y%m%d}.{fmt}"
@@ -59,6 +62,6 @@ def export_reports(
     )
     return StreamingResponse(
         body,
-        media_type=MEDIA[fmt],
+        media_type=reports.MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
