@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from app.http_guard import BodyLimit, SecurityHeaders
 from app.pages import router as pages_router
@@ -36,6 +37,12 @@ from classpulse import __version__
 from classpulse.settings import Settings, get_settings, with_signing_key
 
 log = logging.getLogger(__name__)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one readable line saying what is wrong."""
+
+    detail: str
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -70,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The interactive docs stay on in production: the API is the product's contract.
         docs_url="/docs",
         redoc_url=None,
+        # Documented as sent: the validation handler answers {"detail": "<one line>"}.
+        responses={422: {"model": ErrorOut, "description": "Invalid request (which field, why)"}},
     )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     # API and WebSocket endpoints, one router per job, then the pages.

@@ -33,6 +33,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in email):
+        raise AccountError("not an email address: it contains a control character")
     if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
         raise AccountError(f"not an email address: {email!r}")
     return email

@@ -57,18 +57,21 @@ def _to_csv(entries: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-@router.get("/audit")
+@router.get("/audit", responses={200: {"content": {"text/csv": {}}}})
 def read_audit(
     admin: CurrentAdmin,
     db: DbSession,
     request: Request,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
-    action: Annotated[str | None, Query(max_length=64, description="exact, or a prefix*")] = None,
+    action: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[a-z_.]*\*?$", description="exact, or a prefix*"),
+    ] = None,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=AUDIT_CSV_MAX)] = 200,
     before_id: Annotated[
-        int | None, Query(description="the previous page's next_before_id")
+        int | None, Query(ge=1, le=2**63 - 1, description="the previous page's next_before_id")
     ] = None,
 ) -> Any:
     """Audit entries, newest first, at most ``limit`` (JSON pages of up to 1,000; CSV exports of

@@ -53,7 +53,10 @@ class JoinOut(BaseModel):
 
 def open_session(db: Session, code: str) -> ClassSession:
     """The session of a join code: 404 unknown, 410 ended."""
-    session = db.scalar(select(ClassSession).where(ClassSession.join_code == code.strip().upper()))
+    code = code.strip().upper()
+    if not (code.isascii() and code.isalnum()):  # join codes are letters and digits only
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no class session has this join code")
+    session = db.scalar(select(ClassSession).where(ClassSession.join_code == code))
     if session is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no class session has this join code")
     if session.ended_at is not None:
