@@ -8,6 +8,10 @@ Backpressure: the workers report how old the frames they read were (``cp:worker_
 that age passes a fifth of the freshness limit, or this process's frame writer queues up, the
 target frame rate for every page is halved (down to ``MIN_FPS``), and raised again in small
 steps once the lag stays low (AIMD, as TCP does). Sockets send the new rate to their page with the next ack.
+
+Edge capture: the same tick reads the classifier's input side and crop scale the workers publish
+(``cp:models``), which pages that run the detector themselves are told and their crops checked
+against. Latest values per student (capture mode, detector time) are written with the counters.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,14 +38,31 @@ TICK_S = 1.0
 MIN_FPS = 0.5
 LAG_FRESH_S = 5.0  # a worker's lag report older than this is ignored (idle or dead worker)
 COUNTERS = ("captured", "received", "accepted", "processed")
+# Latest values per student (not counters): the page's capture mode ("edge" or "frames") and its
+# detector's time per frame (ms), as its stats messages report them.
+VALUES = ("capture", "detector_ms")
 # One call per session hash instead of one HINCRBY per field: 300 students' counters are ~900
 # increments a second, and redis-py spends ~10 µs packing each command on the event loop (11 ms
 # per flush measured), which showed up in the frames' p99 ingest latency; one script call with
-# the same increments as arguments costs a fraction of that.
+# the same increments as arguments costs a fraction of that. ARGV: TTL, the number n of
+# (field, increment) pairs, those pairs, then (field, value) pairs to set.
 INCR_SCRIPT = """
-for i = 2, #ARGV - 1, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local n = tonumber(ARGV[2])
+for i = 3, 1 + 2 * n, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 3 + 2 * n, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
+MAX_CROP_SIZE = 255  # a crop's side travels in one byte of the faces message
+
+
+@dataclass(slots=True)
+class _Student:
+    """One open socket's counters (HINCRBY) and latest values (HSET), until the next flush."""
+
+    session_id: str
+    student_id: str
+    counts: Counter[str]
+    values: dict[str, str] = field(default_factory=dict)
 
 
 class FrameFlow:
@@ -57,7 +80,11 @@ class FrameFlow:
         self._queue_high = 1024
         self._hold = 0  # ticks to wait after a change: the lag reading trails the rate
         self._calm = 0  # consecutive ticks under the low threshold
-        self._open: dict[int, tuple[str, str, Counter[str]]] = {}
+        self._open: dict[int, _Student] = {}
+        # Edge capture: the classifier's input side and crop scale, as the workers publish them;
+        # until one has, mini-Xception's side and this process's setting.
+        self.crop_size = contracts.DEFAULT_CROP_SIZE
+        self.crop_scale = settings.crop_scale
         self._task: asyncio.Task[None] | None = None
         self._incr = redis.register_script(INCR_SCRIPT) if redis is not None else None
 
@@ -65,8 +92,15 @@ class FrameFlow:
     def open(self, session_id: str, student_id: str) -> Counter[str]:
         """The counter dict a socket increments; flushed until ``close`` (which flushes it)."""
         counts: Counter[str] = Counter()
-        self._open[id(counts)] = (session_id, student_id, counts)
+        self._open[id(counts)] = _Student(session_id, student_id, counts)
         return counts
+
+    def note(self, counts: Counter[str], name: str, value: str) -> None:
+        """Keep a latest value (one of ``VALUES``) about the student whose counter dict this
+        is; written to the session's hash with the next flush."""
+        entry = self._open.get(id(counts))
+        if entry is not None:
+            entry.values[name] = value
 
     async def close(self, counts: Counter[str]) -> None:
         entry = self._open.pop(id(counts), None)
@@ -77,36 +111,46 @@ class FrameFlow:
     async def flush(self) -> None:
         await self._write(list(self._open.values()))
 
-    async def _write(self, entries: list[tuple[str, str, Counter[str]]]) -> None:
-        taken: list[tuple[Counter[str], dict[str, int]]] = []
-        by_session: dict[str, list[str | int]] = {}
-        for session_id, student_id, counts in entries:
-            if not counts:
+    async def _write(self, entries: list[_Student]) -> None:
+        taken: list[tuple[_Student, dict[str, int], dict[str, str]]] = []
+        by_session: dict[str, tuple[list[str | int], list[str]]] = {}
+        for entry in entries:
+            if not entry.counts and not entry.values:
                 continue
-            snapshot = dict(counts)
-            counts.clear()  # cleared before the await: increments made meanwhile are kept
-            taken.append((counts, snapshot))
-            args = by_session.setdefault(
-                contracts.stream_stats_key(session_id), [contracts.STATE_TTL_S]
+            # Taken before the await: increments and values made meanwhile are kept.
+            snapshot, values = dict(entry.counts), entry.values
+            entry.counts.clear()
+            entry.values = {}
+            taken.append((entry, snapshot, values))
+            incr, sets = by_session.setdefault(
+                contracts.stream_stats_key(entry.session_id), ([], [])
             )
             for name, n in snapshot.items():
-                args += (f"{student_id}:{name}", n)
+                incr += (f"{entry.student_id}:{name}", n)
+            for name, value in values.items():
+                sets += (f"{entry.student_id}:{name}", value)
         if not taken:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for key, args in by_session.items():
+        for key, (incr, sets) in by_session.items():
+            args = [contracts.STATE_TTL_S, len(incr) // 2, *incr, *sets]
             await self._incr(keys=[key], args=args, client=pipe)
         try:
             await pipe.execute()
         except (RedisError, OSError):
-            for counts, snapshot in taken:  # put them back: written with the next flush
-                counts.update(snapshot)
+            for entry, snapshot, values in taken:  # put them back: written with the next flush
+                entry.counts.update(snapshot)
+                entry.values = {**values, **entry.values}
             raise
 
     # --- backpressure -------------------------------------------------------------------------
     async def poll(self) -> None:
-        """Read the workers' lag and move the target frame rate one step."""
-        lags = await self._redis.hgetall(contracts.WORKER_LAG_KEY)
+        """Read the workers' lag (and model info) and move the target frame rate one step."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(contracts.WORKER_LAG_KEY)
+        pipe.hmget(contracts.MODEL_INFO_KEY, ["crop_size", "crop_scale"])
+        lags, (crop_size, crop_scale) = await pipe.execute()
+        self.model_info(crop_size, crop_scale)
         now = time.time()
         worst = 0.0
         for value in lags.values():
@@ -118,6 +162,17 @@ class FrameFlow:
                 worst = max(worst, lag_ms)
         self.worker_lag_ms = worst
         self.step(worst, self._queue_depth())
+
+    def model_info(self, crop_size: bytes | None, crop_scale: bytes | None) -> None:
+        """Take the crop size and scale the workers published (unreadable values are ignored)."""
+        with contextlib.suppress(TypeError, ValueError):
+            size = int(crop_size)  # type: ignore[arg-type]
+            if 1 <= size <= MAX_CROP_SIZE:
+                self.crop_size = size
+        with contextlib.suppress(TypeError, ValueError):
+            scale = float(crop_scale)  # type: ignore[arg-type]
+            if math.isfinite(scale) and 0 < scale <= 4:
+                self.crop_scale = scale
 
     def step(self, lag_ms: float, queue_depth: int) -> None:
         """One tick of AIMD: halve the rate under backlog, add 0.25 fps after calm ticks."""
@@ -159,14 +214,23 @@ class FrameFlow:
 
 
 def parse(raw: Mapping[bytes | str, bytes | str]) -> dict[str, dict[str, Any]]:
-    """The session hash as {student_id: {captured, received, accepted, processed, dropped}}."""
+    """The session hash as {student_id: {captured, received, accepted, processed, dropped,
+    capture, detector_ms}} (the last two None until the page reported them)."""
     out: dict[str, dict[str, Any]] = {}
-    for field, value in raw.items():
-        key = field.decode() if isinstance(field, bytes) else field
+    for name_raw, value in raw.items():
+        key = name_raw.decode() if isinstance(name_raw, bytes) else name_raw
         student_id, _, name = key.partition(":")
-        entry = out.setdefault(student_id, {**dict.fromkeys(COUNTERS, 0), "dropped": {}})
-        if name.startswith("dropped."):
-            entry["dropped"][name[len("dropped.") :]] = int(value)
-        elif name in COUNTERS:
-            entry[name] = int(value)
+        entry = out.setdefault(
+            student_id, {**dict.fromkeys(COUNTERS, 0), "dropped": {}, **dict.fromkeys(VALUES)}
+        )
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        with contextlib.suppress(ValueError):
+            if name.startswith("dropped."):
+                entry["dropped"][name[len("dropped.") :]] = int(text)
+            elif name in COUNTERS:
+                entry[name] = int(text)
+            elif name == "capture" and text in contracts.CAPTURE_MODES:
+                entry[name] = text
+            elif name == "detector_ms":
+                entry[name] = float(text)
     return out

@@ -64,13 +64,16 @@ class FrameSink:
         session_id: str,
         student_id: str,
         seq: int,
-        jpeg: bytes,
+        payload: bytes,
         mode: str,
         done: Done,
+        kind: bytes = contracts.KIND_FRAME,
     ) -> str | None:
         """Queue one frame; return a drop reason now, or None and call done() once written.
 
-        ``mode`` is the policy's emotion mode, stamped into the frame."""
+        ``payload`` is a JPEG (``kind`` KIND_FRAME) or a validated edge-capture faces message
+        (KIND_FACES); both go to the one frames stream. ``mode`` is the policy's emotion mode,
+        stamped into the entry."""
         if time.monotonic() < self._down_until:
             return "redis_down"
         fields = {
@@ -81,7 +84,8 @@ class FrameSink:
             contracts.F_RECEIVED_MS: str(round(time.time() * 1000, 1)).encode(),
             contracts.F_EMOTION: b"0" if mode == "off" else b"1",
             contracts.F_MODE: mode.encode(),
-            contracts.F_JPEG: jpeg,
+            contracts.F_KIND: kind,
+            contracts.F_FACES if kind == contracts.KIND_FACES else contracts.F_JPEG: payload,
         }
         try:
             self._queue.put_nowait(_Frame(fields, done))

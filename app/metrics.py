@@ -9,11 +9,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from classpulse import contracts
+from classpulse import contracts, edge_wire
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("too_large", "not_jpeg", "rate_limited", "queue_full", "redis_down")
+DROP_REASONS = (
+    "too_large",
+    "not_jpeg",
+    "rate_limited",
+    "queue_full",
+    "redis_down",
+    *edge_wire.REASONS,
+)
+INGEST_KINDS = ("frame", "faces")  # a JPEG frame, or an edge-capture faces message
 RATE_LIMITS = ("login_address", "login_account", "join_address", "join_code", "control_message")
 
 
@@ -40,6 +48,30 @@ class Metrics:
         )
         for reason in DROP_REASONS:  # export zeros so rates work before the first drop
             self.frames_dropped.labels(reason)
+        self.ingest_messages = Counter(
+            "classpulse_ingest_messages",
+            "Binary messages received from student pages, by kind (frame: JPEG; faces: edge "
+            "capture), refused ones included",
+            ["kind"],
+            registry=r,
+        )
+        self.ingest_bytes = Counter(
+            "classpulse_ingest_bytes",
+            "Bytes of the binary messages received from student pages, by kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in INGEST_KINDS:
+            self.ingest_messages.labels(kind)
+            self.ingest_bytes.labels(kind)
+        self.capture_fallbacks = Counter(
+            "classpulse_capture_fallbacks",
+            "Student pages that fell back from edge capture to JPEG frames, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in contracts.CAPTURE_FALLBACKS:
+            self.capture_fallbacks.labels(reason)
         self.sockets = Gauge(
             "classpulse_websockets", "Open WebSocket connections", ["kind"], registry=r
         )

@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/load_suite.py --students 100 --seconds 30
     .venv/bin/python bench/load_suite.py --sweep 100,200,400 --seconds 20   # end-to-end p95 per level
+    .venv/bin/python bench/load_suite.py --capture edge --students 100 --seconds 30
+
+--capture edge: each simulated student sends, instead of the JPEG, the faces message a page
+running the detector would send for the same frame (docs/edge-wire.md): the boxes, scores,
+keypoints and 64×64 grey crops made beforehand with the worker's own detector and crop code
+(tests/edge_helpers.py); the service runs with CLASSPULSE_CAPTURE_MODE=edge. Both modes print the
+bytes per message, so two runs compare ingest bytes, worker throughput and latency.
 
 Starts `classpulse run` on a free local port (embedded PostgreSQL and Redis, one worker unless
 --workers), joins N students through the API and streams a real face JPEG from each over the
@@ -62,8 +69,16 @@ LOAD_ENV = {
 
 
 async def student(
-    url: str, token: str, student_id: str, jpeg: bytes, fps: float, until: float, stats: Stats
+    url: str,
+    token: str,
+    student_id: str,
+    payload: bytes,
+    fps: float,
+    until: float,
+    stats: Stats,
+    capture: str = "frames",
 ) -> None:
+    """One page: ``payload`` (a JPEG, or with ``capture`` "edge" a faces message) per capture."""
     async with websockets.connect(
         url, additional_headers=_auth(token), max_size=2**20, compression=None
     ) as ws:
@@ -95,9 +110,12 @@ async def student(
                     seq += 1
                     stats.sent_at[(student_id, seq)] = time.time()
                     stats.sent += 1
-                    await ws.send(jpeg)
+                    await ws.send(payload)
                 if time.monotonic() > next_report:
-                    await ws.send(json.dumps({"type": "stats", "captured": captured}))
+                    report = {"type": "stats", "captured": captured, "capture": capture}
+                    if capture == "edge":
+                        report["detector_ms"] = EDGE_DETECTOR_MS
+                    await ws.send(json.dumps(report))
                     captured, next_report = 0, next_report + 5
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             await asyncio.sleep(1.0)  # the last acks
@@ -164,7 +182,24 @@ def rss_mb(procs: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> dict:
+EDGE_DETECTOR_MS = 8.0  # what the simulated pages report (their "detector" costs nothing here)
+
+
+def payloads() -> dict[str, bytes]:
+    """What a simulated page sends per capture, by capture mode: the face JPEG, or the faces
+    message for the same frame (the worker's detector and crop code, run once here)."""
+    from classpulse.settings import Settings
+    from tests.edge_helpers import faces_message
+    from worker.pipeline import FramePipeline
+
+    jpeg = chaos.frame_jpegs()[0]
+    pipeline = FramePipeline.from_settings(Settings(providers=["cpu"]))
+    return {"frames": jpeg, "edge": faces_message(pipeline, jpeg, detector_ms=EDGE_DETECTOR_MS)}
+
+
+async def run_level(
+    server: DevServer, n: int, seconds: float, fps: float, capture: str, data: bytes
+) -> dict:
     token = server.login()
     session = server.api("POST", "/api/sessions", {"title": f"Load {n}"}, token)
     students = [
@@ -175,7 +210,6 @@ async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> di
         )
         for i in range(n)
     ]
-    jpeg = chaos.frame_jpegs()[0]
     stats = Stats()
     before = metrics(server)
     until = time.monotonic() + seconds
@@ -186,7 +220,9 @@ async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> di
     for i, s in enumerate(students):
         url = f"{server.ws_base}/ws/student"
         tasks.append(
-            asyncio.create_task(student(url, s["token"], s["student_id"], jpeg, fps, until, stats))
+            asyncio.create_task(
+                student(url, s["token"], s["student_id"], data, fps, until, stats, capture)
+            )
         )
         if i % 10 == 9:
             await asyncio.sleep(1 / fps / 10)  # spread the students' phases
@@ -201,8 +237,18 @@ async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> di
         if k.startswith("classpulse_frames_dropped_total{") and v
     }
     stream = server.api("GET", f"/api/sessions/{session['id']}/stream-stats", token=token)
+    ingest = {
+        kind: (
+            delta.get(f'classpulse_ingest_messages_total{{kind="{kind}"}}', 0),
+            delta.get(f'classpulse_ingest_bytes_total{{kind="{kind}"}}', 0),
+        )
+        for kind in ("frame", "faces")
+    }
     return {
         "n": n,
+        "capture": capture,
+        "message_bytes": len(data),
+        "ingest": ingest,
         "seconds": elapsed,
         "stats": stats,
         "drops": drops,
@@ -216,8 +262,17 @@ async def run_level(server: DevServer, n: int, seconds: float, fps: float) -> di
 def report(r: dict) -> None:
     s, lat, secs = r["stats"], r["stats"].latencies_ms, r["seconds"]
     print(
-        f"\n{r['n']} students × 2 fps for {secs:.0f} s: page captures skipped (window full) {s.skipped}, "
-        f"sent {s.sent} ({s.sent / secs:.0f}/s)"
+        f"\n{r['n']} students × 2 fps for {secs:.0f} s, capture {r['capture']}: page captures "
+        f"skipped (window full) {s.skipped}, sent {s.sent} ({s.sent / secs:.0f}/s)"
+    )
+    ingest = ", ".join(
+        f"{kind} {n:.0f} messages, {b / 1e6:.2f} MB ({b / n:.0f} B/message)"
+        for kind, (n, b) in r["ingest"].items()
+        if n
+    )
+    print(
+        f"  bytes per message: {r['message_bytes']} ({r['capture']}); gateway ingest: "
+        f"{ingest or 'none'}; {sum(b for _, b in r['ingest'].values()) / secs / 1e6:.2f} MB/s"
     )
     print(
         f"  processed by the worker(s): {r['processed']:.0f} ({r['processed'] / secs:.0f} frames/s); "
@@ -236,9 +291,15 @@ def report(r: dict) -> None:
 
 async def main_async(args: argparse.Namespace, server: DevServer) -> list[dict]:
     levels = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.students]
+    sizes = payloads()
+    data = sizes[args.capture]
+    print(
+        f"bytes per message: frames (JPEG) {len(sizes['frames'])}, edge (faces message, one "
+        f"face with its crop) {len(sizes['edge'])}; these students send {args.capture}"
+    )
     results = []
     for n in levels:
-        results.append(await run_level(server, n, args.seconds, args.fps))
+        results.append(await run_level(server, n, args.seconds, args.fps, args.capture, data))
         report(results[-1])
     return results
 
@@ -250,10 +311,17 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--sweep", help="comma-separated student counts, e.g. 100,200,400")
+    ap.add_argument(
+        "--capture",
+        choices=("frames", "edge"),
+        default="frames",
+        help="what the simulated pages send: JPEG frames, or faces messages (edge capture)",
+    )
     args = ap.parse_args()
+    env = {**LOAD_ENV, "CLASSPULSE_CAPTURE_MODE": args.capture}
     with (
         tempfile.TemporaryDirectory(prefix="cp-load-") as tmp,
-        DevServer(Path(tmp), workers=args.workers, env=LOAD_ENV) as server,
+        DevServer(Path(tmp), workers=args.workers, env=env) as server,
     ):
         roles = processes(server)
         start_rss = {role: rss_mb(ps) for role, ps in roles.items()}
@@ -268,7 +336,7 @@ def main() -> int:
             for r in results:
                 lat = r["stats"].latencies_ms
                 print(
-                    f"  {r['n']:>4} students: offered {r['n'] * args.fps:.0f} frames/s, processed "
+                    f"  {r['n']:>4} students ({r['capture']}): offered {r['n'] * args.fps:.0f} frames/s, processed "
                     f"{r['processed'] / r['seconds']:.0f}/s, dropped {sum(r['drops'].values()):.0f}, "
                     f"p95 {pct(lat, 95):.0f} ms"
                 )

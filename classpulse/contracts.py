@@ -84,12 +84,28 @@ POLICY_KEY = "cp:policy"
 
 
 # Hash the worker fills at start: "labels" (JSON list, the emotion model's output order),
-# "emotion" and "detector" (model versions). The gateway reads it to order labels for display.
+# "emotion" and "detector" (model versions), "crop_size" (the classifier's input side, pixels)
+# and "crop_scale" (the square crop around a box). The gateway reads it to order labels for
+# display, and to tell edge-capture pages how to cut crops (and check the crops they send).
 MODEL_INFO_KEY = "cp:models"
+# Until a worker has published its classifier's input side: mini-Xception's.
+DEFAULT_CROP_SIZE = 64
+
+# --- edge capture (docs/edge-wire.md) ---------------------------------------------------------
+# What a student page sends (Settings.capture_mode; each page reports its own in stats messages).
+CAPTURE_MODES = ("edge", "frames")
+# Where the student page loads the face detector it runs in edge capture (served by the gateway).
+EDGE_DETECTOR_URL = "/models/face_detection_short_range.onnx"
+# Why a page fell back from edge capture to sending JPEG frames, as its stats message reports it
+# (counted in classpulse_capture_fallbacks_total{reason}): the browser cannot run the detector,
+# the model did not load, the detector was too slow on this device, or it failed while running.
+CAPTURE_FALLBACKS = ("unsupported", "model_load_failed", "too_slow", "error")
 
 
 # --- frames stream fields (bytes keys; values are bytes) -------------------------------------
 # Kept as flat stream fields rather than a struct so the JPEG is never copied or re-encoded.
+# One stream for both kinds of entry (a JPEG frame, or an edge-capture faces message): ordering,
+# trimming, consumer groups, reclaim and stale-drop apply to both alike.
 F_VERSION = b"v"
 F_SESSION = b"s"
 F_STUDENT = b"u"
@@ -97,7 +113,13 @@ F_SEQ = b"q"  # the page's frame number, echoed in the ack and the result
 F_RECEIVED_MS = b"t"  # gateway receive time, epoch milliseconds
 F_EMOTION = b"e"  # b"1": run the emotion model; b"0": presence only (policy "off")
 F_MODE = b"m"  # the policy's emotion mode when the gateway took the frame (absent: per_student)
-F_JPEG = b"j"
+F_JPEG = b"j"  # the JPEG of a frame entry
+F_KIND = b"k"  # KIND_FRAME or KIND_FACES (absent: a frame, as written before edge capture)
+# The faces message (classpulse.edge_wire) of a faces entry: its own field, not F_JPEG, so a
+# worker that predates edge capture drops it as malformed instead of decoding it as a JPEG.
+F_FACES = b"f"
+KIND_FRAME = b"frame"
+KIND_FACES = b"faces"
 
 
 # --- results ---------------------------------------------------------------------------------

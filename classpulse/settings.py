@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     flip_average: bool = False
 
     # --- live pipeline ----------------------------------------------------------------------
+    # What student pages send: "frames" (JPEG frames; the workers detect the faces) or "edge"
+    # (the page runs the face detector and sends boxes and grey crops: docs/edge-wire.md). Told
+    # to each page in its socket's config; the gateway accepts both kinds either way (a page may
+    # fall back to frames when it cannot run the detector).
+    capture_mode: Literal["edge", "frames"] = "frames"
     frame_max_bytes: int = 300_000
     frame_max_fps: float = 5.0
     frames_in_flight: int = 2

@@ -54,6 +54,13 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
             "width": 320,
             "height": 240,
             "jpeg_quality": 0.7,
+            "capture": "frames",
+            "detector_url": "/models/face_detection_short_range.onnx",
+            "faces_version": 1,
+            "max_faces": settings.max_faces,
+            "crop_size": 64,
+            "crop_scale": settings.crop_scale,
+            "emotion_mode": "per_student",
         }
         ws.send_bytes(JPEG)
         assert next_json(ws, _is_ack) == {"type": "ack", "seq": 1, "ok": True}
@@ -67,7 +74,7 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
     assert fields[contracts.F_SESSION].decode() == session["id"]
     assert fields[contracts.F_STUDENT].decode() == student["student_id"]
     assert fields[contracts.F_SEQ] == b"1" and fields[contracts.F_VERSION] == b"1"
-    assert fields[contracts.F_EMOTION] == b"1"
+    assert fields[contracts.F_EMOTION] == b"1" and fields[contracts.F_KIND] == b"frame"
     assert abs(float(fields[contracts.F_RECEIVED_MS]) / 1000 - time.time()) < 30
     # On disconnect the dashboard is told.
     deadline = time.time() + 5

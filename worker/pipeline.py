@@ -1,8 +1,13 @@
-"""Frame → faces → emotions: the inference core shared by the live worker and `analyze`."""
+"""Frame → faces → emotions: the inference core shared by the live worker and `analyze`.
+
+A batch may mix decoded frames (detected here) with ``DetectedFrame``s, whose faces and grey
+crops the student's page found and cut itself (edge capture): every crop of the batch, cut here
+or sent, goes to the classifier in one call."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +82,18 @@ class FaceResult:
     probs: np.ndarray | None = None  # in FramePipeline.labels order; None when emotion is off
 
 
+@dataclass(slots=True)
+class DetectedFrame:
+    """A frame the student's page ran the face detector on (edge capture): its size, its faces
+    and their grey crops at the classifier's input size, in the faces' order (None: the page
+    sent boxes only, or the policy wants no emotions)."""
+
+    width: int
+    height: int
+    faces: list[FaceResult]
+    crops: np.ndarray | None = None  # (n, side, side) uint8
+
+
 @dataclass
 class Timings:
     detect_ms: float = 0.0
@@ -133,33 +150,69 @@ class FramePipeline:
         return out
 
     def analyze(
-        self, frames: list[np.ndarray], emotion: list[bool] | None = None
+        self, frames: Sequence[np.ndarray | DetectedFrame], emotion: list[bool] | None = None
     ) -> tuple[list[list[FaceResult]], Timings]:
-        """Faces per frame; ``emotion[i]`` False skips classification for frame i."""
+        """Faces per frame; ``emotion[i]`` False skips classification for frame i. Decoded
+        frames (BGR arrays) are detected here; a ``DetectedFrame`` brings its faces (and crops)."""
         timings = Timings()
         t0 = time.perf_counter()
-        if self.batch_detector:
-            detections = self.detector.detect_batch(frames)
-        else:
-            detections = [self.detector.detect(f) for f in frames]
+        detections = self._detect(frames)
         t1 = time.perf_counter()
         timings.detect_ms = (t1 - t0) * 1000
-        results = [[_face(d) for d in dets] for dets in detections]
+        results = [
+            f.faces if isinstance(f, DetectedFrame) else [_face(d) for d in dets]
+            for f, dets in zip(frames, detections, strict=True)
+        ]
         timings.faces = sum(len(r) for r in results)
         if self.classifier is not None and timings.faces:
-            crops: list[np.ndarray] = []
-            owners: list[tuple[int, int]] = []
-            for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
-                if not dets or (emotion is not None and not emotion[i]):
-                    continue
-                crops.append(self.classifier.crops(frame, [d.box for d in dets]))
-                owners.extend((i, j) for j in range(len(dets)))
-            if crops:
-                probs = self.classifier.classify_crops(np.concatenate(crops))
-                for (i, j), p in zip(owners, probs, strict=True):
-                    results[i][j].probs = p
+            self._classify(frames, detections, results, emotion)
             timings.classify_ms = (time.perf_counter() - t1) * 1000
         return results, timings
+
+    def _detect(self, frames: Sequence[np.ndarray | DetectedFrame]) -> list[list[Detection]]:
+        """Detections per frame; none for the frames whose page detected the faces itself."""
+        out: list[list[Detection]] = [[] for _ in frames]
+        todo = [i for i, f in enumerate(frames) if not isinstance(f, DetectedFrame)]
+        images = [f for f in frames if not isinstance(f, DetectedFrame)]
+        if not images:
+            return out
+        if self.batch_detector:
+            found = self.detector.detect_batch(images)
+        else:
+            found = [self.detector.detect(f) for f in images]
+        for i, dets in zip(todo, found, strict=True):
+            out[i] = dets
+        return out
+
+    def _classify(
+        self,
+        frames: Sequence[np.ndarray | DetectedFrame],
+        detections: list[list[Detection]],
+        results: list[list[FaceResult]],
+        emotion: list[bool] | None,
+    ) -> None:
+        """Every face of the batch in one classifier call: crops cut from the decoded frames
+        and the crops the pages sent, together."""
+        assert self.classifier is not None
+        crops: list[np.ndarray] = []
+        owners: list[tuple[int, int]] = []
+        for i, frame in enumerate(frames):
+            if not results[i] or (emotion is not None and not emotion[i]):
+                continue
+            if isinstance(frame, DetectedFrame):
+                if frame.crops is None:
+                    continue
+                want = (len(frame.faces), self.classifier.size[1], self.classifier.size[0])
+                if frame.crops.shape != want:
+                    raise ValueError(f"crops of shape {frame.crops.shape}; expected {want}")
+                crops.append(frame.crops)
+            else:
+                crops.append(self.classifier.crops(frame, [d.box for d in detections[i]]))
+            owners.extend((i, j) for j in range(len(results[i])))
+        if crops:
+            probs = self.classifier.classify_crops(np.concatenate(crops))
+            for (i, j), p in zip(owners, probs, strict=True):
+                results[i][j].probs = p
 
 
 def _face(d: Detection) -> FaceResult:

@@ -5,6 +5,10 @@ detect, classify all faces of the batch in one call, then write the results and 
 the frames in one MULTI/EXEC so a crash can never leave a frame both answered and pending.
 Frames that a dead worker left pending are reclaimed with XAUTOCLAIM; a malformed frame is
 counted and acknowledged, never fatal. No database, no FastAPI.
+
+Edge capture: an entry may instead hold a faces message (the page ran the detector): it is
+parsed again (a stream entry is untrusted too), skips decoding and detection, and its crops join
+the batch's one classifier call with the crops cut from the other students' frames.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import redis
 
 from classpulse import contracts as c
+from classpulse import edge_wire
 from classpulse.policy import read_mirror, stricter
 from classpulse.settings import Settings
 from classpulse.streams import (
@@ -33,7 +38,14 @@ from classpulse.streams import (
     reclaim,
     stop_on_signals,
 )
-from worker.pipeline import BadFrame, FaceResult, FramePipeline, Timings, decode_jpeg
+from worker.pipeline import (
+    BadFrame,
+    DetectedFrame,
+    FaceResult,
+    FramePipeline,
+    Timings,
+    decode_jpeg,
+)
 
 log = logging.getLogger(__name__)
 RECLAIM_EVERY_S = 5.0
@@ -82,8 +94,17 @@ class Frame:
     seq: int
     received_ms: float
     emotion: bool
-    image: np.ndarray
+    # The decoded BGR frame, or (edge capture) the faces and crops the page sent.
+    image: np.ndarray | DetectedFrame
     mode: str = "per_student"  # the policy's emotion mode this frame is analysed under
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frame: decoded, or as the page's detector saw it."""
+        if isinstance(self.image, DetectedFrame):
+            return self.image.width, self.image.height
+        h, w = self.image.shape[:2]
+        return w, h
 
 
 class Tally:
@@ -127,11 +148,18 @@ class InferenceWorker:
         self._last_lag_prune = 0.0
         self.batch_size = batch_size(settings, pipeline)
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
+        # Edge capture: the crop side faces messages must have (the classifier's square input).
+        clf = pipeline.classifier
+        self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
 
     def setup(self) -> None:
         ensure_group(self.r, c.FRAMES_STREAM, c.WORKER_GROUP)
         labels = msgspec.json.encode(list(self.pipeline.labels)).decode()
         info: dict[str, str] = {"labels": labels, **self.pipeline.versions}
+        if self.crop_size is not None and self.pipeline.classifier is not None:
+            # What edge-capture pages are told (through the gateway) to cut their crops to.
+            info["crop_size"] = str(self.crop_size)
+            info["crop_scale"] = repr(self.pipeline.classifier.crop_scale)
         self.r.hset(c.MODEL_INFO_KEY, mapping=info)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
         self.heartbeat.last = 0.0
         self.heartbeat.beat()
@@ -231,7 +259,7 @@ class InferenceWorker:
     def _result(
         self, frame: Frame, faces: list[FaceResult], done_ms: float, per_frame: dict[str, float]
     ) -> c.FrameResult:
-        h, w = frame.image.shape[:2]
+        w, h = frame.size
         labels = self.pipeline.labels
         return c.FrameResult(
             frame_id=frame.entry_id,
@@ -269,12 +297,14 @@ class InferenceWorker:
     def _apply_policy(self, frames: list[Frame]) -> None:
         """Each frame's mode: the stricter of the gateway's stamp and the policy mirrored now.
         Without a mirror (Redis lost it, the gateway has not re-written it yet) the stamp rules;
-        with the mode ``off`` the emotion model never sees the frame."""
+        with the mode ``off`` the emotion model never sees the frame (nor a page's crops)."""
         current = read_mirror(self.r) if frames else None
         for frame in frames:
             if current is not None:
                 frame.mode = stricter(frame.mode, current.emotion_mode)
             frame.emotion = frame.emotion and frame.mode != "off"
+            if not frame.emotion and isinstance(frame.image, DetectedFrame):
+                frame.image.crops = None  # presence only: the boxes
 
     def _one_by_one(
         self, frames: list[Frame], tally: Tally
@@ -302,9 +332,12 @@ class InferenceWorker:
             session_id = fields[c.F_SESSION].decode()
             student_id = fields[c.F_STUDENT].decode()
             seq = int(fields.get(c.F_SEQ, b"0"))
-            jpeg = fields[c.F_JPEG]
+            kind = fields.get(c.F_KIND, c.KIND_FRAME)
+            payload = fields[c.F_FACES if kind == c.KIND_FACES else c.F_JPEG]
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             raise BadFrame("malformed", f"malformed stream entry: {exc!r}") from exc
+        if kind not in (c.KIND_FRAME, c.KIND_FACES):
+            raise BadFrame("malformed", f"unknown entry kind {kind!r}")
         if now_ms - received_ms > self.settings.frame_max_age_ms:
             raise BadFrame("stale", f"frame is {now_ms - received_ms:.0f} ms old")
         emotion = fields.get(c.F_EMOTION, b"1") == b"1"
@@ -316,9 +349,31 @@ class InferenceWorker:
             seq=seq,
             received_ms=received_ms,
             emotion=emotion,
-            image=decode_jpeg(jpeg),
+            image=self._faces(payload) if kind == c.KIND_FACES else decode_jpeg(payload),
             mode=stricter(mode, mode),  # an unknown mode counts as off
         )
+
+    def _faces(self, data: bytes) -> DetectedFrame:
+        """A faces message as the frame's faces and crops; BadFrame("malformed") if it breaks
+        the wire rules. Crops are accepted whatever the stamped mode: the policy step decides
+        whether they are classified."""
+        try:
+            msg = edge_wire.parse(data, self.settings.max_faces, self.crop_size, crops_allowed=True)
+        except edge_wire.WireError as exc:
+            raise BadFrame("malformed", f"faces message: {exc} ({exc.reason})") from exc
+        faces = [
+            FaceResult(
+                (round(f.box[0]), round(f.box[1]), round(f.box[2]), round(f.box[3])),
+                f.score,
+                np.asarray(f.keypoints, np.float32),
+            )
+            for f in msg.faces
+        ]
+        crops = None
+        if msg.has_crops and faces:
+            side = msg.crop_size
+            crops = np.frombuffer(msg.crops, np.uint8).reshape(len(faces), side, side)
+        return DetectedFrame(msg.width, msg.height, faces, crops)
 
     def run(self, stop: threading.Event) -> None:
         backoff = Backoff()

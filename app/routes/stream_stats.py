@@ -1,8 +1,10 @@
-"""Per-student frame counters of a session: captured, sent, processed, dropped by reason."""
+"""Per-student frame counters of a session: captured, sent, processed, dropped by reason; and
+each page's capture mode and detector time (edge capture)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -20,6 +22,10 @@ class StudentStreamStats(BaseModel):
     accepted: int  # frames written to the frames stream
     processed: int  # frames a worker analysed
     dropped: dict[str, int]  # reason -> frames (gateway and worker reasons)
+    # What the page last reported (None until it did): "edge" (it runs the face detector and
+    # sends faces messages) or "frames" (JPEG frames), and its detector's time per frame.
+    capture: Literal["edge", "frames"] | None = None
+    detector_ms: float | None = None
 
 
 class StreamStatsOut(BaseModel):

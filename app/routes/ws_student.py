@@ -1,13 +1,17 @@
-"""``WS /ws/student``: binary JPEG frames in, one JSON ack per frame and the self-view out.
+"""``WS /ws/student``: binary frames in, one JSON ack per frame and the self-view out.
 
-The gateway never decodes a frame: it checks the size, the JPEG markers and the student's rate,
-hands the bytes to the process-wide frame writer, and acks when Redis has them. The page keeps a
-fixed number of frames in flight by waiting for acks, so nothing queues up anywhere.
+A binary message is a JPEG frame, or (edge capture: the page ran the face detector) a faces
+message with boxes and grey crops (docs/edge-wire.md), told apart by its first bytes. The
+gateway never decodes an image: it checks the size, the JPEG markers or the faces message's
+layout and values, and the student's rate, hands the bytes to the process-wide frame writer, and
+acks when Redis has them. The page keeps a fixed number of frames in flight by waiting for acks,
+so nothing queues up anywhere.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -25,7 +29,7 @@ from app.presence import publish_presence
 from app.ratelimit import TokenBucket
 from app.resources import Resources
 from app.students import withdraw_student
-from classpulse import contracts
+from classpulse import contracts, edge_wire
 from classpulse.db import ClassSession, Student
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,7 @@ class StudentSocket:
         self.fps_told = res.frame_flow.fps  # the rate this page was last asked to send at
         self.rate_limited_told = 0.0
         self.withdrawn = False
+        self.fallbacks: set[str] = set()  # edge-capture fallbacks this page reported (counted once)
         # Declined consent: the student attends (presence only); no frame of theirs is analysed.
         self.analysis = student.consent_version is not None
         # Set by either half to end the socket; the handler sends the close once, after both
@@ -81,6 +86,7 @@ class StudentSocket:
 
     def config(self) -> dict[str, Any]:
         s = self.res.settings
+        flow = self.res.frame_flow
         return {
             "type": "config",
             "fps": self.fps_told,
@@ -89,6 +95,15 @@ class StudentSocket:
             "width": 320,
             "height": 240,
             "jpeg_quality": 0.7,
+            # Edge capture (docs/edge-wire.md): whether to run the detector in the page, and
+            # what its faces messages must look like. Crops only while emotion_mode is not off.
+            "capture": s.capture_mode,
+            "detector_url": contracts.EDGE_DETECTOR_URL,
+            "faces_version": edge_wire.VERSION,
+            "max_faces": s.max_faces,
+            "crop_size": flow.crop_size,
+            "crop_scale": flow.crop_scale,
+            "emotion_mode": self.res.policy.mode,
         }
 
     async def presence(self, state: str) -> None:
@@ -124,34 +139,57 @@ class StudentSocket:
             self.res.metrics.live_dropped.inc()
 
     def frame(self, data: bytes) -> None:
+        """One binary message: a JPEG frame, or a faces message (it starts with the magic)."""
         self.seq += 1
         seq = self.seq
-        self.res.metrics.frames_received.inc()
+        faces = edge_wire.is_faces(data)
+        kind = "faces" if faces else "frame"
+        metrics = self.res.metrics
+        metrics.frames_received.inc()
+        metrics.ingest_messages.labels(kind).inc()
+        metrics.ingest_bytes.labels(kind).inc(len(data))
         self.counts["received"] += 1
-        if self.withdrawn or not self.analysis:  # consent withdrawn or never given: refused
-            reason: str | None = "withdrawn" if self.withdrawn else "no_consent"
-        elif len(data) > self.res.settings.frame_max_bytes:
-            reason = "too_large"
-        elif not data.startswith(JPEG_START) or JPEG_END not in data[-32:]:
-            reason = "not_jpeg"
-        elif not self.bucket.take():
+        mode = self.res.policy.mode  # checked against and stamped into the entry
+        reason = self.refusal(data, faces, mode)
+        if reason is None and not self.bucket.take():
             reason = "rate_limited"
             now = time.monotonic()
             if now - self.rate_limited_told > 2.0:  # over the cap: say so, at most every 2 s
                 self.rate_limited_told = now
                 self.tell_rate("rate_limited")
-        else:
+        elif reason is None:
             reason = self.res.sink.offer(  # stamped with the policy's current emotion mode
                 self.session_id,
                 self.student_id,
                 seq,
                 data,
-                self.res.policy.mode,
+                mode,
                 lambda r: self.ack(seq, r),
+                contracts.KIND_FACES if faces else contracts.KIND_FRAME,
             )
             if reason is None:
                 return  # acked by the writer once Redis has it
         self.ack(seq, reason)
+
+    def refusal(self, data: bytes, faces: bool, mode: str) -> str | None:
+        """Why a binary message is refused (before the rate limit), or None."""
+        if self.withdrawn or not self.analysis:  # consent withdrawn or never given: refused
+            return "withdrawn" if self.withdrawn else "no_consent"
+        if len(data) > self.res.settings.frame_max_bytes:
+            return "too_large"
+        if not faces:
+            return None if data.startswith(JPEG_START) and JPEG_END in data[-32:] else "not_jpeg"
+        # Crops must have the workers' classifier input side, and are refused under ``off``.
+        try:
+            edge_wire.parse(
+                data,
+                max_faces=self.res.settings.max_faces,
+                crop_size_expected=self.res.frame_flow.crop_size,
+                crops_allowed=mode != "off",
+            )
+        except edge_wire.WireError as exc:
+            return exc.reason
+        return None
 
     # --- control messages -----------------------------------------------------------------
     async def control(self, text: str) -> None:
@@ -175,9 +213,11 @@ class StudentSocket:
                 await self.presence("present" if state == "on" else "camera_off")
         elif kind == "ping":
             self.push('{"type":"pong"}')
-        elif kind == "stats" and isinstance(n := msg.get("captured"), int) and 0 <= n <= 100_000:
-            self.counts["captured"] += n  # frames the page captured since its last report
-            self.res.metrics.frames_captured.inc(n)
+        elif kind == "stats":
+            problem = self.stats(msg)
+            if problem is not None:
+                self.protocol_error(problem)
+                return
         elif kind == "withdraw":
             await self.withdraw()
             return
@@ -185,6 +225,39 @@ class StudentSocket:
             self.protocol_error(_explain(msg))
             return
         self.errors = 0
+
+    def stats(self, msg: dict[str, Any]) -> str | None:
+        """Apply a stats message (frames captured; optionally the capture mode, the detector's
+        time per frame and why the page fell back from edge capture); the problem if invalid,
+        and then nothing of it is applied."""
+        n = msg.get("captured")
+        if not isinstance(n, int) or not 0 <= n <= 100_000:
+            return 'stats messages need "captured": a count of frames since the last report'
+        capture, detector_ms, fallback = (
+            msg.get(k) for k in ("capture", "detector_ms", "fallback")
+        )
+        if capture is not None and capture not in contracts.CAPTURE_MODES:
+            return '"capture" must be "edge" or "frames"'
+        if detector_ms is not None and not (
+            isinstance(detector_ms, int | float)
+            and not isinstance(detector_ms, bool)
+            and math.isfinite(detector_ms)
+            and 0 <= detector_ms < edge_wire.MAX_DETECTOR_MS
+        ):
+            return '"detector_ms" must be a number of milliseconds, 0 ≤ ms < 60000'
+        if fallback is not None and fallback not in contracts.CAPTURE_FALLBACKS:
+            return f'"fallback" must be one of {", ".join(contracts.CAPTURE_FALLBACKS)}'
+        self.counts["captured"] += n  # frames the page captured since its last report
+        self.res.metrics.frames_captured.inc(n)
+        flow = self.res.frame_flow
+        if capture is not None:
+            flow.note(self.counts, "capture", capture)
+        if detector_ms is not None:
+            flow.note(self.counts, "detector_ms", f"{detector_ms:.2f}")
+        if fallback is not None and fallback not in self.fallbacks:  # a page, not a report
+            self.fallbacks.add(fallback)
+            self.res.metrics.capture_fallbacks.labels(fallback).inc()
+        return None
 
     def protocol_error(self, message: str) -> None:
         """Tell the page what was wrong; close after too many wrong messages in a row."""
@@ -252,11 +325,12 @@ class StudentSocket:
 
 def _explain(msg: dict[str, Any]) -> str:
     if not msg:
-        return 'text messages must be JSON objects with a "type"; frames are binary JPEG'
+        return (
+            'text messages must be JSON objects with a "type"; frames are binary JPEG or '
+            "faces messages"
+        )
     if msg.get("type") == "camera":
         return 'camera messages need "state": "on" or "off"'
-    if msg.get("type") == "stats":
-        return 'stats messages need "captured": a count of frames since the last report'
     return f"unknown message type {msg.get('type')!r}; expected camera, withdraw, stats or ping"
 
 

@@ -1,0 +1,200 @@
+"""The edge-capture "faces" message (docs/edge-wire.md): parse and encode, stdlib only.
+
+In edge capture the student's page runs the face detector and sends, per captured frame, one
+binary WebSocket message with the face boxes, scores and keypoints and (when the policy wants
+emotions) one grey crop per face, instead of a JPEG. The gateway validates it with ``parse``
+before writing it to the frames stream; the worker parses it again (a stream entry is untrusted
+too). ``encode`` builds one (tests, benchmarks, simulated students).
+
+No numpy here: the gateway imports this module, and it decodes no image and runs no model.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAGIC = b"CPFM"
+VERSION = 1
+FLAG_CROPS = 0x01  # bit 0: one crop per face follows the faces; every other bit must be 0
+# magic, version, flags, n, crop size, width, height, detector ms, capture ms (little-endian)
+HEADER = struct.Struct("<4sBBBBHHfd")
+HEADER_SIZE = HEADER.size  # 24
+KEYPOINTS = 6  # MediaPipe's order: right eye, left eye, nose tip, mouth, right ear, left ear
+# x, y, w, h, score, then the keypoints' x, y
+FACE = struct.Struct(f"<{5 + 2 * KEYPOINTS}f")
+FACE_SIZE = FACE.size  # 68
+MIN_SIDE, MAX_SIDE = 16, 4096  # frame width and height, pixels
+MAX_DETECTOR_MS = 60_000.0
+# Detectors place the boxes (and ear keypoints) of faces at the edge partly outside the frame.
+TOLERANCE = 0.1  # of the frame's width or height, on each side
+
+# Refusal reasons: the gateway's ack and classpulse_frames_dropped_total{reason} carry them.
+BAD_FACES = "bad_faces"  # malformed header, counts or lengths
+BAD_BOX = "bad_box"  # a box or keypoint out of range
+BAD_VALUE = "bad_value"  # NaN, inf, a score outside [0, 1], a time out of range
+BAD_VERSION = "bad_version"
+CROPS_NOT_ALLOWED = "crops_not_allowed"  # crops while the policy's emotion mode is off
+TOO_MANY_FACES = "too_many_faces"
+REASONS = (BAD_FACES, BAD_BOX, BAD_VALUE, BAD_VERSION, CROPS_NOT_ALLOWED, TOO_MANY_FACES)
+
+Box = tuple[float, float, float, float]  # x, y, w, h in frame pixels
+Keypoints = tuple[tuple[float, float], ...]
+
+
+class WireError(ValueError):
+    """A faces message that breaks the rules; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBox:
+    box: Box
+    score: float
+    keypoints: Keypoints
+
+
+@dataclass(frozen=True, slots=True)
+class FacesMessage:
+    """A parsed faces message: a view of the bytes it came from (the crops are not copied)."""
+
+    width: int
+    height: int
+    detector_ms: float
+    capture_ms: float  # the page's clock, ms since the Unix epoch
+    faces: list[FaceBox]
+    crop_size: int  # side s of each crop; 0 when the message carries none
+    crops: memoryview  # n·s·s bytes, face after face, row-major grey; empty without crops
+
+    @property
+    def has_crops(self) -> bool:
+        return self.crop_size > 0
+
+
+def is_faces(data: bytes | bytearray | memoryview) -> bool:
+    """True when a binary message claims to be a faces message (it starts with the magic)."""
+    return bytes(data[:4]) == MAGIC
+
+
+def message_size(n: int, crop_size: int) -> int:
+    """Bytes of a faces message with n faces and crops of side ``crop_size`` (0: no crops)."""
+    return HEADER_SIZE + FACE_SIZE * n + crop_size * crop_size * n
+
+
+def parse(
+    data: bytes | bytearray | memoryview,
+    max_faces: int,
+    crop_size_expected: int | None,
+    crops_allowed: bool,
+) -> FacesMessage:
+    """Validate a faces message and return its view; ``WireError`` on any broken rule.
+
+    ``crop_size_expected``: the classifier's input side (None: any side is accepted);
+    ``crops_allowed``: False under the emotion mode ``off``, where the page sends boxes only.
+    Checks run header first, so a message is refused with the reason of its first fault."""
+    view = memoryview(data)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    if len(view) < HEADER_SIZE:
+        raise WireError(BAD_FACES, f"a faces message has at least {HEADER_SIZE} bytes")
+    magic, version, flags, n, size, width, height, detector_ms, capture_ms = HEADER.unpack_from(
+        view
+    )
+    if magic != MAGIC:
+        raise WireError(BAD_FACES, "not a faces message (no CPFM magic)")
+    if version != VERSION:
+        raise WireError(BAD_VERSION, f"faces message version {version}; this server reads 1")
+    if flags & ~FLAG_CROPS:
+        raise WireError(BAD_FACES, f"unknown flag bits 0x{flags & ~FLAG_CROPS:02x}")
+    if n > max_faces:
+        raise WireError(TOO_MANY_FACES, f"{n} faces; at most {max_faces}")
+    crops = bool(flags & FLAG_CROPS)
+    if crops and not crops_allowed:
+        raise WireError(CROPS_NOT_ALLOWED, "no crops while the policy's emotion mode is off")
+    if crops and (size == 0 or (crop_size_expected is not None and size != crop_size_expected)):
+        want = crop_size_expected if crop_size_expected is not None else "more than 0"
+        raise WireError(BAD_FACES, f"crop size {size}; expected {want}")
+    if not crops and size != 0:
+        raise WireError(BAD_FACES, "crop size must be 0 when no crops are included")
+    expected = message_size(n, size)
+    if len(view) != expected:
+        raise WireError(BAD_FACES, f"{len(view)} bytes; {n} faces need exactly {expected}")
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise WireError(BAD_FACES, f"frame size {width}×{height} out of range")
+    if not (math.isfinite(detector_ms) and 0.0 <= detector_ms < MAX_DETECTOR_MS):
+        raise WireError(BAD_VALUE, "detector time must be finite, 0 ≤ t < 60000 ms")
+    if not (math.isfinite(capture_ms) and capture_ms >= 0.0):
+        raise WireError(BAD_VALUE, "capture time must be finite and not negative")
+    faces = [
+        _face(values, width, height)
+        for values in FACE.iter_unpack(view[HEADER_SIZE : HEADER_SIZE + FACE_SIZE * n])
+    ]
+    return FacesMessage(
+        width=width,
+        height=height,
+        detector_ms=detector_ms,
+        capture_ms=capture_ms,
+        faces=faces,
+        crop_size=size,
+        crops=view[HEADER_SIZE + FACE_SIZE * n :],
+    )
+
+
+def _face(values: tuple[float, ...], width: int, height: int) -> FaceBox:
+    if not all(math.isfinite(v) for v in values):
+        raise WireError(BAD_VALUE, "face values must be finite (no NaN or inf)")
+    x, y, w, h, score = values[:5]
+    if not 0.0 <= score <= 1.0:
+        raise WireError(BAD_VALUE, f"score {score:g} outside [0, 1]")
+    dx, dy = TOLERANCE * width, TOLERANCE * height
+    if w <= 0 or h <= 0 or x < -dx or y < -dy or x + w > width + dx or y + h > height + dy:
+        raise WireError(BAD_BOX, f"box ({x:g}, {y:g}, {w:g}, {h:g}) outside {width}×{height}")
+    points = tuple((values[i], values[i + 1]) for i in range(5, len(values), 2))
+    for px, py in points:
+        if not (-dx <= px <= width + dx and -dy <= py <= height + dy):
+            raise WireError(BAD_BOX, f"keypoint ({px:g}, {py:g}) outside {width}×{height}")
+    return FaceBox((x, y, w, h), score, points)
+
+
+def encode(
+    width: int,
+    height: int,
+    faces: Sequence[tuple[Sequence[float], float, Sequence[Sequence[float]] | None]],
+    crops: bytes | bytearray | memoryview | None = None,
+    crop_size: int = 0,
+    detector_ms: float = 0.0,
+    capture_ms: float = 0.0,
+) -> bytes:
+    """A faces message: ``faces`` as (box x, y, w, h; score; 6 keypoints (x, y) or None),
+    ``crops`` the n·s·s grey bytes of their crops (or None: boxes only).
+
+    Values are packed as given (no validation: tests build bad messages with it); a numpy
+    array of crops (n, s, s) uint8 may be passed as ``memoryview(array)``."""
+    flags = 0
+    tail = b""
+    if crops is not None:
+        tail = bytes(crops)
+        flags |= FLAG_CROPS
+        if len(tail) != crop_size * crop_size * len(faces):
+            raise ValueError(f"{len(tail)} crop bytes for {len(faces)} faces of {crop_size}²")
+    else:
+        crop_size = 0
+    parts = [
+        HEADER.pack(
+            MAGIC, VERSION, flags, len(faces), crop_size, width, height, detector_ms, capture_ms
+        )
+    ]
+    for box, score, keypoints in faces:
+        points = [0.0] * (2 * KEYPOINTS)
+        if keypoints is not None:
+            points = [float(v) for point in keypoints for v in point]
+            if len(points) != 2 * KEYPOINTS:
+                raise ValueError(f"{KEYPOINTS} keypoints (x, y) per face")
+        parts.append(FACE.pack(*(float(v) for v in box), float(score), *points))
+    parts.append(tail)
+    return b"".join(parts)
