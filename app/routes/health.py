@@ -43,7 +43,10 @@ async def _redis_state(res: Resources) -> tuple[bool, int]:
         return False, 0
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the database, Redis or every worker is away"}},
+)
 async def readyz(res: Res) -> JSONResponse:
     """Ready when the database and Redis answer and at least one inference worker is alive."""
     try:
