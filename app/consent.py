@@ -4,21 +4,29 @@ from __future__ import annotations
 
 # Bump the version whenever the text changes in substance: each student row stores the version it
 # accepted, and a join that names an older version is refused so the student reads the new text.
-CONSENT_VERSION = "2026-11-1"
+CONSENT_VERSION = "2026-12-1"
 
 # One text for every policy mode: the join page shows, next to it, which mode this school has set.
 CONSENT_TEXT = """\
 What happens when you join
-- Your browser sends small still images from your webcam (about two per second, 320×240) to
-  this school's ClassPulse server while the camera is on.
-- The server looks for a face in each image to tell whether you are present. Depending on the
-  school's setting (shown on this page), it may also estimate one of seven expressions (angry,
-  disgust, fear, happy, sad, surprise, neutral). It does not recognise who you are: you are
-  identified only by the display name you type here.
-- Images are analysed in memory and then discarded. They are never written to disk, never
-  stored in the database and never shown to anyone. Only numbers (whether a face was seen and,
-  where the setting allows, which expression and how confident) are kept, grouped in short time
-  periods, and deleted automatically after the school's retention period.
+While the camera is on, your browser sends this school's ClassPulse server one of two things
+(about two times a second); the page shows you which, all the time:
+- On-device detection: your browser finds your face itself, and only the position of each face
+  (a box) and a small grey picture of each face (64×64 pixels) leave your device. When the
+  school's setting is "Off", only the boxes leave it. The camera picture itself is not sent.
+- Camera frames: small still images from your webcam (at most 320×240). This is sent instead
+  when the school uses it, or when your device is too slow for on-device detection or your
+  browser cannot run it (the page then says so).
+
+What the server does with them
+- It uses the face to tell whether you are present. Depending on the school's setting (shown on
+  this page), it may also estimate one of seven expressions (angry, disgust, fear, happy, sad,
+  surprise, neutral). It does not recognise who you are: you are identified only by the display
+  name you type here.
+- Images and face pictures are analysed in memory and then discarded. They are never written to
+  disk, never stored in the database and never shown to anyone. Only numbers (whether a face was
+  seen and, where the setting allows, which expression and how confident) are kept, grouped in
+  short time periods, and deleted automatically after the school's retention period.
 
 Who sees what, by the school's setting
 - "Per student": your teacher sees your display name, whether your camera is on, and your

@@ -21,6 +21,7 @@ from app.routes import (
     admin_reports,
     audit,
     auth,
+    edge_files,
     erasure,
     health,
     join,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         ws_student,
         ws_live,
+        edge_files,  # the detectors and the wasm runtime student pages run (edge capture)
     ):
         app.include_router(module.router)
     app.include_router(pages_router)

@@ -26,6 +26,10 @@ CSP = (
     "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; "
     "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
+# The student page runs the face detector in WebAssembly (edge capture): compiling a module
+# needs 'wasm-unsafe-eval', which allows WebAssembly compilation and nothing else (no eval, no
+# inline script); the module itself comes from this origin. Only the join page gets it.
+JOIN_CSP = CSP.replace("script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';")
 # nosniff, Referrer-Policy, X-Frame-Options and HSTS come with every response (app.http_guard).
 PAGE_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -40,9 +44,12 @@ JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
 _JOIN_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _page(templates: Templates, request: Request, template: str, **context: object) -> HTMLResponse:
+def _page(
+    templates: Templates, request: Request, template: str, csp: str = CSP, **context: object
+) -> HTMLResponse:
     response = templates.TemplateResponse(request, template, context)
     response.headers.update(PAGE_HEADERS)
+    response.headers["Content-Security-Policy"] = csp
     return response
 
 
@@ -79,7 +86,7 @@ def history_page(request: Request, templates: Templates, session_id: SessionId) 
 
 @router.get("/join/{code}", response_class=HTMLResponse)
 def join_page(request: Request, templates: Templates, code: JoinCode) -> HTMLResponse:
-    return _page(templates, request, "join.html", page="join", join_code=code)
+    return _page(templates, request, "join.html", csp=JOIN_CSP, page="join", join_code=code)
 
 
 @router.get("/privacy", response_class=HTMLResponse)

@@ -8,7 +8,9 @@ This module imports neither onnx nor onnxruntime: both sides can use it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 PREFIX = "classpulse."
@@ -100,3 +102,64 @@ class ModelContract:
             raise ModelContractError("input size and std must be positive")
         if self.kind == "emotion_classifier" and len(self.labels) < 2:
             raise ModelContractError("a classifier must list its labels in output order")
+
+
+# --- reading the metadata without onnx ----------------------------------------------------------
+# ONNX files are protobuf ``ModelProto`` messages; ``metadata_props`` is field 14, a repeated
+# ``StringStringEntryProto`` (key = field 1, value = field 2). The gateway publishes detector
+# contracts to pages and must not import onnx or onnxruntime, so it walks the top-level fields.
+_METADATA_PROPS = 14
+_MAX_MODEL_BYTES = 64 << 20  # a detector is ~2 MB; refuse to read anything absurd
+
+
+def _varint(data: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ModelContractError("truncated or malformed ONNX file (varint)")
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
+    """(field number, wire type, value) of one protobuf message; length-delimited values are
+    memoryviews, the others ints."""
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+            yield number, wire, value
+        elif wire == 1 or wire == 5:
+            i += 8 if wire == 1 else 4
+            yield number, wire, 0
+        elif wire == 2:
+            length, i = _varint(data, i)
+            if i + length > len(data):
+                raise ModelContractError("truncated or malformed ONNX file (length)")
+            yield number, wire, data[i : i + length]
+            i += length
+        else:
+            raise ModelContractError(f"malformed ONNX file (wire type {wire})")
+    if i != len(data):
+        raise ModelContractError("truncated ONNX file")
+
+
+def read_onnx_metadata(path: Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read with the standard library only."""
+    size = path.stat().st_size
+    if size > _MAX_MODEL_BYTES:
+        raise ModelContractError(f"{path.name} is larger than {_MAX_MODEL_BYTES} bytes")
+    meta: dict[str, str] = {}
+    for number, wire, value in _fields(memoryview(path.read_bytes())):
+        if number != _METADATA_PROPS or wire != 2:
+            continue
+        assert isinstance(value, memoryview)
+        entry = {n: bytes(v).decode("utf-8") for n, w, v in _fields(value) if w == 2}
+        meta[entry.get(1, "")] = entry.get(2, "")
+    return meta

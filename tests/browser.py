@@ -33,11 +33,13 @@ CHROMIUM_FLAGS = (
 )
 
 
-def write_y4m(path: Path, frames: int = 30, size=(320, 240)) -> None:
-    """A Y4M clip of the astronaut's face drifting slightly, as a fake webcam feed."""
+def write_y4m(path: Path, frames: int = 30, size=(320, 240), face_px: int | None = None) -> None:
+    """A Y4M clip of the astronaut's face drifting slightly, as a fake webcam feed; the face
+    picture is ``face_px`` square (default: the frame's height less 20)."""
     w, h = size
+    side = face_px or h - 20
     face = cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR)[0:400, 60:460]
-    face = cv2.resize(face, (h - 20, h - 20))
+    face = cv2.resize(face, (side, side))
     with path.open("wb") as out:
         out.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(frames):
@@ -49,14 +51,15 @@ def write_y4m(path: Path, frames: int = 30, size=(320, 240)) -> None:
 
 
 @contextmanager
-def chromium(webcam: Path | None = None) -> Iterator[Browser]:
+def chromium(webcam: Path | None = None, **clip: Any) -> Iterator[Browser]:
     """Headless Chromium, closed afterwards. With ``webcam`` (a path to write to): a fake camera
-    playing the face clip of write_y4m written there, camera prompts answered yes."""
+    playing the face clip of write_y4m (``clip``: its size, face_px) written there, camera
+    prompts answered yes."""
     from playwright.sync_api import sync_playwright
 
     args = list(CHROMIUM_FLAGS)
     if webcam is not None:
-        write_y4m(webcam)
+        write_y4m(webcam, **clip)
         args += [
             "--use-fake-ui-for-media-stream",
             "--use-fake-device-for-media-stream",

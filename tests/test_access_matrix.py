@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from app.main import create_app
+from app.routes.edge_files import ORT_WASM_URL
 from classpulse import contracts
 from classpulse.accounts import hash_password
 from classpulse.db import User
@@ -238,6 +239,14 @@ ACCESS: dict[tuple[str, str], Call] = {
     ("GET", "/privacy"): Call("public", 200),
     ("GET", "/qr.svg"): Call(
         "public", 200, params=lambda w: {"data": f"http://testserver/join/{w.a['join_code']}"}
+    ),
+    # Edge capture: the detectors, their contracts and the wasm runtime the student page runs
+    ("GET", ORT_WASM_URL): Call("public", 200),
+    ("GET", "/models/{name}.onnx"): Call(
+        "public", 200, path="/models/face_detection_short_range.onnx"
+    ),
+    ("GET", "/models/{name}.json"): Call(
+        "public", 200, path="/models/face_detection_short_range.json"
     ),
     # Accounts
     ("POST", "/api/auth/login"): Call(

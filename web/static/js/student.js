@@ -1,6 +1,8 @@
-/* Student page: consent first, then a display name, then (only then) the camera. Frames go
- * to the server as single binary JPEG messages with at most max_in_flight unacknowledged;
- * when the window is full the page skips the capture instead of queueing frames. */
+/* Student page: consent first, then a display name, then (only then) the camera. Each capture
+ * goes to the server as one binary message, with at most max_in_flight unacknowledged; when the
+ * window is full the page skips the capture instead of queueing frames. The message is a JPEG
+ * (capture "frames"), or, when the server asks for edge capture, the faces message that edge.js
+ * builds on this device: face boxes and small grey face crops, never the picture. */
 (function () {
   "use strict";
   const CP = window.ClassPulse;
@@ -25,7 +27,12 @@
 
   let join = null; // {token, student_id, session_id, session_title, display_name, expires_at}
   let consentVersion = null;
-  let config = { fps: 2, max_fps: 5, max_in_flight: 2, width: 320, height: 240, jpeg_quality: 0.7 };
+  let config = {
+    fps: 2, max_fps: 5, max_in_flight: 2, width: 320, height: 240, jpeg_quality: 0.7,
+    // Edge capture (docs/edge-wire.md); a server that doesn't say "edge" gets JPEG frames.
+    capture: "frames", detector_url: "/models/face_detection_short_range.onnx",
+    crop_size: 64, crop_scale: 1.1, max_faces: 32,
+  };
   let stream = null;
   let starting = null;
   let captureTimer = null;
@@ -33,6 +40,7 @@
   let finished = false; // withdrawn or expired: no camera, no reconnect
   let declined = false; // consent declined: joined without analysis
 
+  let configSeen = false; // the server has said what to send (or stayed silent): see captureText
   // Per connection: frames are numbered from 1 and acknowledged in order.
   let configured = false;
   let sentSeq = 0;
@@ -176,8 +184,9 @@
     $("camera-state").textContent = !analysing()
       ? "You're attending without analysis: the camera stays off and nothing is sent."
       : stream
-        ? "Camera on: frames go to the server for analysis and are not stored."
+        ? "Camera on."
         : "Camera off: nothing is sent.";
+    CP.show($("capture-mode"), analysing() && !finished);
   }
 
   function startCamera() {
@@ -193,9 +202,10 @@
     }
     let media;
     try {
+      const size = cameraSize();
       media = await navigator.mediaDevices.getUserMedia({
         audio: false,
-        video: { width: { ideal: config.width }, height: { ideal: config.height }, facingMode: "user" },
+        video: { width: { ideal: size.width }, height: { ideal: size.height }, facingMode: "user" },
       });
     } catch (err) {
       const denied = err && (err.name === "NotAllowedError" || err.name === "SecurityError");
@@ -210,6 +220,7 @@
     }
     stream = media;
     CP.setError(streamError, "");
+    renderCapture();
     video.srcObject = stream;
     video.play().catch(function () {
       /* autoplay of a muted preview is allowed; ignore a rejected play() */
@@ -230,7 +241,7 @@
       video.srcObject = null;
       if (notify !== false) sendJson({ type: "camera", state: "off" });
     }
-    setButtons();
+    renderCapture();
   }
 
   // --- capture loop --------------------------------------------------------------------------
@@ -252,6 +263,8 @@
     scheduleCapture(); // keep the cadence independent of how long encoding takes
     const ws = live.open();
     if (!stream || !ws || !configured || !(currentFps() > 0)) return;
+    // Edge capture asked for and the detector still loading: nothing leaves the device yet.
+    if (config.capture === "edge" && edge.state === "loading") return;
     capturedSinceReport += 1; // a capture due now, whether it is sent or skipped below
     const inFlight = sentSeq - ackSeq;
     if (encoding || inFlight >= config.max_in_flight) {
@@ -261,6 +274,12 @@
       return;
     }
     if (video.readyState < 2 || !video.videoWidth) return;
+    if (sendingFaces()) captureFaces(ws);
+    else captureJpeg(ws);
+  }
+
+  /** Capture "frames": the picture, fitted into config.width x height, as one JPEG. */
+  function captureJpeg(ws) {
     // Fit the camera picture into width x height without distorting faces.
     const scale = Math.min(config.width / video.videoWidth, config.height / video.videoHeight, 1);
     canvas.width = Math.round(video.videoWidth * scale);
@@ -270,12 +289,185 @@
     canvas.toBlob(function (blob) {
       encoding = false;
       if (!blob || live.open() !== ws || !stream) return;
-      if (sentSeq === ackSeq) lastAckAt = Date.now(); // window was empty: start the ack clock now
-      ws.send(blob); // one binary message per frame
-      sentSeq += 1;
-      counts.sent += 1;
-      renderCounts();
+      sendCapture(ws, blob);
     }, "image/jpeg", config.jpeg_quality);
+  }
+
+  /** Edge capture: the faces found on this device, at the camera's own resolution, and their
+   * grey crops (none under the policy "off"), as one faces message. */
+  function captureFaces(ws) {
+    const scale = Math.min(EDGE_MAX_SIDE / Math.max(video.videoWidth, video.videoHeight), 1);
+    const w = Math.round(video.videoWidth * scale);
+    const h = Math.round(video.videoHeight * scale);
+    if (edge.canvas.width !== w || edge.canvas.height !== h) {
+      edge.canvas.width = w;
+      edge.canvas.height = h;
+    }
+    edge.context.drawImage(video, 0, 0, w, h);
+    const pixels = edge.context.getImageData(0, 0, w, h).data;
+    const capturedAt = Date.now();
+    const detector = edge.detector;
+    encoding = true;
+    detector.detect(pixels, w, h).then(function (found) {
+      encoding = false;
+      if (edge.detector !== detector) return; // fell back meanwhile
+      const crops = policyMode === "off"
+        ? null
+        : ClassPulseEdge.cropFaces(pixels, w, h, found.faces, config.crop_size, config.crop_scale);
+      const message = ClassPulseEdge.encodeFaces(w, h, found.faces, crops, config.crop_size, found.ms, capturedAt);
+      noteDetectorTime(found.ms);
+      if (live.open() === ws && stream) sendCapture(ws, message);
+    }).catch(function (err) {
+      encoding = false;
+      fallBack("error", err);
+    });
+  }
+
+  function sendCapture(ws, data) {
+    if (sentSeq === ackSeq) lastAckAt = Date.now(); // window was empty: start the ack clock now
+    ws.send(data); // one binary message per frame
+    sentSeq += 1;
+    counts.sent += 1;
+    renderCounts();
+  }
+
+  // --- edge capture --------------------------------------------------------------------------
+  // Asked for by the server (config.capture "edge"). The page falls back to JPEG frames on its
+  // own, for this page's lifetime, when the runtime or the model can't load, when detection
+  // fails, or when the detector's median time over its first frames is above EDGE_SLOW_MS.
+  //
+  // EDGE_SLOW_MS: the detector runs on the page's main thread (one wasm thread, no worker), so
+  // each call blocks the page for that long. 50 ms is the "long task" limit beyond which input
+  // feels delayed; at the highest rate the server allows (5 frames/s) it still leaves the page
+  // 75 % of its time. Measured in this project's test Chromium (headless, one core of a Xeon
+  // server, BlazeFace short range at 640x480): median 10 ms, so a device about 5 times slower
+  // still runs on-device detection; slower ones send frames.
+  const EDGE_SLOW_MS = 50;
+  const EDGE_TRIAL_FRAMES = 10;
+  const EDGE_LOAD_TIMEOUT_MS = 30000; // a stalled download must not keep the page silent
+  // 640x480 from the camera: a face at a laptop's distance is then wider than the 64 px crop
+  // (downscaled, never upscaled); the detector sees 128x96 of it anyway.
+  const EDGE_CAMERA = { width: 640, height: 480 };
+  const EDGE_MAX_SIDE = 4096; // the faces message's limit
+  const FALLBACK_TEXT = {
+    unsupported: "this browser can't run on-device detection",
+    model_load_failed: "on-device detection couldn't be loaded",
+    too_slow: "this device is too slow for on-device detection",
+    error: "on-device detection stopped with an error",
+  };
+  const edge = {
+    state: "off", // off | loading | ready | fallback
+    detector: null,
+    reason: null, // why it fell back
+    trial: [], // detector times of the first frames, for the speed check
+    recent: [], // the latest detector times, for the page and the stats
+    canvas: document.createElement("canvas"),
+    context: null,
+  };
+  edge.context = edge.canvas.getContext("2d", { willReadFrequently: true });
+  // The policy's emotion mode, from the latest config, policy message or /api/student/me.
+  let policyMode = null;
+
+  function median(values) {
+    const sorted = values.slice().sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  }
+
+  function sendingFaces() {
+    return config.capture === "edge" && edge.state === "ready";
+  }
+
+  function cameraSize() {
+    return config.capture === "edge" && edge.state !== "fallback"
+      ? EDGE_CAMERA
+      : { width: config.width, height: config.height };
+  }
+
+  function startEdge() {
+    if (edge.state !== "off") return;
+    if (!window.ClassPulseEdge) {
+      fallBack("unsupported", "edge.js did not load");
+      return;
+    }
+    edge.state = "loading";
+    renderCapture();
+    const timeout = new Promise(function (resolve, reject) {
+      setTimeout(() => reject(Object.assign(new Error("timed out"), { reason: "model_load_failed" })), EDGE_LOAD_TIMEOUT_MS);
+    });
+    Promise.race([ClassPulseEdge.load(config.detector_url), timeout]).then(function (detector) {
+      if (edge.state !== "loading") return;
+      detector.maxFaces = config.max_faces;
+      edge.detector = detector;
+      edge.state = "ready";
+      renderCapture();
+      // A camera opened before the detector was ready: ask it for the edge resolution.
+      if (stream) {
+        stream.getVideoTracks().forEach(function (track) {
+          track.applyConstraints({ width: { ideal: EDGE_CAMERA.width }, height: { ideal: EDGE_CAMERA.height } })
+            .catch(function () { /* keep the resolution it has */ });
+        });
+      }
+    }, function (err) {
+      fallBack((err && err.reason) || "model_load_failed", err);
+    });
+  }
+
+  function fallBack(reason, err) {
+    if (edge.state === "fallback") return;
+    edge.state = "fallback";
+    edge.reason = reason;
+    if (edge.detector) edge.detector.release().catch(() => undefined);
+    edge.detector = null;
+    if (err) console.warn("ClassPulse: on-device detection off (" + reason + "):", err);
+    renderCapture();
+    scheduleCapture();
+  }
+
+  function noteDetectorTime(ms) {
+    edge.recent.push(ms);
+    if (edge.recent.length > EDGE_TRIAL_FRAMES) edge.recent.shift();
+    if (edge.trial.length < EDGE_TRIAL_FRAMES) {
+      edge.trial.push(ms);
+      if (edge.trial.length === EDGE_TRIAL_FRAMES && median(edge.trial) > EDGE_SLOW_MS) {
+        fallBack("too_slow");
+      }
+    }
+    renderCapture();
+  }
+
+  /** What leaves this device now, in plain words. */
+  function captureText() {
+    const frames = "small pictures from the camera (at most " + config.width + "×" + config.height +
+      ") go to the server, are analysed in memory and are never stored.";
+    if (!configSeen) return "Connecting to the server: nothing is sent yet.";
+    if (config.capture !== "edge") return "Sending camera frames: " + frames;
+    if (edge.state === "fallback") {
+      return "Sending camera frames: " + (FALLBACK_TEXT[edge.reason] || "on-device detection is off") +
+        ", so " + frames;
+    }
+    if (edge.state !== "ready") return "Preparing on-device face detection: nothing is sent until it is ready.";
+    if (policyMode === "off") {
+      return "On-device detection: only where your face is in the picture (a box) leaves this device; no picture is sent.";
+    }
+    return "On-device detection: only where your face is (a box) and a small grey picture of it (" +
+      config.crop_size + "×" + config.crop_size + " pixels) leave this device; the camera picture is not sent.";
+  }
+
+  function renderCapture() {
+    const mode = $("capture-mode");
+    const waiting = !configSeen || (config.capture === "edge" && edge.state === "loading");
+    mode.dataset.capture = sendingFaces() ? "edge" : waiting ? "waiting" : "frames";
+    mode.dataset.fallback = edge.reason || "";
+    mode.textContent = (stream || waiting ? "" : "While the camera is on: ") + captureText();
+    $("capture-kind").textContent = sendingFaces()
+      ? (policyMode === "off" ? "face boxes only" : "face boxes and grey face crops")
+      : waiting ? "nothing yet" : "camera frames";
+    const recent = edge.recent.length ? median(edge.recent) : null;
+    $("detector-time").textContent = recent === null
+      ? (config.capture === "edge" ? "—" : "on the server")
+      : Math.round(recent) + " ms per frame on this device" + (edge.reason === "too_slow" ? " (too slow)" : "");
+    setButtons();
   }
 
   function renderCounts() {
@@ -298,7 +490,7 @@
 
   function applyConfig(msg) {
     const next = Object.assign({}, config);
-    ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality"].forEach(function (key) {
+    ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality", "crop_size", "crop_scale", "max_faces"].forEach(function (key) {
       const value = Number(msg[key]);
       if (msg[key] !== undefined && msg[key] !== null && isFinite(value) && value >= 0) next[key] = value;
     });
@@ -306,8 +498,20 @@
     next.width = Math.max(16, Math.floor(next.width)) || 320;
     next.height = Math.max(16, Math.floor(next.height)) || 240;
     next.jpeg_quality = Math.min(1, Math.max(0.1, next.jpeg_quality));
+    // The faces message carries these in one byte each.
+    next.crop_size = Math.min(255, Math.max(1, Math.floor(next.crop_size)));
+    next.max_faces = Math.min(255, Math.floor(next.max_faces));
+    next.crop_scale = Math.max(1, next.crop_scale);
+    // No "capture" (a server from before edge capture): JPEG frames, as always.
+    next.capture = msg.capture === "edge" ? "edge" : "frames";
+    if (typeof msg.detector_url === "string" && msg.detector_url.startsWith("/")) next.detector_url = msg.detector_url;
+    if (typeof msg.emotion_mode === "string") policyMode = msg.emotion_mode; // the newest word on it
     config = next;
     configured = true;
+    configSeen = true;
+    if (config.capture === "edge") startEdge();
+    if (edge.detector) edge.detector.maxFaces = config.max_faces;
+    renderCapture();
     scheduleCapture();
   }
 
@@ -326,7 +530,12 @@
   setInterval(function () {
     const ws = live.open();
     if (!ws || capturedSinceReport === 0) return;
-    ws.send(JSON.stringify({ type: "stats", captured: capturedSinceReport }));
+    // What this page sends (and, in edge capture, how long its detector takes; after a
+    // fallback, why it sends frames instead).
+    const stats = { type: "stats", captured: capturedSinceReport, capture: sendingFaces() ? "edge" : "frames" };
+    if (sendingFaces() && edge.recent.length) stats.detector_ms = Math.round(median(edge.recent) * 100) / 100;
+    if (edge.reason) stats.fallback = edge.reason;
+    ws.send(JSON.stringify(stats));
     capturedSinceReport = 0;
   }, STATS_EVERY_MS);
 
@@ -367,6 +576,7 @@
     } else {
       counts.dropped += 1;
       $("frames-dropped").title = msg.reason ? "last reason: " + msg.reason : "";
+      if (msg.reason === "crops_not_allowed") applyPolicy({ emotion_mode: "off" }); // changed meanwhile
     }
     renderCounts();
   }
@@ -385,7 +595,10 @@
       sendJson({ type: "camera", state: stream ? "on" : "off" });
       // The server sends its config first; if it doesn't, go on with the defaults.
       setTimeout(function () {
-        if (live.open() === ws && !configured) configured = true;
+        if (live.open() !== ws || configured) return;
+        configured = true;
+        configSeen = true;
+        renderCapture();
       }, 2000);
     },
     onMessage: function (event) {
@@ -505,6 +718,8 @@
     if (!p || !p.emotion_mode) return;
     $("policy-mode").textContent = MODE_TEXT[p.emotion_mode] || p.emotion_mode;
     $("student").dataset.emotionMode = p.emotion_mode;
+    policyMode = p.emotion_mode; // under "off" the faces messages carry no crops
+    renderCapture();
   }
 
   function renderSoFar(me) {
@@ -548,7 +763,7 @@
   }
 
   // --- start ---------------------------------------------------------------------------------
-  setButtons();
+  renderCapture();
   renderCounts();
   join = loadStored();
   if (join) enterStream(); // a reload: the camera waits for the Start button again
