@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # (the page runs the face detector and sends boxes and grey crops: docs/edge-wire.md). Told
     # to each page in its socket's config; the gateway accepts both kinds either way (a page may
     # fall back to frames when it cannot run the detector).
-    capture_mode: Literal["edge", "frames"] = "frames"
+    capture_mode: Literal["edge", "frames"] = "edge"
     frame_max_bytes: int = 300_000
     frame_max_fps: float = 5.0
     frames_in_flight: int = 2

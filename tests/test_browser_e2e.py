@@ -8,6 +8,9 @@ of the service's logs (access log included) may carry a token.
 
 from __future__ import annotations
 
+import re
+import urllib.request
+
 import pytest
 
 from tests.browser import TEACHER, chromium, create_teacher, student_joined, teacher_logged_in
@@ -58,6 +61,11 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
         expect(student.locator("#self-emotion")).to_have_attribute(
             "data-emotion", "happy", timeout=10_000
         )
+        # Edge capture, the default: the page says so and how long its detector takes.
+        expect(student.locator("#capture-mode")).to_have_attribute(
+            "data-capture", "edge", timeout=10_000
+        )
+        expect(student.locator("#detector-time")).to_contain_text("ms")
         student_token = student.evaluate(
             "code => JSON.parse(sessionStorage.getItem('classpulse.join.' + code)).token",
             session["join_code"],
@@ -66,6 +74,12 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
     timeline = server.api("GET", f"/api/sessions/{session['id']}/timeline", token=teacher_token)
     assert sum(b["frames_with_face"] for b in timeline["buckets"]) > 0
     assert {b["dominant"] for b in timeline["buckets"] if b["frames_with_face"]} == {"happy"}
+
+    # Only faces messages reached the gateway: no picture of the room left the student's device.
+    metrics = urllib.request.urlopen(server.base + "/metrics", timeout=5).read().decode()
+    assert 'classpulse_ingest_messages_total{kind="frame"} 0.0' in metrics
+    faces = re.search(r'classpulse_ingest_messages_total\{kind="faces"\} ([0-9.]+)', metrics)
+    assert faces and float(faces.group(1)) > 0
 
     log = server.log_file.read_text(errors="replace")
     assert "/ws/student" in log and "/api/auth/login" in log  # the access log was on

@@ -54,7 +54,7 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
             "width": 320,
             "height": 240,
             "jpeg_quality": 0.7,
-            "capture": "frames",
+            "capture": settings.capture_mode,  # edge by default
             "detector_url": "/models/face_detection_short_range.onnx",
             "faces_version": 1,
             "max_faces": settings.max_faces,
