@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.tasks import stop_task
 from classpulse import contracts
 from classpulse.settings import Settings
 
@@ -196,10 +197,7 @@ class FrameFlow:
         self._task = asyncio.create_task(self._run(), name="stream-stats")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         with contextlib.suppress(RedisError, OSError):
             await self.flush()
 

@@ -9,7 +9,6 @@ counted, never queued without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.tasks import stop_task
 from classpulse import contracts
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,7 @@ class FrameSink:
         self._task = asyncio.create_task(self._run(), name="frame-writer")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     def depth(self) -> int:
         return self._queue.qsize()

@@ -17,6 +17,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.tasks import stop_task
 from classpulse import contracts
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,7 @@ class Hub:
             await asyncio.wait_for(self._subscribed.wait(), wait_s)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     @contextlib.contextmanager
     def subscribe(

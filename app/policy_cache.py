@@ -11,7 +11,6 @@ this cache; only relaxing it can lag by up to ``REFRESH_S`` in the other gateway
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from redis.asyncio import Redis
@@ -20,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from app.tasks import stop_task
 from classpulse import contracts
 from classpulse import policy as policy_mod
 from classpulse.policy import Policy
@@ -51,10 +51,7 @@ class PolicyCache:
         self._task = asyncio.create_task(self._run(), name="policy-refresh")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def reload_from_db(self) -> Policy:
         """Load from PostgreSQL and re-write the Redis mirror (unless it holds a newer one)."""
