@@ -292,16 +292,29 @@ def report(r: dict) -> None:
 async def main_async(args: argparse.Namespace, server: DevServer) -> list[dict]:
     levels = [int(x) for x in args.sweep.split(",")] if args.sweep else [args.students]
     sizes = payloads()
-    data = sizes[args.capture]
+    # "both": every level in frames mode, then in edge mode, on the same server (the gateway
+    # takes either kind of message whatever it tells pages), so the two are compared in one run.
+    modes = ("frames", "edge") if args.capture == "both" else (args.capture,)
     print(
         f"bytes per message: frames (JPEG) {len(sizes['frames'])}, edge (faces message, one "
-        f"face with its crop) {len(sizes['edge'])}; these students send {args.capture}"
+        f"face with its crop) {len(sizes['edge'])}; these students send {' then '.join(modes)}"
     )
     results = []
-    for n in levels:
-        results.append(await run_level(server, n, args.seconds, args.fps, args.capture, data))
-        report(results[-1])
+    for mode in modes:
+        for n in levels:
+            results.append(await run_level(server, n, args.seconds, args.fps, mode, sizes[mode]))
+            report(results[-1])
     return results
+
+
+def most_students(results: list[dict], p95_ms: float = 250.0) -> dict[str, int]:
+    """Per capture mode, the most students whose level met p95 ≤ ``p95_ms`` with no stale drop."""
+    best: dict[str, int] = {}
+    for r in results:
+        ok = pct(r["stats"].latencies_ms, 95) <= p95_ms and not r["drops"].get("stale")
+        if ok:
+            best[r["capture"]] = max(best.get(r["capture"], 0), r["n"])
+    return best
 
 
 def main() -> int:
@@ -313,12 +326,13 @@ def main() -> int:
     ap.add_argument("--sweep", help="comma-separated student counts, e.g. 100,200,400")
     ap.add_argument(
         "--capture",
-        choices=("frames", "edge"),
+        choices=("frames", "edge", "both"),
         default="frames",
-        help="what the simulated pages send: JPEG frames, or faces messages (edge capture)",
+        help="what the simulated pages send: JPEG frames, faces messages (edge capture), or "
+        "both, one after the other in the same run",
     )
     args = ap.parse_args()
-    env = {**LOAD_ENV, "CLASSPULSE_CAPTURE_MODE": args.capture}
+    env = {**LOAD_ENV, "CLASSPULSE_CAPTURE_MODE": "frames" if args.capture == "frames" else "edge"}
     with (
         tempfile.TemporaryDirectory(prefix="cp-load-") as tmp,
         DevServer(Path(tmp), workers=args.workers, env=env) as server,
@@ -340,6 +354,10 @@ def main() -> int:
                     f"{r['processed'] / r['seconds']:.0f}/s, dropped {sum(r['drops'].values()):.0f}, "
                     f"p95 {pct(lat, 95):.0f} ms"
                 )
+            best = most_students(results)
+            print(f"most students at p95 ≤ 250 ms and no stale drops: {best}")
+            if best.get("frames") and best.get("edge"):
+                print(f"edge / frames: {best['edge'] / best['frames']:.1f}×")
     return 0
 
 

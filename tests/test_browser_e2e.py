@@ -66,6 +66,11 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
             "data-capture", "edge", timeout=10_000
         )
         expect(student.locator("#detector-time")).to_contain_text("ms")
+        # ...and the teacher's tile says what this student's device sends.
+        expect(tile.locator(".capture-mode")).to_have_attribute(
+            "data-capture", "edge", timeout=20_000
+        )
+        expect(tile.locator(".capture-mode")).to_contain_text("only face crops are sent")
         student_token = student.evaluate(
             "code => JSON.parse(sessionStorage.getItem('classpulse.join.' + code)).token",
             session["join_code"],

@@ -446,7 +446,8 @@
   });
 
   // --- per-student frame counters (backpressure made visible) --------------------------------
-  // Self-contained: polls /stream-stats and writes one small counters line into each tile.
+  // Self-contained: polls /stream-stats and writes into each tile what its page sends (edge
+  // capture or camera frames, in words) and one small counters line.
   function startStreamStats() {
     const EVERY_MS = 5000;
     function line(st) {
@@ -455,6 +456,24 @@
       const why = dropped.map((e) => e[0].replace(/_/g, " ") + " " + e[1]).join(", ");
       return "frames: captured " + st.captured + " · sent " + st.received + " · processed " +
         st.processed + " · dropped " + total + (why ? " (" + why + ")" : "");
+    }
+    /** What leaves this student's device, as the page last reported it. */
+    function capture(st) {
+      if (st.capture === "edge") {
+        const ms = typeof st.detector_ms === "number" ? ", " + Math.round(st.detector_ms) + " ms per frame" : "";
+        return "Face found on the device" + ms + "; only face crops are sent";
+      }
+      if (st.capture === "frames") return "Sending camera frames (face found on the server)";
+      return "";
+    }
+    function child(tile, cls) {
+      let el = tile.querySelector("." + cls);
+      if (!el) {
+        el = document.createElement("div");
+        el.className = cls + " muted";
+        tile.appendChild(el);
+      }
+      return el;
     }
     async function poll() {
       let result;
@@ -467,13 +486,10 @@
       Object.entries(result.data.students || {}).forEach(function (entry) {
         const s = students.get(entry[0]);
         if (!s) return;
-        let el = s.el.querySelector(".stream-stats");
-        if (!el) {
-          el = document.createElement("div");
-          el.className = "stream-stats muted";
-          s.el.appendChild(el);
-        }
-        el.textContent = line(entry[1]);
+        const mode = child(s.el, "capture-mode");
+        mode.dataset.capture = entry[1].capture || "unknown";
+        mode.textContent = capture(entry[1]);
+        child(s.el, "stream-stats").textContent = line(entry[1]);
       });
     }
     poll();
