@@ -21,19 +21,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from fastapi.routing import APIRoute, APIWebSocketRoute
-from sqlalchemy.orm import Session
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from app.main import create_app
 from app.routes.edge_files import ORT_WASM_URL
 from classpulse import contracts
-from classpulse.accounts import hash_password
-from classpulse.db import User
 from classpulse.settings import Settings
 from tests.test_bad_input import all_routes
 from tests.test_gateway_helpers import (
@@ -41,6 +37,7 @@ from tests.test_gateway_helpers import (
     bearer,
     client_for,
     join,
+    make_user,
     new_session,
     token_protocols,
 )
@@ -360,24 +357,6 @@ def test_every_route_has_an_access_rule():
 
 
 # --- building worlds and calling ----------------------------------------------------------------
-@cache
-def _password_hash() -> str:
-    return hash_password(PASSWORD)
-
-
-def _add_user(engine: Any, email: str, role: str) -> int:
-    with Session(engine) as db:
-        user = User(
-            email=email,
-            password_hash=_password_hash(),
-            role=role,
-            display_name=email.split("@")[0],
-        )
-        db.add(user)
-        db.commit()
-        return user.id
-
-
 def build_world(client: Any, settings: Settings, engine: Any) -> World:
     tag = uuid.uuid4().hex[:10]
     emails = {
@@ -386,7 +365,7 @@ def build_world(client: Any, settings: Settings, engine: Any) -> World:
         ADMIN: f"admin-{tag}@school.example",
     }
     roles = {TEACHER_A: "teacher", TEACHER_B: "teacher", ADMIN: "admin"}
-    user_ids = {who: _add_user(engine, email, roles[who]) for who, email in emails.items()}
+    user_ids = {who: make_user(settings, email, roles[who]) for who, email in emails.items()}
     headers = {who: bearer(settings, uid, roles[who]) for who, uid in user_ids.items()}
     sessions = {
         "A": new_session(client, headers[TEACHER_A], f"Algebra {tag}"),
