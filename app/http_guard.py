@@ -6,8 +6,7 @@ any route reads it, and neither should buffer responses (report exports stream).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,7 +39,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
+        length = Headers(scope=scope).get("content-length")
+        length = length.strip() if length is not None else None
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             # Connection: close: the rest of the body is never read, so the connection can't
             # carry another request.
@@ -97,11 +97,3 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1").strip()
-    return None

@@ -357,7 +357,7 @@ def test_every_route_has_an_access_rule():
 
 
 # --- building worlds and calling ----------------------------------------------------------------
-def build_world(client: Any, settings: Settings, engine: Any) -> World:
+def build_world(client: Any, settings: Settings) -> World:
     tag = uuid.uuid4().hex[:10]
     emails = {
         TEACHER_A: f"a-{tag}@school.example",
@@ -504,7 +504,7 @@ def check_one(
     return problems
 
 
-def test_access_matrix(settings, engine, clean_redis):
+def test_access_matrix(settings, clean_redis):
     """Every route, every caller: the exact status or close code of ``RULES``."""
     # Rate limits are not what this test is about (and it joins and logs in a lot).
     settings = settings.model_copy(
@@ -525,7 +525,7 @@ def test_access_matrix(settings, engine, clean_redis):
         shared = [(k, c) for k, c in ACCESS.items() if not c.fresh]
         own_world = [(k, c) for k, c in ACCESS.items() if c.fresh]
         for who in IDENTITIES:
-            w = build_world(client, settings, engine)
+            w = build_world(client, settings)
             for key, call in shared:
                 problems += check_one(client, key, call, who, w, fresh=False)
                 calls += 1
@@ -533,7 +533,7 @@ def test_access_matrix(settings, engine, clean_redis):
             if changed := a_intact(client, w):
                 problems.append(f"{who}: the non-destructive calls changed session A: {changed}")
             for key, call in own_world:
-                w = build_world(client, settings, engine)
+                w = build_world(client, settings)
                 problems += check_one(client, key, call, who, w, fresh=True)
                 calls += 1
     assert not problems, f"{len(problems)} of {calls} calls wrong:\n  " + "\n  ".join(problems)

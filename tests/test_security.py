@@ -413,7 +413,7 @@ def test_every_kind_of_response_carries_the_security_headers(joined, settings):
     assert r.status_code == 413 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
 
 
-def test_create_app_reads_no_secret_from_the_environment_it_does_not_need(monkeypatch, tmp_path):
+def test_create_app_without_a_configured_key_generates_one(monkeypatch, tmp_path):
     # CLASSPULSE_SECRET_KEY unset and a data folder: the gateway makes its own key, never the
     # placeholder.
     monkeypatch.delenv("CLASSPULSE_SECRET_KEY", raising=False)
