@@ -246,6 +246,7 @@ async def run_level(
     }
     return {
         "n": n,
+        "fps": fps,
         "capture": capture,
         "message_bytes": len(data),
         "ingest": ingest,
@@ -262,7 +263,7 @@ async def run_level(
 def report(r: dict) -> None:
     s, lat, secs = r["stats"], r["stats"].latencies_ms, r["seconds"]
     print(
-        f"\n{r['n']} students × 2 fps for {secs:.0f} s, capture {r['capture']}: page captures "
+        f"\n{r['n']} students × {r['fps']:g} fps for {secs:.0f} s, capture {r['capture']}: page captures "
         f"skipped (window full) {s.skipped}, sent {s.sent} ({s.sent / secs:.0f}/s)"
     )
     ingest = ", ".join(
@@ -302,9 +303,22 @@ async def main_async(args: argparse.Namespace, server: DevServer) -> list[dict]:
     results = []
     for mode in modes:
         for n in levels:
+            await settle(server, args.fps)
             results.append(await run_level(server, n, args.seconds, args.fps, mode, sizes[mode]))
             report(results[-1])
     return results
+
+
+async def settle(server: DevServer, fps: float, limit_s: float = 60.0) -> None:
+    """Wait until the gateway's target rate is back at ``fps`` (the AIMD raises it by 0.25 fps
+    per calm tick after an overload), so that one level's backlog doesn't slow the next."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        target = metrics(server).get("classpulse_target_fps", fps)
+        if target >= fps:
+            return
+        await asyncio.sleep(1)
+    print(f"  (target fps still below {fps:g} after {limit_s:.0f} s: the next level starts anyway)")
 
 
 def most_students(results: list[dict], p95_ms: float = 250.0) -> dict[str, int]:

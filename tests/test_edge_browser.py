@@ -207,6 +207,106 @@ def test_page_detector_and_crops_match_the_worker(edge_server, tmp_path):
     assert 0 < median_ms < 1000
 
 
+# Runs in the page: one frame (RGBA, base64) through edge.js as the student page does it:
+# detect, crop, pack, encode. Returns the message and the times of each step.
+CLIP_FRAME_SCRIPT = """
+async ([rgba, width, height, url, cropSize, cropScale]) => {
+  window.parityDetector = window.parityDetector || await ClassPulseEdge.load(url);
+  const detector = window.parityDetector;
+  const pixels = Uint8ClampedArray.from(atob(rgba), (c) => c.charCodeAt(0));
+  const found = await detector.detect(pixels, width, height);
+  const t0 = performance.now();
+  const crops = ClassPulseEdge.cropFaces(pixels, width, height, found.faces, cropSize, cropScale);
+  const t1 = performance.now();
+  const packed = await ClassPulseEdge.packCrops(crops, cropSize);
+  const t2 = performance.now();
+  const message = new Uint8Array(ClassPulseEdge.encodeFaces(width, height, found.faces, crops,
+                                                            cropSize, found.ms, Date.now(), packed));
+  let s = "";
+  for (let i = 0; i < message.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, message.subarray(i, i + 0x8000));
+  }
+  return {message: btoa(s), detectMs: found.ms, cropMs: t1 - t0, packMs: t2 - t1};
+}
+"""
+
+
+def test_parity_over_a_clip_page_path_against_the_server_path(edge_server, tmp_path):
+    """The same 40 webcam-like frames (tests.edge_helpers.parity_clip: one or two faces, or
+    none; moving, turning, lighter and darker) through the page's path (edge.js in Chromium:
+    detector, crops, packing, the wire) and the server's (worker/detector.py and
+    worker/classifier.py on the frame): same number of faces on >= 95 % of frames, box IoU >=
+    0.9, top-1 agreement >= 95 % and mean |dp| <= 0.03 (the issue's bar)."""
+    from tests.edge_helpers import parity_clip
+
+    clip = parity_clip()
+    detector = FaceDetector(
+        OnnxModel(MODELS / "face_detection_short_range.onnx", providers=["cpu"]),
+        min_face_size=20,
+        max_faces=MAX_FACES,
+    )
+    classifier = EmotionClassifier(
+        [OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cpu"])],
+        crop_scale=CROP_SCALE,
+    )
+    same_count, ious, agree, dps, sizes, timings = 0, [], [], [], [], []
+    with chromium() as browser:
+        page = browser.new_context().new_page()
+        page.goto(edge_server.base + "/join/EDGE2345")  # the join page's CSP and scripts
+        for frame in clip:
+            h, w = frame.shape[:2]
+            rgba = cv2.cvtColor(frame, cv2.COLOR_BGR2RGBA)
+            out = page.evaluate(
+                CLIP_FRAME_SCRIPT,
+                [
+                    base64.b64encode(rgba.tobytes()).decode(),
+                    w,
+                    h,
+                    DETECTOR_URL,
+                    CROP_SIZE,
+                    CROP_SCALE,
+                ],
+            )
+            data = base64.b64decode(out["message"])
+            sizes.append(len(data))
+            timings.append((out["detectMs"], out["cropMs"], out["packMs"]))
+            sent = edge_wire.parse(data, MAX_FACES, CROP_SIZE, crops_allowed=True)
+            server = detector.detect(frame)
+            if len(sent.faces) != len(server):
+                continue
+            same_count += 1
+            if not server:
+                continue
+            page_crops = np.frombuffer(sent.crops, np.uint8).reshape(-1, CROP_SIZE, CROP_SIZE)
+            if sent.filtered:
+                page_crops = np.cumsum(page_crops, axis=2, dtype=np.uint8)
+            # Pair each server face with the page's face it overlaps most.
+            order = [
+                max(range(len(sent.faces)), key=lambda j: iou(sent.faces[j].box, d.box))
+                for d in server
+            ]
+            ious += [iou(sent.faces[j].box, d.box) for j, d in zip(order, server, strict=True)]
+            p_page = classifier.classify_crops(page_crops[order])
+            p_server = classifier.classify_crops(classifier.crops(frame, [d.box for d in server]))
+            agree += list(p_page.argmax(1) == p_server.argmax(1))
+            dps += list(np.abs(p_page - p_server).mean(1))
+    faces = len(ious)
+    print(
+        f"\nedge parity over {len(clip)} frames ({faces} faces): same face count on "
+        f"{same_count}/{len(clip)} frames, box IoU min {min(ious):.4f} "
+        f"mean {statistics.mean(ious):.4f}, top-1 agreement {sum(agree)}/{faces}, "
+        f"mean |dp| {statistics.mean(dps):.5f} (max {max(dps):.5f}); message bytes median "
+        f"{statistics.median(sizes):.0f}; page per frame median: detector "
+        f"{statistics.median(t[0] for t in timings):.1f} ms, crops "
+        f"{statistics.median(t[1] for t in timings):.2f} ms, packing "
+        f"{statistics.median(t[2] for t in timings):.2f} ms"
+    )
+    assert same_count >= 0.95 * len(clip)
+    assert faces >= len(clip) * 0.8 and min(ious) >= 0.9
+    assert sum(agree) >= 0.95 * faces
+    assert statistics.mean(dps) <= 0.03
+
+
 def test_student_page_sends_faces_and_falls_back_to_frames_when_too_slow(edge_server, tmp_path):
     from playwright.sync_api import expect
 
@@ -234,6 +334,10 @@ def test_student_page_sends_faces_and_falls_back_to_frames_when_too_slow(edge_se
         )
         binary = [m for m in sent if isinstance(m, bytes)]
         assert binary and all(m[:4] == edge_wire.MAGIC for m in binary)
+        # Crops packed (flags: crops | packed) wherever a face was found.
+        with_faces = [m for m in binary if m[6] > 0]
+        assert with_faces and all(m[5] == 3 for m in with_faces)
+        assert max(len(m) for m in with_faces) < 4000  # one face: under 1/3 of a camera frame
         assert page.locator("#frames-dropped").text_content() == "0"
 
         # A device 20 times slower: the detector's first frames take too long, so frames go.

@@ -10,6 +10,7 @@ import json
 import math
 import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -50,7 +51,14 @@ def face(x=BOX[0], y=BOX[1], w=BOX[2], h=BOX[3], score=0.9, keypoints=KEYPOINTS)
     return ((x, y, w, h), score, keypoints)
 
 
+def _deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush()
+
+
 GOOD = message()
+PACKED = message(packed=True)  # one face, its crop packed as the pages send it
+PACKED_HEAD = PACKED[: edge_wire.HEADER_SIZE + edge_wire.FACE_SIZE]
 # message -> the reason the gateway refuses it with (the first broken rule).
 REFUSED = {
     "short": (GOOD[:-1], "bad_faces"),
@@ -70,7 +78,15 @@ REFUSED = {
     "NaN detector time": (message(detector_ms=math.nan), "bad_value"),
     "detector time 60 s": (message(detector_ms=60_000.0), "bad_value"),
     "unknown version": (patched(GOOD, 4, "<B", 2), "bad_version"),
-    "unknown flag bit": (patched(GOOD, 5, "<B", 0x03), "bad_faces"),
+    "unknown flag bit": (patched(GOOD, 5, "<B", 0x05), "bad_faces"),
+    "packed without crops": (patched(message(crops=False), 5, "<B", 0x02), "bad_faces"),
+    "packed, not deflate": (patched(GOOD, 5, "<B", 0x03), "bad_faces"),
+    "packed, inflates short": (PACKED_HEAD + _deflate(bytes(4095)), "bad_faces"),
+    "packed, inflates long": (PACKED_HEAD + _deflate(bytes(4097)), "bad_faces"),
+    "packed, bytes after the stream": (PACKED + b"\0", "bad_faces"),
+    "packed, stream cut": (PACKED[:-1], "bad_faces"),
+    "packed, nothing": (PACKED_HEAD, "bad_faces"),
+    "packed, a bomb": (PACKED_HEAD + _deflate(bytes(50_000_000)), "bad_faces"),
     "crop size 32": (message(size=32), "bad_faces"),
     "crop size without crops": (patched(message(crops=False), 7, "<B", 64), "bad_faces"),
     "frame 8 px wide": (message(w=8), "bad_faces"),
@@ -143,6 +159,15 @@ def test_parse_reads_back_what_encode_wrote():
     # Boxes only (what a page sends under "off"): no crop bytes, crop size 0.
     boxes = edge_wire.parse(message(crops=False), 32, 64, crops_allowed=False)
     assert not boxes.has_crops and len(boxes.crops) == 0 and len(boxes.faces) == 1
+    # Packed (what pages send): the same crops back, still "Sub"-filtered; the worker's
+    # running sum per row restores them exactly, and the message is smaller.
+    packed = edge_wire.encode(
+        320, 240, [FACE, FACE], crops=memoryview(crops), crop_size=64, packed=True
+    )
+    msg = edge_wire.parse(packed, max_faces=2, crop_size_expected=64, crops_allowed=True)
+    assert msg.filtered and packed[5] == edge_wire.FLAG_CROPS | edge_wire.FLAG_PACKED
+    restored = np.cumsum(np.frombuffer(msg.crops, np.uint8).reshape(2, 64, 64), 2, np.uint8)
+    assert np.array_equal(restored, crops) and len(packed) < len(data) / 10
     # No faces at all is a valid frame (nobody in view).
     assert edge_wire.parse(message(faces=()), 32, 64, True).faces == []
 
@@ -235,6 +260,10 @@ def test_the_page_is_told_how_to_capture_and_the_workers_crop_size(settings, cle
         assert config["detector_url"] == "/models/face_detection_short_range.onnx"
         assert config["faces_version"] == 1 and config["emotion_mode"] == "per_student"
         assert config["crop_scale"] == settings.crop_scale
+        # The worker's detector settings, so the page finds the faces the worker would.
+        assert config["min_face_size"] == settings.min_face_size
+        assert config["detector_iou_threshold"] == settings.detector_iou_threshold
+        assert config["detector_score_threshold"] is None  # the model's own, from its metadata
         # A worker publishes its classifier's input side: within a tick, pages are told it and
         # crops of another side are refused.
         clean_redis.hset(c.MODEL_INFO_KEY, mapping={"crop_size": "48", "crop_scale": "1.25"})
@@ -250,6 +279,28 @@ def test_the_page_is_told_how_to_capture_and_the_workers_crop_size(settings, cle
         assert [a.get("reason") for a in acks] == ["bad_faces", None]
         over = message([FACE] * 5, crops=False)
         assert _send(k.client, ada["token"], [over])[0]["reason"] == "too_many_faces"
+
+
+def test_a_connected_page_is_told_a_new_crop_size(settings, clean_redis):
+    """A worker with another classifier starts while a page streams: the page's next ack comes
+    with a new config message, and its crops of the new side are accepted."""
+    settings = settings.model_copy(update={"capture_mode": "edge"})
+    with a_class(settings) as k, _student(k.client, k.join("Ada")["token"]) as ws:
+        assert ws.receive_json()["crop_size"] == 64
+        ws.send_bytes(message(size=64))
+        assert _ack(ws)["ok"]
+        clean_redis.hset(c.MODEL_INFO_KEY, mapping={"crop_size": "48", "crop_scale": "1.25"})
+        config = None
+        deadline = time.time() + 10
+        while config is None and time.time() < deadline:
+            ws.send_bytes(message(size=64))  # accepted until the gateway reads the new side
+            ws.send_text(json.dumps({"type": "ping"}))
+            while (msg := ws.receive_json())["type"] != "pong":
+                config = msg if msg["type"] == "config" else config
+            time.sleep(0.25)
+        assert config is not None and (config["crop_size"], config["crop_scale"]) == (48, 1.25)
+        ws.send_bytes(message(size=48))
+        assert _ack(ws)["ok"]
 
 
 def test_worker_publishes_its_crop_size(settings, clean_redis, pipeline):
@@ -521,5 +572,8 @@ def test_the_faces_message_is_far_smaller_than_the_jpeg(pipeline):
     """What edge capture saves on the wire (the load suite prints it under load)."""
     frame = face_jpeg()
     with_crops, boxes = faces_message(pipeline, frame), faces_message(pipeline, frame, crops=False)
-    assert len(boxes) == 24 + 68 and len(with_crops) == 24 + 68 + 64 * 64
+    raw = faces_message(pipeline, frame, packed=False)
+    assert len(boxes) == 24 + 68 and len(raw) == 24 + 68 + 64 * 64
+    # Packed crops (as the pages send them): under a third of the camera frame's JPEG.
+    assert len(with_crops) < 0.85 * len(raw) and len(with_crops) < len(frame) / 3
     assert now_ms() > 1.6e12

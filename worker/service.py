@@ -373,6 +373,8 @@ class InferenceWorker:
         if msg.has_crops and faces:
             side = msg.crop_size
             crops = np.frombuffer(msg.crops, np.uint8).reshape(len(faces), side, side)
+            if msg.filtered:  # packed: undo the "Sub" filter, a running sum per row mod 256
+                crops = np.cumsum(crops, axis=2, dtype=np.uint8)
         return DetectedFrame(msg.width, msg.height, faces, crops)
 
     def run(self, stop: threading.Event) -> None:

@@ -74,6 +74,9 @@ class StudentSocket:
         # Per-student frame counters, flushed to Redis once a second by the process's FrameFlow.
         self.counts = res.frame_flow.open(self.session_id, self.student_id)
         self.fps_told = res.frame_flow.fps  # the rate this page was last asked to send at
+        # The crop size and scale this page was last told (workers publish theirs; a new model
+        # can change them while pages are connected: they get a new config message).
+        self.crop_told = (res.frame_flow.crop_size, res.frame_flow.crop_scale)
         self.rate_limited_told = 0.0
         self.withdrawn = False
         self.fallbacks: set[str] = set()  # edge-capture fallbacks this page reported (counted once)
@@ -87,6 +90,7 @@ class StudentSocket:
     def config(self) -> dict[str, Any]:
         s = self.res.settings
         flow = self.res.frame_flow
+        self.crop_told = (flow.crop_size, flow.crop_scale)
         return {
             "type": "config",
             "fps": self.fps_told,
@@ -101,8 +105,13 @@ class StudentSocket:
             "detector_url": contracts.EDGE_DETECTOR_URL,
             "faces_version": edge_wire.VERSION,
             "max_faces": s.max_faces,
-            "crop_size": flow.crop_size,
-            "crop_scale": flow.crop_scale,
+            # The worker's detector settings, so both paths find the same faces. A null score
+            # threshold: the model's own (its metadata, which the page reads too).
+            "detector_score_threshold": s.detector_score_threshold,
+            "detector_iou_threshold": s.detector_iou_threshold,
+            "min_face_size": s.min_face_size,
+            "crop_size": self.crop_told[0],
+            "crop_scale": self.crop_told[1],
             "emotion_mode": self.res.policy.mode,
         }
 
@@ -125,7 +134,10 @@ class StudentSocket:
             metrics.frames_dropped.labels(reason).inc()
             self.counts["dropped." + reason] += 1
             self.push(f'{{"type":"ack","seq":{seq},"ok":false,"reason":"{reason}"}}')
-        fps = self.res.frame_flow.fps
+        flow = self.res.frame_flow
+        if (flow.crop_size, flow.crop_scale) != self.crop_told:
+            self.push(msgspec.json.encode(self.config()).decode())
+        fps = flow.fps
         if fps != self.fps_told:  # the pipeline is behind (or caught up): tell the page
             self.fps_told = fps
             self.tell_rate(self.res.frame_flow.reason)

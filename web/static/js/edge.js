@@ -384,15 +384,20 @@
   const FACE_BYTES = 68;
   const KEYPOINTS = 6;
 
-  /** One faces message: boxes, scores and keypoints, then (``crops`` given) the grey crops. */
-  function encodeFaces(width, height, faces, crops, cropSize, detectorMs, captureMs) {
+  const FLAG_CROPS = 1;
+  const FLAG_PACKED = 2;
+
+  /** One faces message: boxes, scores and keypoints, then (``crops`` given) the grey crops,
+   * packed (``packed``: what packCrops made of them) or as they are. */
+  function encodeFaces(width, height, faces, crops, cropSize, detectorMs, captureMs, packed) {
     const n = faces.length;
     const size = crops ? cropSize : 0;
-    const buffer = new ArrayBuffer(HEADER + FACE_BYTES * n + size * size * n);
+    const tail = crops ? (packed || crops) : null;
+    const buffer = new ArrayBuffer(HEADER + FACE_BYTES * n + (tail ? tail.length : 0));
     const view = new DataView(buffer);
     MAGIC.forEach((b, i) => view.setUint8(i, b));
     view.setUint8(4, VERSION);
-    view.setUint8(5, crops ? 1 : 0);
+    view.setUint8(5, crops ? (packed ? FLAG_CROPS | FLAG_PACKED : FLAG_CROPS) : 0);
     view.setUint8(6, n);
     view.setUint8(7, size);
     view.setUint16(8, width, true);
@@ -411,8 +416,23 @@
         o += 4;
       });
     });
-    if (crops) new Uint8Array(buffer, HEADER + FACE_BYTES * n).set(crops);
+    if (tail) new Uint8Array(buffer, HEADER + FACE_BYTES * n).set(tail);
     return buffer;
+  }
+
+  /** The crops packed losslessly for the wire (docs/edge-wire.md, flag bit 1): each row as its
+   * differences from the pixel on the left (PNG's "Sub" filter, modulo 256), then one raw
+   * deflate stream. Resolves to null where the browser has no CompressionStream, or when packing
+   * would not make them smaller (the page then sends them as they are). */
+  async function packCrops(crops, cropSize) {
+    if (typeof CompressionStream !== "function" || !crops || crops.length === 0) return null;
+    const filtered = new Uint8Array(crops.length);
+    for (let i = 0; i < crops.length; i++) {
+      filtered[i] = i % cropSize === 0 ? crops[i] : (crops[i] - crops[i - 1]) & 0xff;
+    }
+    const stream = new Blob([filtered]).stream().pipeThrough(new CompressionStream("deflate-raw"));
+    const packed = new Uint8Array(await new Response(stream).arrayBuffer());
+    return packed.length < crops.length ? packed : null;
   }
 
   /** Load the runtime, the detector at ``url`` and its contract (``url`` with .json). */
@@ -448,6 +468,7 @@
     load: load,
     encodeFaces: encodeFaces,
     cropFaces: cropFaces,
+    packCrops: packCrops,
     // For tests: the OpenCV-exact pieces on their own.
     resizeLinear: resizeLinear,
     squareCropBox: squareCropBox,

@@ -32,6 +32,7 @@
     // Edge capture (docs/edge-wire.md); a server that doesn't say "edge" gets JPEG frames.
     capture: "frames", detector_url: "/models/face_detection_short_range.onnx",
     crop_size: 64, crop_scale: 1.1, max_faces: 32,
+    min_face_size: 20, detector_iou_threshold: 0.3, detector_score_threshold: null,
   };
   let stream = null;
   let starting = null;
@@ -308,13 +309,19 @@
     const capturedAt = Date.now();
     const detector = edge.detector;
     encoding = true;
-    detector.detect(pixels, w, h).then(function (found) {
-      encoding = false;
-      if (edge.detector !== detector) return; // fell back meanwhile
-      const crops = policyMode === "off"
+    let found = null;
+    let crops = null;
+    detector.detect(pixels, w, h).then(function (result) {
+      found = result;
+      if (edge.detector !== detector) return null; // fell back meanwhile
+      crops = policyMode === "off"
         ? null
         : ClassPulseEdge.cropFaces(pixels, w, h, found.faces, config.crop_size, config.crop_scale);
-      const message = ClassPulseEdge.encodeFaces(w, h, found.faces, crops, config.crop_size, found.ms, capturedAt);
+      return ClassPulseEdge.packCrops(crops, config.crop_size);
+    }).then(function (packed) {
+      encoding = false;
+      if (edge.detector !== detector) return;
+      const message = ClassPulseEdge.encodeFaces(w, h, found.faces, crops, config.crop_size, found.ms, capturedAt, packed);
       noteDetectorTime(found.ms);
       if (live.open() === ws && stream) sendCapture(ws, message);
     }).catch(function (err) {
@@ -384,6 +391,14 @@
       : { width: config.width, height: config.height };
   }
 
+  /** The server's detector settings on this page's detector, so both paths find the same faces. */
+  function tuneDetector(detector) {
+    detector.maxFaces = config.max_faces;
+    detector.minFaceSize = config.min_face_size;
+    detector.iou = config.detector_iou_threshold;
+    if (config.detector_score_threshold !== null) detector.setScoreThreshold(config.detector_score_threshold);
+  }
+
   function startEdge() {
     if (edge.state !== "off") return;
     if (!window.ClassPulseEdge) {
@@ -397,7 +412,7 @@
     });
     Promise.race([ClassPulseEdge.load(config.detector_url), timeout]).then(function (detector) {
       if (edge.state !== "loading") return;
-      detector.maxFaces = config.max_faces;
+      tuneDetector(detector);
       edge.detector = detector;
       edge.state = "ready";
       renderCapture();
@@ -490,7 +505,8 @@
 
   function applyConfig(msg) {
     const next = Object.assign({}, config);
-    ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality", "crop_size", "crop_scale", "max_faces"].forEach(function (key) {
+    ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality", "crop_size", "crop_scale", "max_faces",
+      "min_face_size", "detector_iou_threshold"].forEach(function (key) {
       const value = Number(msg[key]);
       if (msg[key] !== undefined && msg[key] !== null && isFinite(value) && value >= 0) next[key] = value;
     });
@@ -502,6 +518,10 @@
     next.crop_size = Math.min(255, Math.max(1, Math.floor(next.crop_size)));
     next.max_faces = Math.min(255, Math.floor(next.max_faces));
     next.crop_scale = Math.max(1, next.crop_scale);
+    // The worker's detector settings (null score threshold: the model's own, from its contract).
+    const score = Number(msg.detector_score_threshold);
+    next.detector_score_threshold = msg.detector_score_threshold !== null && score > 0 && score < 1 ? score : null;
+    next.detector_iou_threshold = Math.min(1, next.detector_iou_threshold);
     // No "capture" (a server from before edge capture): JPEG frames, as always.
     next.capture = msg.capture === "edge" ? "edge" : "frames";
     if (typeof msg.detector_url === "string" && msg.detector_url.startsWith("/")) next.detector_url = msg.detector_url;
@@ -510,7 +530,7 @@
     configured = true;
     configSeen = true;
     if (config.capture === "edge") startEdge();
-    if (edge.detector) edge.detector.maxFaces = config.max_faces;
+    if (edge.detector) tuneDetector(edge.detector);
     renderCapture();
     scheduleCapture();
   }
