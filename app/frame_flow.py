@@ -39,9 +39,9 @@ TICK_S = 1.0
 MIN_FPS = 0.5
 LAG_FRESH_S = 5.0  # a worker's lag report older than this is ignored (idle or dead worker)
 COUNTERS = ("captured", "received", "accepted", "processed")
-# Latest values per student (not counters): the page's capture mode ("edge" or "frames") and its
-# detector's time per frame (ms), as its stats messages report them.
-VALUES = ("capture", "detector_ms")
+# Latest values per student (not counters): the page's capture mode ("edge" or "frames"), its
+# detector's time per frame (ms) and why it fell back to frames, as its stats messages report them.
+VALUES = ("capture", "detector_ms", "fallback")
 # One call per session hash instead of one HINCRBY per field: 300 students' counters are ~900
 # increments a second, and redis-py spends ~10 µs packing each command on the event loop (11 ms
 # per flush measured), which showed up in the frames' p99 ingest latency; one script call with
@@ -213,7 +213,7 @@ class FrameFlow:
 
 def parse(raw: Mapping[bytes | str, bytes | str]) -> dict[str, dict[str, Any]]:
     """The session hash as {student_id: {captured, received, accepted, processed, dropped,
-    capture, detector_ms}} (the last two None until the page reported them)."""
+    capture, detector_ms, fallback}} (the last three None until the page reported them)."""
     out: dict[str, dict[str, Any]] = {}
     for name_raw, value in raw.items():
         key = name_raw.decode() if isinstance(name_raw, bytes) else name_raw
@@ -231,4 +231,6 @@ def parse(raw: Mapping[bytes | str, bytes | str]) -> dict[str, dict[str, Any]]:
                 entry[name] = text
             elif name == "detector_ms":
                 entry[name] = float(text)
+            elif name == "fallback" and text in contracts.CAPTURE_FALLBACKS:
+                entry[name] = text
     return out

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import statistics
+import urllib.request
 
 import cv2
 import numpy as np
@@ -354,3 +356,49 @@ def test_student_page_sends_faces_and_falls_back_to_frames_when_too_slow(edge_se
     stats = [json.loads(m) for m in sent if isinstance(m, str) and '"stats"' in m]
     assert any(s.get("capture") == "edge" and s.get("detector_ms", 0) > 0 for s in stats)
     assert stats[-1]["capture"] == "frames" and stats[-1]["fallback"] == "too_slow"
+
+
+def test_a_page_that_cannot_load_the_runtime_streams_frames_and_the_tile_says_so(
+    edge_server, tmp_path
+):
+    """The runtime's files are unreachable for this student (blocked, as a school filter or an
+    old browser would): the page falls back to JPEG frames by itself and says why, the teacher's
+    tile says this student's device sends camera frames and why, and /metrics counts it."""
+    from playwright.sync_api import expect
+
+    from tests.browser import teacher_logged_in
+
+    server = edge_server
+    create_teacher(server, server.login())
+    teacher_token = server.login(*TEACHER)
+    session = server.api("POST", "/api/sessions", {"title": "Chemistry 8A"}, teacher_token)
+    with chromium(webcam=tmp_path / "webcam.y4m", **CLIP) as browser:
+        teacher = teacher_logged_in(browser, server)
+        teacher.goto(f"{server.base}/sessions/{session['id']}")
+        context = browser.new_context(permissions=["camera"])
+        context.route("**/vendor/onnxruntime-web/**", lambda route: route.abort())
+        student = context.new_page()
+        student.goto(session["join_url"])
+        student.click("#consent-accept")
+        student.fill("#display-name", "Ada")
+        student.click("#join-submit")
+        mode = student.locator("#capture-mode")
+        expect(mode).to_have_attribute("data-capture", "frames", timeout=30_000)
+        assert mode.get_attribute("data-fallback") in ("unsupported", "model_load_failed")
+        expect(mode).to_contain_text("Sending camera frames")
+        # Frames flow: the worker finds the face and the student sees the emotion.
+        expect(student.locator("#self-emotion")).to_have_attribute(
+            "data-emotion", "happy", timeout=30_000
+        )
+        tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
+        tile_mode = tile.locator(".capture-mode")
+        expect(tile_mode).to_have_attribute("data-capture", "frames", timeout=20_000)
+        expect(tile_mode).to_contain_text("Sending camera frames")
+        expect(tile_mode).to_contain_text("on-device detection")
+    metrics = urllib.request.urlopen(server.base + "/metrics", timeout=5).read().decode()
+    fell = re.findall(r'classpulse_capture_fallbacks_total\{reason="(\w+)"\} ([0-9.]+)', metrics)
+    assert any(
+        float(n) >= 1 for reason, n in fell if reason in ("unsupported", "model_load_failed")
+    )
+    frames = re.search(r'classpulse_ingest_messages_total\{kind="frame"\} ([0-9.]+)', metrics)
+    assert frames and float(frames.group(1)) > 0

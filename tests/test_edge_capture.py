@@ -345,6 +345,7 @@ def test_stats_messages_report_capture_mode_detector_time_and_fallbacks(settings
             next_json(ws, lambda m: m["type"] == "pong")
         me = _stream_stats(k, ada["student_id"], captured=7)
         assert (me["captured"], me["capture"], me["detector_ms"]) == (7, "frames", 7.25)
+        assert me["fallback"] == "too_slow"  # the teacher's tile says why
         fallbacks = _metrics(k.client)["classpulse_capture_fallbacks"]
         assert fallbacks[("too_slow",)] == 1 and fallbacks[("error",)] == 0
         assert _metrics(k.client)["classpulse_frames_captured"][()] == 7

@@ -26,6 +26,9 @@ class StudentStreamStats(BaseModel):
     # sends faces messages) or "frames" (JPEG frames), and its detector's time per frame.
     capture: Literal["edge", "frames"] | None = None
     detector_ms: float | None = None
+    # Why a page asked for edge capture sends frames instead: one of contracts.CAPTURE_FALLBACKS
+    # (None: it didn't fall back).
+    fallback: str | None = None
 
 
 class StreamStatsOut(BaseModel):

@@ -266,6 +266,8 @@ class StudentSocket:
             flow.note(self.counts, "capture", capture)
         if detector_ms is not None:
             flow.note(self.counts, "detector_ms", f"{detector_ms:.2f}")
+        if fallback is not None:
+            flow.note(self.counts, "fallback", fallback)
         if fallback is not None and fallback not in self.fallbacks:  # a page, not a report
             self.fallbacks.add(fallback)
             self.res.metrics.capture_fallbacks.labels(fallback).inc()
