@@ -7,6 +7,9 @@ from __future__ import annotations
 CONSENT_VERSION = "2026-12-1"
 
 # One text for every policy mode: the join page shows, next to it, which mode this school has set.
+# Plain text, which the join page (web/static/js/student.js noticeNodes) turns into DOM nodes,
+# never HTML: blocks separated by a blank line; a block's first line is its heading; "- " starts
+# a list item and an indented line continues it; other lines run on into one paragraph.
 CONSENT_TEXT = """\
 What happens when you join
 While the camera is on, your browser sends this school's ClassPulse server one of two things

@@ -29,7 +29,7 @@ def test_page_slows_down_when_told_and_the_tile_shows_counters(server, tmp_path,
         tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
         expect(tile.locator(".emotion")).to_have_attribute("data-emotion", "happy", timeout=30_000)
         # The tile's counters line, from /stream-stats (the page reports captures every 5 s).
-        expect(tile.locator(".stream-stats")).to_contain_text("processed", timeout=15_000)
+        expect(tile.locator(".stream-stats")).to_contain_text("analysed", timeout=15_000)
         expect(tile.locator(".stream-stats")).not_to_contain_text("captured 0 ", timeout=15_000)
 
         def sent() -> int:

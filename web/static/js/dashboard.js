@@ -24,7 +24,8 @@
   const tileTemplate = document.getElementById("tile-template");
   const connState = document.getElementById("conn-state");
   const errorBox = document.getElementById("dashboard-error");
-  const students = new Map(); // student_id -> {id, name, withdrawn, presence, emotion, el}
+  const students = new Map(); // student_id -> {id, name, withdrawn, presence, emotion, el, order}
+  let joinedOrder = 0;
 
   function colorOf(label) {
     return CP.emotionColor(label, labels);
@@ -45,10 +46,11 @@
     if (!s) {
       const el = tileTemplate.content.firstElementChild.cloneNode(true);
       el.dataset.studentId = id;
-      s = { id: id, name: name || "Student", withdrawn: false, presence: null, emotion: null, el: el };
+      s = { id: id, name: name || "Student", withdrawn: false, presence: null, emotion: null, el: el, order: joinedOrder++ };
       students.set(id, s);
       tiles.appendChild(el);
       updateCount();
+      foldClassInfo();
     } else if (name && name !== s.name) {
       s.name = name;
     }
@@ -106,7 +108,11 @@
     const emotion = el.querySelector(".emotion");
     emotion.dataset.emotion = v.emotion || "none";
     emotion.textContent = v.emotion || "—";
-    emotion.style.color = v.emotion && labels.includes(v.emotion) ? colorOf(v.emotion) : "";
+    // The colour is a swatch beside the word (CSS), never the text's colour: some emotion
+    // colours are too light for text, and the word says it anyway.
+    const swatch = Boolean(v.emotion && labels.includes(v.emotion));
+    emotion.dataset.swatch = swatch ? "yes" : "no";
+    emotion.style.setProperty("--emo", swatch ? colorOf(v.emotion) : "transparent");
     el.querySelector(".confidence").textContent =
       v.emotion && typeof v.confidence === "number" ? pct(v.confidence) : "";
     renderProbs(el.querySelector(".probbar"), v.probs);
@@ -115,11 +121,134 @@
     const ago = el.querySelector(".ago");
     ago.dataset.t = String(v.t || "");
     ago.textContent = v.t ? CP.ago(v.t) : "";
+    s.look = lookReason(v);
+    el.dataset.attention = s.look ? "yes" : "no";
+    el.querySelector(".look").textContent = s.look ? "needs a look: " + s.look : "";
+    scheduleSort();
+  }
+
+  // --- needs a look, and the order of the tiles ----------------------------------------------
+  // In words on the tile (not only its colour): no face in view, a negative or uncertain
+  // estimate, or no update for a while (stalled). A prompt to look, not a judgement.
+  const NEGATIVE = ["angry", "disgust", "fear", "sad"];
+  function lookReason(v) {
+    if (v.presence === "no_face") return "no face";
+    if (v.presence === "disconnected" || v.stale) return "stalled";
+    if (v.presence !== "present" || !v.emotion) return "";
+    if (NEGATIVE.includes(v.emotion)) return "negative";
+    if (!labels.includes(v.emotion)) return "uncertain"; // uncertain, face too small
+    return "";
+  }
+
+  const SORT_KEY = "classpulse.dashboard.sort";
+  const sortSelect = document.getElementById("tile-sort");
+  let sortTimer = null;
+  let lastSort = 0;
+
+  function rank(s) {
+    if (s.look) return 0;
+    const p = s.el.dataset.presence;
+    return p === "present" ? 1 : 2; // then camera off, not started, no analysis, withdrawn
+  }
+
+  function scheduleSort() {
+    // At most once a second: a full class sends many updates, and tiles should not jitter.
+    if (!sortTimer) sortTimer = setTimeout(sortTiles, Math.max(0, lastSort + 1000 - Date.now()));
+  }
+
+  function sortTiles() {
+    clearTimeout(sortTimer);
+    sortTimer = null;
+    lastSort = Date.now();
+    const by = sortSelect.value;
+    const list = Array.from(students.values()).sort(function (a, b) {
+      if (by === "attention" && rank(a) !== rank(b)) return rank(a) - rank(b);
+      if (by === "joined") return a.order - b.order;
+      return a.name.localeCompare(b.name) || a.order - b.order;
+    });
+    const focused = document.activeElement;
+    list.forEach(function (s, i) {
+      if (tiles.children[i] !== s.el) tiles.insertBefore(s.el, tiles.children[i] || null);
+    });
+    // Moving a tile blurs it: a keyboard user keeps their place.
+    if (focused && focused !== document.activeElement && tiles.contains(focused)) focused.focus({ preventScroll: true });
+    const looks = list.filter((s) => s.look);
+    const why = {};
+    looks.forEach((s) => (why[s.look] = (why[s.look] || 0) + 1));
+    const summary = looks.length
+      ? looks.length + (looks.length === 1 ? " needs" : " need") + " a look: " + Object.keys(why).map((k) => why[k] + " " + k).join(", ")
+      : students.size ? "No student needs a look now." : "";
+    const status = document.getElementById("needs-look-summary");
+    if (status.textContent !== summary) status.textContent = summary; // a status: say changes only
+  }
+
+  try {
+    const saved = localStorage.getItem(SORT_KEY);
+    if (Array.from(sortSelect.options).some((o) => o.value === saved)) sortSelect.value = saved;
+  } catch (err) {
+    /* storage off: the default order */
+  }
+  sortSelect.addEventListener("change", function () {
+    try {
+      localStorage.setItem(SORT_KEY, sortSelect.value);
+    } catch (err) {
+      /* not remembered */
+    }
+    sortTiles();
+  });
+
+  // --- join link and notices: folded away once the class has started -------------------------
+  const INFO_KEY = "classpulse.dashboard.classInfo"; // "open" | "closed": the teacher's choice
+  const classInfo = document.getElementById("class-info");
+  function infoChoice() {
+    try {
+      return localStorage.getItem(INFO_KEY);
+    } catch (err) {
+      return null;
+    }
+  }
+  function foldClassInfo() {
+    if (students.size === 0) {
+      classInfo.open = true; // nobody has joined yet: the join link is what the teacher needs
+      return;
+    }
+    classInfo.open = infoChoice() === "open";
+  }
+  classInfo.querySelector("summary").addEventListener("click", function () {
+    try {
+      localStorage.setItem(INFO_KEY, classInfo.open ? "closed" : "open"); // the state it goes to
+    } catch (err) {
+      /* not remembered */
+    }
+  });
+  foldClassInfo();
+
+  // --- frame counters on the tiles: shown on request ------------------------------------------
+  const DETAILS_KEY = "classpulse.dashboard.counters";
+  const detailsButton = document.getElementById("tile-details");
+  function showDetails(on) {
+    root.dataset.details = on ? "on" : "off";
+    detailsButton.setAttribute("aria-pressed", on ? "true" : "false");
+  }
+  detailsButton.addEventListener("click", function () {
+    const on = root.dataset.details !== "on";
+    showDetails(on);
+    try {
+      localStorage.setItem(DETAILS_KEY, on ? "on" : "off");
+    } catch (err) {
+      /* not remembered */
+    }
+  });
+  try {
+    showDetails(localStorage.getItem(DETAILS_KEY) === "on");
+  } catch (err) {
+    showDetails(false);
   }
 
   function applySnapshot(msg) {
     if (Array.isArray(msg.labels) && msg.labels.length) labels = msg.labels.slice();
     students.clear();
+    joinedOrder = 0;
     tiles.replaceChildren();
     (msg.students || []).forEach(function (st) {
       const s = ensureStudent(st.student_id, st.display_name);
@@ -448,20 +577,47 @@
   // --- per-student frame counters (backpressure made visible) --------------------------------
   // Self-contained: polls /stream-stats and writes into each tile what its page sends (edge
   // capture or camera frames, in words) and one small counters line.
+  /** One student's frame counters as the tile shows them. Each is counted where it happens and
+   * flushed on its own clock (the page reports its captures every 5 s, the gateway its counts
+   * every second, workers with each batch), so a later stage can be a moment ahead of an
+   * earlier one. Every frame analysed or dropped was sent, and every frame sent was captured:
+   * each figure is shown as at least what follows from it, so the line never contradicts itself
+   * (analysed + dropped <= sent <= captured). */
+  function frameCounts(st) {
+    const droppedBy = {};
+    Object.entries(st.dropped || {}).forEach(function (e) {
+      if (e[1] > 0) droppedBy[e[0]] = e[1];
+    });
+    const dropped = Object.values(droppedBy).reduce((n, v) => n + v, 0);
+    const analysed = Number(st.processed) || 0;
+    const sent = Math.max(Number(st.received) || 0, analysed + dropped);
+    const captured = Math.max(Number(st.captured) || 0, sent);
+    return { captured: captured, sent: sent, analysed: analysed, dropped: dropped, droppedBy: droppedBy };
+  }
+
   function startStreamStats() {
     const EVERY_MS = 5000;
     function line(st) {
-      const dropped = Object.entries(st.dropped || {}).filter((e) => e[1] > 0);
-      const total = dropped.reduce((n, e) => n + e[1], 0);
-      const why = dropped.map((e) => e[0].replace(/_/g, " ") + " " + e[1]).join(", ");
-      return "frames: captured " + st.captured + " · sent " + st.received + " · processed " +
-        st.processed + " · dropped " + total + (why ? " (" + why + ")" : "");
+      const c = frameCounts(st);
+      const why = Object.keys(c.droppedBy).map((k) => k.replace(/_/g, " ") + " " + c.droppedBy[k]).join(", ");
+      return "frames: captured " + c.captured + " · sent " + c.sent + " · analysed " + c.analysed +
+        " · dropped " + c.dropped + (why ? " (" + why + ")" : "");
     }
     /** What leaves this student's device, as the page last reported it. */
+    // Why a student's device sends frames although edge capture is on (student.js says the same).
+    const FALLBACK_TEXT = {
+      unsupported: "the device can't run on-device detection",
+      model_load_failed: "on-device detection couldn't be loaded",
+      too_slow: "the device is too slow for on-device detection",
+      error: "on-device detection stopped with an error",
+    };
     function capture(st) {
       if (st.capture === "edge") {
         const ms = typeof st.detector_ms === "number" ? ", " + Math.round(st.detector_ms) + " ms per frame" : "";
         return "Face found on the device" + ms + "; only face crops are sent";
+      }
+      if (st.capture === "frames" && st.fallback) {
+        return "Sending camera frames: " + (FALLBACK_TEXT[st.fallback] || "on-device detection is off") + " (face found on the server)";
       }
       if (st.capture === "frames") return "Sending camera frames (face found on the server)";
       return "";
@@ -488,8 +644,12 @@
         if (!s) return;
         const mode = child(s.el, "capture-mode");
         mode.dataset.capture = entry[1].capture || "unknown";
+        mode.dataset.fallback = entry[1].fallback || "";
         mode.textContent = capture(entry[1]);
-        child(s.el, "stream-stats").textContent = line(entry[1]);
+        const stats = child(s.el, "stream-stats");
+        const c = frameCounts(entry[1]);
+        ["captured", "sent", "analysed", "dropped"].forEach((k) => (stats.dataset[k] = String(c[k])));
+        stats.textContent = line(entry[1]);
       });
     }
     poll();

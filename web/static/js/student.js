@@ -50,7 +50,12 @@
   let sessionOver = false;
   const selfState = { presence: null, emotion: null }; // latest updates about this student
 
-  const counts = { sent: 0, acked: 0, dropped: 0, skipped: 0 };
+  // This student's frames as this tab sent them, kept across reloads of the tab (with the join)
+  // so that what the server stored about the student never exceeds what this page says it sent:
+  // acked + dropped <= sent, and frames analysed and kept <= sent (<= acked while the page
+  // stays open; a reload can lose the acks of the frames in flight at that moment).
+  const counts = { sent: 0, acked: 0, dropped: 0, skipped: 0, droppedBy: {} };
+  const COUNTS_KEY = STORE_KEY + ".counts";
   const STATS_EVERY_MS = 5000;
   let capturedSinceReport = 0; // reported to the server, which counts frames per student
 
@@ -98,12 +103,46 @@
     if (info.emotion_mode) $("consent-mode").textContent = "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode);
     $("consent-version").textContent = String(info.consent_version);
     const text = $("consent-text");
-    text.replaceChildren.apply(text, String(info.consent_text || "").split(/\n\s*\n/).map(function (para) {
-      const p = document.createElement("p");
-      p.textContent = para.trim();
-      return p;
-    }));
+    text.replaceChildren.apply(text, noticeNodes(info.consent_text));
     step("consent-step");
+  }
+
+  /** The consent notice as DOM nodes, its text only ever set as text (never parsed as HTML).
+   * Its format (app/consent.py): blocks separated by a blank line; a block's first line is its
+   * heading; "- " starts a list item and an indented line continues it; other lines run on
+   * into one paragraph. */
+  function noticeNodes(notice) {
+    const nodes = [];
+    const blocks = String(notice || "").replace(/\r\n?/g, "\n").split(/\n\s*\n/);
+    blocks.forEach(function (block) {
+      const lines = block.split("\n").filter((line) => line.trim());
+      if (lines.length > 1 && !/^- /.test(lines[0])) {
+        const heading = document.createElement("h3");
+        heading.textContent = lines.shift().trim();
+        nodes.push(heading);
+      }
+      let para = null;
+      let list = null;
+      let item = null;
+      lines.forEach(function (line) {
+        if (/^- /.test(line)) {
+          if (!list) nodes.push((list = document.createElement("ul")));
+          item = list.appendChild(document.createElement("li"));
+          item.textContent = line.slice(2).trim();
+          para = null;
+        } else if (item && /^\s/.test(line)) {
+          item.textContent += " " + line.trim();
+        } else {
+          list = item = null;
+          if (!para) {
+            para = document.createElement("p");
+            nodes.push(para);
+          }
+          para.textContent += (para.textContent ? " " : "") + line.trim();
+        }
+      });
+    });
+    return nodes;
   }
 
   $("consent-accept").addEventListener("click", function () {
@@ -168,7 +207,21 @@
     }
   });
 
+  /** The counts this tab kept for this student before a reload. */
+  function restoreCounts() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(COUNTS_KEY) || "null");
+      if (!saved || saved.student_id !== join.student_id) return;
+      ["sent", "acked", "dropped", "skipped"].forEach((k) => (counts[k] = Number(saved[k]) || 0));
+      counts.droppedBy = saved.droppedBy && typeof saved.droppedBy === "object" ? saved.droppedBy : {};
+    } catch (err) {
+      /* unreadable: start from zero */
+    }
+  }
+
   function enterStream() {
+    restoreCounts();
+    renderCounts();
     CP.setError($("join-error"), "");
     if (join.session_title) $("class-title").textContent = join.session_title;
     $("self-name").textContent = join.display_name || "";
@@ -488,8 +541,16 @@
   function renderCounts() {
     $("frames-sent").textContent = String(counts.sent);
     $("frames-acked").textContent = String(counts.acked);
-    $("frames-dropped").textContent = String(counts.dropped);
+    const why = Object.keys(counts.droppedBy).map((k) => k.replace(/_/g, " ") + " " + counts.droppedBy[k]);
+    $("frames-dropped").textContent = String(counts.dropped) + (why.length ? " (" + why.join(", ") + ")" : "");
     $("frames-skipped").textContent = String(counts.skipped);
+    if (join && join.student_id) {
+      try {
+        sessionStorage.setItem(COUNTS_KEY, JSON.stringify(Object.assign({ student_id: join.student_id }, counts)));
+      } catch (err) {
+        /* storage full or off: the counts start again with the next page */
+      }
+    }
   }
 
   // --- socket --------------------------------------------------------------------------------
@@ -595,6 +656,8 @@
       counts.acked += 1;
     } else {
       counts.dropped += 1;
+      const reason = String(msg.reason || "other");
+      counts.droppedBy[reason] = (counts.droppedBy[reason] || 0) + 1;
       $("frames-dropped").title = msg.reason ? "last reason: " + msg.reason : "";
       if (msg.reason === "crops_not_allowed") applyPolicy({ emotion_mode: "off" }); // changed meanwhile
     }
