@@ -19,6 +19,7 @@ from app.resources import STATIC_DIR, open_resources
 from app.routes import (
     admin,
     admin_reports,
+    admin_status,
     audit,
     auth,
     edge_files,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit,
         erasure,
         admin_reports,
+        admin_status,  # admin: workers, streams, counters, models, database and Redis
         health,
         ws_student,
         ws_live,

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 import segno
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
-from app.auth import ACCESS_COOKIE
-from app.deps import SettingsDep, Templates
+from app.auth import ACCESS_COOKIE, TokenError, decode_access_token
+from app.deps import SettingsDep, Templates, get_resources
 
 router = APIRouter(include_in_schema=False)
 
@@ -44,9 +46,22 @@ JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
 _JOIN_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def _admin_cookie(request: Request) -> bool:
+    """Whether the access cookie is an admin's: only which nav links to show. The pages hold no
+    data, and every admin API checks the account itself (a revoked token gets a 401 there)."""
+    token = request.cookies.get(ACCESS_COOKIE)
+    if not token:
+        return False
+    try:
+        return decode_access_token(get_resources(request).settings, token).role == "admin"
+    except TokenError:
+        return False
+
+
 def _page(
     templates: Templates, request: Request, template: str, csp: str = CSP, **context: object
 ) -> HTMLResponse:
+    context.setdefault("nav_admin", _admin_cookie(request))
     response = templates.TemplateResponse(request, template, context)
     response.headers.update(PAGE_HEADERS)
     response.headers["Content-Security-Policy"] = csp
@@ -92,6 +107,58 @@ def join_page(request: Request, templates: Templates, code: JoinCode) -> HTMLRes
 @router.get("/privacy", response_class=HTMLResponse)
 def privacy_page(request: Request, templates: Templates) -> HTMLResponse:
     return _page(templates, request, "privacy.html", page="privacy")
+
+
+# Admin pages: shells like the others; the admin APIs they call answer 403 to anyone else, and
+# the page then says "administrators only".
+ADMIN_PAGES = {
+    "people": "People",
+    "policy": "Privacy policy",
+    "reports": "Reports",
+    "audit": "Audit log",
+    "erasure": "Erasure",
+    "status": "System status",
+}
+
+
+@router.get("/admin")
+def admin_index() -> RedirectResponse:
+    return RedirectResponse("/admin/people", status_code=303)
+
+
+def _admin_page(name: str) -> Callable[[Request, Jinja2Templates], HTMLResponse]:
+    """The route function of one admin page."""
+
+    def page(request: Request, templates: Templates) -> HTMLResponse:
+        return _page(
+            templates,
+            request,
+            f"admin_{name}.html",
+            page=f"admin-{name}",
+            teacher=True,
+            admin_pages=ADMIN_PAGES,
+            admin_page=name,
+        )
+
+    page.__name__ = f"admin_{name}_page"
+    return page
+
+
+for _name in ADMIN_PAGES:
+    router.add_api_route(
+        f"/admin/{_name}", _admin_page(_name), methods=["GET"], response_class=HTMLResponse
+    )
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account_page(request: Request, templates: Templates) -> HTMLResponse:
+    return _page(templates, request, "account.html", page="account", teacher=True)
+
+
+@router.get("/set-password", response_class=HTMLResponse)
+def set_password_page(request: Request, templates: Templates) -> HTMLResponse:
+    """Where a one-time link leads; the token is in the fragment, which the server never sees."""
+    return _page(templates, request, "set_password.html", page="set-password")
 
 
 def is_join_link(data: str, request: Request, settings: SettingsDep) -> bool:

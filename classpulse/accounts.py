@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from classpulse.db import User
+from classpulse.db import PasswordLink, User, utcnow
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the email is unknown, so a login takes as long either way.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 MIN_PASSWORD_LENGTH = 10
+PASSWORD_LINK_TTL = timedelta(hours=24)
+MAX_DISPLAY_NAME = 200
 
 
 class AccountError(ValueError):
@@ -97,4 +103,62 @@ def authenticate(db: Session, email: str, password: str) -> User | None:
     user = db.scalar(select(User).where(User.email == email, User.active.is_(True)))
     if not verify_password(user.password_hash if user else None, password):
         return None
+    return user
+
+
+def set_display_name(user: User, name: str) -> None:
+    """The name students see as "Teacher: ..."; empty means the email's local part again."""
+    name = name.strip()
+    if len(name) > MAX_DISPLAY_NAME:
+        raise AccountError(f"display name: at most {MAX_DISPLAY_NAME} characters")
+    user.display_name = name or user.email.split("@")[0]
+
+
+def _token_hash(token: str) -> str:
+    # The token has 256 random bits: a plain SHA-256 is enough (nothing to brute-force), and it
+    # lets the link be found by an indexed lookup, which a salted argon2 hash would not.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_password_link(
+    db: Session, user: User, by: User | None, ttl: timedelta = PASSWORD_LINK_TTL
+) -> tuple[str, datetime]:
+    """A new one-time set-password token for ``user`` and when it expires; the account's
+    earlier unused links end. Only its hash is stored (the caller commits)."""
+    now = utcnow()
+    db.execute(
+        update(PasswordLink)
+        .where(PasswordLink.user_id == user.id, PasswordLink.used_at.is_(None))
+        .values(used_at=now)
+    )
+    token = secrets.token_urlsafe(32)
+    expires = now + ttl
+    db.add(
+        PasswordLink(
+            user_id=user.id,
+            token_hash=_token_hash(token),
+            expires_at=expires,
+            created_by_id=by.id if by is not None else None,
+        )
+    )
+    db.flush()
+    return token, expires
+
+
+def redeem_password_link(db: Session, token: str, password: str) -> User:
+    """Set the password of the link's account and use the link up (once only, before it
+    expires); the caller revokes the account's tokens and commits."""
+    link = db.scalar(
+        select(PasswordLink).where(PasswordLink.token_hash == _token_hash(token)).with_for_update()
+    )
+    now = utcnow()
+    if link is None or link.used_at is not None:
+        raise AccountError("this set-password link is not valid (or was used already)")
+    if link.expires_at <= now:
+        raise AccountError("this set-password link has expired: ask an admin for a new one")
+    user = db.get(User, link.user_id)
+    if user is None or not user.active:
+        raise AccountError("this account is deactivated: ask an admin")
+    set_password(user, password)  # the policy first: a refused password leaves the link usable
+    link.used_at = now
     return user

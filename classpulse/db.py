@@ -51,6 +51,24 @@ class User(Base):
     # In every access token; incremented by logout, password change and deactivation, which
     # ends all tokens issued before (app.deps.current_user, the live socket).
     token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PasswordLink(Base):
+    """A one-time set-password link an admin made for an account (there is no mail server: the
+    admin passes it on). Only the SHA-256 of the link's token is kept; a use or a newer link
+    for the same account ends it."""
+
+    __tablename__ = "password_links"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
 
 
 class ClassSession(Base):

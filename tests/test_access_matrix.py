@@ -234,6 +234,15 @@ ACCESS: dict[tuple[str, str], Call] = {
     ("GET", "/sessions/{session_id}/history"): Call("public", 200),
     ("GET", "/join/{code}"): Call("public", 200),
     ("GET", "/privacy"): Call("public", 200),
+    ("GET", "/account"): Call("public", 200),
+    ("GET", "/set-password"): Call("public", 200),
+    ("GET", "/admin"): Call("public", 303),
+    ("GET", "/admin/people"): Call("public", 200),
+    ("GET", "/admin/policy"): Call("public", 200),
+    ("GET", "/admin/reports"): Call("public", 200),
+    ("GET", "/admin/audit"): Call("public", 200),
+    ("GET", "/admin/erasure"): Call("public", 200),
+    ("GET", "/admin/status"): Call("public", 200),
     ("GET", "/qr.svg"): Call(
         "public", 200, params=lambda w: {"data": f"http://testserver/join/{w.a['join_code']}"}
     ),
@@ -257,6 +266,11 @@ ACCESS: dict[tuple[str, str], Call] = {
         fresh=True,
     ),
     ("GET", "/api/auth/me"): Call("any_user", 200, check=_me),
+    ("PATCH", "/api/auth/me"): Call("any_user", 200, json={"display_name": "Ms Example"}),
+    # The one-time link is the credential: whoever calls, a wrong token is refused alike.
+    ("POST", "/api/auth/set-password"): Call(
+        "public", 400, json={"token": "not-a-link", "new_password": "a brand new passphrase"}
+    ),
     # Sessions
     ("POST", "/api/sessions"): Call("any_user", 201, json={"title": "Another class"}),
     ("GET", "/api/sessions"): Call("any_user", 200, params={"all": 1}, check=_listed_sessions),
@@ -299,6 +313,10 @@ ACCESS: dict[tuple[str, str], Call] = {
     ("PATCH", "/api/admin/users/{user_id}"): Call(
         "admin_only", 200, json={"active": False}, fresh=True
     ),
+    ("POST", "/api/admin/users/{user_id}/password-link"): Call("admin_only", 201),
+    ("GET", "/api/admin/students"): Call("admin_only", 200),
+    ("GET", "/api/admin/sessions/{session_id}/data"): Call("admin_only", 200),
+    ("GET", "/api/admin/status"): Call("admin_only", 200),
     ("GET", "/api/admin/policy"): Call("admin_only", 200),
     # The default mode again: per-student history (above) needs it, and nothing else changes.
     ("PUT", "/api/admin/policy"): Call("admin_only", 200, json={"emotion_mode": "per_student"}),

@@ -96,7 +96,7 @@ def test_openapi_documents_the_media_types_sent(settings):
         "text/csv",
         "application/pdf",
     }
-    assert media("/api/admin/reports") == {"application/json", "text/csv"}
+    assert media("/api/admin/reports") == {"application/json", "text/csv", "application/pdf"}
     assert media("/metrics") == {"text/plain"}
 
 

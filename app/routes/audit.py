@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app.auth import client_address
 from app.deps import CurrentAdmin, DbSession
@@ -29,6 +29,11 @@ AUDIT_CSV_MAX = 100_000
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _like(text: str) -> str:
+    """``text`` with LIKE's wildcards escaped (backslash is PostgreSQL's default escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _entry(e: AuditEntry) -> dict[str, Any]:
@@ -68,6 +73,17 @@ def read_audit(
         str | None,
         Query(max_length=64, pattern=r"^[a-z_.]*\*?$", description="exact, or a prefix*"),
     ] = None,
+    actor: Annotated[
+        str | None,
+        # No control characters: PostgreSQL refuses NUL in text.
+        Query(max_length=320, pattern=r"^[^\x00-\x1f\x7f]*$", description="part of an email"),
+    ] = None,
+    target: Annotated[
+        str | None,
+        Query(
+            max_length=64, pattern=r"^[0-9A-Za-z-]*$", description="a session, student or user id"
+        ),
+    ] = None,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=AUDIT_CSV_MAX)] = 200,
     before_id: Annotated[
@@ -89,10 +105,19 @@ def read_audit(
         query = query.where(AuditEntry.at < end)
     if action:
         if action.endswith("*"):
-            prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(AuditEntry.action.like(prefix + "%"))
+            query = query.where(AuditEntry.action.like(_like(action[:-1]) + "%"))
         else:
             query = query.where(AuditEntry.action == action)
+    if actor:
+        query = query.where(AuditEntry.actor_email.ilike("%" + _like(actor.lower()) + "%"))
+    if target:
+        query = query.where(
+            or_(
+                AuditEntry.target_id == target,
+                AuditEntry.detail["session_id"].astext == target,
+                AuditEntry.detail["student_id"].astext == target,
+            )
+        )
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     entries = [_entry(e) for e in db.scalars(query)]
@@ -103,6 +128,8 @@ def read_audit(
         "from": start.isoformat() if start else None,
         "to": end.isoformat() if end else None,
         "action": action,
+        "actor": actor,
+        "target": target,
         "rows": len(entries),
     }
     audit.record(db, admin, "export.audit", "audit", None, filters, client_address(request))

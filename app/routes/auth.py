@@ -7,7 +7,7 @@ hammering the teacher's email can't lock the teacher out of their own browser.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
@@ -26,8 +26,17 @@ from app.auth import (
 )
 from app.deps import CurrentUser, DbSession, Res, current_user
 from app.ratelimit import count_in_window
-from classpulse.accounts import AccountError, authenticate, set_password, verify_password
-from classpulse.db import User
+from app.text_rules import PlainText
+from classpulse import audit
+from classpulse.accounts import (
+    AccountError,
+    authenticate,
+    redeem_password_link,
+    set_display_name,
+    set_password,
+    verify_password,
+)
+from classpulse.db import User, utcnow
 from classpulse.settings import Settings
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -41,6 +50,15 @@ class LoginIn(BaseModel):
 class PasswordIn(BaseModel):
     current_password: str = Field(max_length=1024)
     new_password: str = Field(max_length=1024)
+
+
+class SetPasswordIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)  # from the link's fragment
+    new_password: str = Field(max_length=1024)
+
+
+class MePatch(BaseModel):
+    display_name: Annotated[str, Field(max_length=200), PlainText]
 
 
 class LoginOut(BaseModel):
@@ -114,7 +132,15 @@ async def login(
             503, "login is unavailable: the rate limiter cannot reach Redis"
         ) from exc
     # argon2 verification costs tens of milliseconds of CPU: keep it off the event loop.
-    user = await run_in_threadpool(authenticate, db, body.email, body.password)
+
+    def check() -> User | None:
+        user = authenticate(db, body.email, body.password)
+        if user is not None:
+            user.last_login_at = utcnow()  # shown on the admin's people page
+            db.commit()
+        return user
+
+    user = await run_in_threadpool(check)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
     await redis.delete(account_key)  # a success clears this account's count (not the address's)
@@ -164,6 +190,41 @@ async def change_password(
     return _issue(response, res.settings, user)
 
 
+@router.post("/set-password", response_model=LoginOut)
+async def set_password_by_link(
+    body: SetPasswordIn, request: Request, response: Response, res: Res, db: DbSession
+) -> LoginOut:
+    """Set a password with a one-time link an admin made (works once, until it expires): every
+    older token of the account ends, and this browser is logged in."""
+
+    def redeem() -> User:
+        try:
+            user = redeem_password_link(db, body.token, body.new_password)
+        except AccountError as exc:
+            db.rollback()
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+        user.last_login_at = utcnow()
+        ip = client_address(request)
+        audit.record(db, user, "account.password_set", "user", user.id, {"by": "link"}, ip)
+        return user
+
+    user = await run_in_threadpool(redeem)
+    await revoke(db, res.redis, user)  # commits the hash, the used link and the new version
+    return _issue(response, res.settings, user)
+
+
 @router.get("/me", response_model=UserOut)
 def me(user: CurrentUser) -> UserOut:
+    return UserOut.of(user)
+
+
+@router.patch("/me", response_model=UserOut)
+def update_me(body: MePatch, user: CurrentUser, db: DbSession) -> UserOut:
+    """Change your display name: what students see as "Teacher: ..." (empty: the email's
+    first part)."""
+    try:
+        set_display_name(user, body.display_name)
+    except AccountError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    db.commit()
     return UserOut.of(user)

@@ -1,0 +1,170 @@
+/* People: list accounts, add one (with a one-time set-password link), deactivate or
+ * reactivate, change the role, make a new set-password link. */
+(function () {
+  "use strict";
+  const CP = window.ClassPulse;
+  const A = window.ClassPulseAdmin;
+  const status = document.getElementById("people-status");
+  const tbody = document.querySelector("#people-table tbody");
+  const form = document.getElementById("add-form");
+  const addError = document.getElementById("add-error");
+  const panel = document.getElementById("link-panel");
+  let people = [];
+
+  function showLink(email, link) {
+    document.getElementById("link-for").textContent = "For " + email + ":";
+    const a = document.getElementById("link-url");
+    a.href = link.url;
+    a.textContent = link.url;
+    document.getElementById("link-expires").textContent = CP.formatTime(link.expires_at, true);
+    panel.hidden = false;
+    panel.focus();
+  }
+
+  document.getElementById("link-copy").addEventListener("click", function (event) {
+    CP.copyText(document.getElementById("link-url").textContent, event.currentTarget);
+  });
+
+  function actions(user) {
+    const box = document.createElement("div");
+    box.className = "row-actions";
+    const label = user.email;
+    const toggle = A.button(user.active ? "Deactivate" : "Reactivate", function () {
+      setActive(user, !user.active);
+    }, user.active ? "small danger" : "small");
+    toggle.setAttribute("aria-label", (user.active ? "Deactivate " : "Reactivate ") + label);
+    const role = A.button(user.role === "admin" ? "Make teacher" : "Make admin", function () {
+      setRole(user, user.role === "admin" ? "teacher" : "admin");
+    }, "small");
+    role.setAttribute("aria-label", role.textContent + ": " + label);
+    const link = A.button("Set-password link", function () {
+      newLink(user);
+    }, "small");
+    link.setAttribute("aria-label", "New set-password link for " + label);
+    link.disabled = !user.active;
+    box.append(toggle, role, link);
+    return box;
+  }
+
+  function render() {
+    tbody.replaceChildren.apply(tbody, people.map(function (u) {
+      const tr = A.row(
+        [
+          u.email,
+          u.display_name,
+          u.role,
+          u.active ? "yes" : "no (deactivated)",
+          u.last_login_at ? CP.formatTime(u.last_login_at, true) : "never",
+          u.sessions_owned,
+          actions(u),
+        ],
+        true
+      );
+      tr.dataset.email = u.email;
+      return tr;
+    }));
+  }
+
+  async function load(message) {
+    let result;
+    try {
+      result = await A.call("/api/admin/users");
+    } catch (err) {
+      status.textContent = "Can't reach the server.";
+      return;
+    }
+    if (!result) return;
+    if (!result.ok) {
+      status.textContent = CP.errorText(result, "Couldn't load the accounts (HTTP " + result.status + ").");
+      return;
+    }
+    people = result.data;
+    render();
+    status.textContent = message || people.length + (people.length === 1 ? " account." : " accounts.");
+  }
+
+  async function patch(user, body, done) {
+    const result = await A.call("/api/admin/users/" + user.id, { method: "PATCH", body: body });
+    if (!result) return;
+    if (!result.ok) {
+      status.textContent = CP.errorText(result, "Couldn't change " + user.email + " (HTTP " + result.status + ").");
+      return;
+    }
+    await load(done);
+  }
+
+  async function setActive(user, active) {
+    if (!active) {
+      const yes = await A.confirm({
+        title: "Deactivate " + user.email + "?",
+        body: [
+          "The account can no longer log in. Every token it holds stops working at once and its open dashboards close.",
+          "Its sessions and their data stay; you can reactivate the account later.",
+        ],
+        confirm: "Deactivate",
+      });
+      if (!yes) return;
+    }
+    await patch(user, { active: active }, user.email + (active ? " reactivated." : " deactivated: its tokens no longer work."));
+  }
+
+  async function setRole(user, role) {
+    if (role === "admin") {
+      const yes = await A.confirm({
+        title: "Make " + user.email + " an admin?",
+        body: ["Admins manage accounts, the privacy policy, exports, the audit log and erasure, and see every session."],
+        confirm: "Make admin",
+        danger: false,
+      });
+      if (!yes) return;
+    }
+    await patch(user, { role: role }, user.email + " is now " + (role === "admin" ? "an admin." : "a teacher."));
+  }
+
+  async function newLink(user) {
+    const result = await A.call("/api/admin/users/" + user.id + "/password-link", { method: "POST" });
+    if (!result) return;
+    if (!result.ok) {
+      status.textContent = CP.errorText(result, "Couldn't make a link (HTTP " + result.status + ").");
+      return;
+    }
+    showLink(user.email, result.data);
+    status.textContent = "New set-password link for " + user.email + "; older links of the account no longer work.";
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const email = document.getElementById("add-email").value.trim();
+    if (!email || email.indexOf("@") < 1) {
+      CP.setError(addError, "Enter the person's email address.");
+      document.getElementById("add-email").focus();
+      return;
+    }
+    CP.setError(addError, "");
+    const submit = document.getElementById("add-submit");
+    submit.disabled = true;
+    try {
+      const result = await A.call("/api/admin/users", {
+        method: "POST",
+        body: {
+          email: email,
+          display_name: document.getElementById("add-name").value.trim(),
+          role: document.getElementById("add-role").value,
+        },
+      });
+      if (result && result.ok) {
+        form.reset();
+        await load(result.data.email + " added as " + result.data.role + ".");
+        showLink(result.data.email, result.data.password_link);
+      } else if (result) {
+        CP.setError(addError, CP.errorText(result, "Couldn't add the account (HTTP " + result.status + ")."));
+      }
+    } catch (err) {
+      CP.setError(addError, "Can't reach the server.");
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  load();
+})();
