@@ -88,6 +88,10 @@ class FrameFlow:
         self.crop_scale = settings.crop_scale
         self._task: asyncio.Task[None] | None = None
         self._incr = redis.register_script(INCR_SCRIPT) if redis is not None else None
+        # The stream shard count: every process must agree (a gateway writing to shards no worker
+        # reads loses every frame); the workers publish theirs with their model info.
+        self.stream_shards = settings.stream_shards
+        self.workers_stream_shards: int | None = None
 
     # --- counters -----------------------------------------------------------------------------
     def open(self, session_id: str, student_id: str) -> Counter[str]:
@@ -149,9 +153,10 @@ class FrameFlow:
         """Read the workers' lag (and model info) and move the target frame rate one step."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(contracts.WORKER_LAG_KEY)
-        pipe.hmget(contracts.MODEL_INFO_KEY, ["crop_size", "crop_scale"])
-        lags, (crop_size, crop_scale) = await pipe.execute()
+        pipe.hmget(contracts.MODEL_INFO_KEY, ["crop_size", "crop_scale", "stream_shards"])
+        lags, (crop_size, crop_scale, shards) = await pipe.execute()
         self.model_info(crop_size, crop_scale)
+        self.check_shards(shards)
         now = time.time()
         worst = 0.0
         for value in lags.values():
@@ -174,6 +179,20 @@ class FrameFlow:
             scale = float(crop_scale)  # type: ignore[arg-type]
             if math.isfinite(scale) and 0 < scale <= 4:
                 self.crop_scale = scale
+
+    def check_shards(self, published: bytes | None) -> None:
+        """Warn (once per change) when the workers' CLASSPULSE_STREAM_SHARDS differs from this
+        gateway's: its frames would go to streams no worker reads."""
+        with contextlib.suppress(TypeError, ValueError):
+            theirs = int(published)  # type: ignore[arg-type]
+            if theirs != self.workers_stream_shards and theirs != self.stream_shards:
+                log.warning(
+                    "the workers run with CLASSPULSE_STREAM_SHARDS=%d, this gateway with %d: "
+                    "frames go to streams they do not read; give every process the same value",
+                    theirs,
+                    self.stream_shards,
+                )
+            self.workers_stream_shards = theirs
 
     def step(self, lag_ms: float, queue_depth: int) -> None:
         """One tick of AIMD: halve the rate under backlog, add 0.25 fps after calm ticks."""

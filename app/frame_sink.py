@@ -32,16 +32,25 @@ Done = Callable[[str | None], None]
 
 @dataclass(slots=True)
 class _Frame:
+    stream: str  # the frames stream shard of the frame's session
     fields: dict[bytes, bytes]
     done: Done
 
 
 class FrameSink:
     def __init__(
-        self, redis: Redis, maxlen: int, on_depth: Callable[[int], None] = lambda _depth: None
+        self,
+        redis: Redis,
+        maxlen: int,
+        on_depth: Callable[[int], None] = lambda _depth: None,
+        shards: int = 1,
     ):
         self._redis = redis
-        self._maxlen = maxlen
+        self._maxlen = maxlen  # per stream shard
+        # Frames go to the stream shard of their session (contracts.shard_of): one pipeline
+        # still carries the whole batch, whatever shards its frames are for.
+        self.shards = shards  # CLASSPULSE_STREAM_SHARDS: the workers read the same streams
+        self._streams = contracts.frames_streams(self.shards)
         self._on_depth = on_depth
         self._queue: asyncio.Queue[_Frame] = asyncio.Queue(QUEUE_SIZE)
         self._down_until = 0.0
@@ -84,8 +93,9 @@ class FrameSink:
             contracts.F_KIND: kind,
             contracts.F_FACES if kind == contracts.KIND_FACES else contracts.F_JPEG: payload,
         }
+        stream = self._streams[contracts.shard_of(session_id, self.shards)]
         try:
-            self._queue.put_nowait(_Frame(fields, done))
+            self._queue.put_nowait(_Frame(stream, fields, done))
         except asyncio.QueueFull:
             return "queue_full"
         return None
@@ -102,7 +112,7 @@ class FrameSink:
     async def _write(self, batch: list[_Frame]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for frame in batch:
-            pipe.xadd(contracts.FRAMES_STREAM, frame.fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(frame.stream, frame.fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]
         try:
             replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:

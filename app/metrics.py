@@ -102,7 +102,7 @@ class Metrics:
             "classpulse_worker_lag_ms", "Age of the frames the slowest worker reads", registry=r
         )
 
-    async def render(self, redis: Redis) -> bytes:
+    async def render(self, redis: Redis, shards: int = 1) -> bytes:
         """Exposition text: this process's metrics, then the pipeline's shared counters."""
         gateway_drops = {
             sample.labels["reason"]: sample.value
@@ -110,11 +110,13 @@ class Metrics:
             for sample in family.samples
             if sample.name.endswith("_total")
         }
-        pipeline = await _pipeline_registry(redis, gateway_drops)
+        pipeline = await _pipeline_registry(redis, gateway_drops, shards)
         return generate_latest(self.registry) + generate_latest(pipeline)
 
 
-async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> CollectorRegistry:
+async def _pipeline_registry(
+    redis: Redis, gateway_drops: dict[str, float], shards: int
+) -> CollectorRegistry:
     # The worker and aggregator keep their counters in one Redis hash so that any gateway can
     # expose them; read at scrape time rather than polled.
     pipeline = CounterMetricFamily(
@@ -123,7 +125,9 @@ async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> C
         labels=["counter"],
     )
     workers = GaugeMetricFamily("classpulse_workers_alive", "Workers with a live heartbeat key")
-    backlog = GaugeMetricFamily("classpulse_frames_stream_length", "Entries in the frames stream")
+    backlog = GaugeMetricFamily(
+        "classpulse_frames_stream_length", "Entries in the frames stream (all shards)"
+    )
     processed = CounterMetricFamily(
         "classpulse_frames_processed", "Frames the workers analysed (all workers)"
     )
@@ -135,7 +139,9 @@ async def _pipeline_registry(redis: Redis, gateway_drops: dict[str, float]) -> C
     try:
         stats = await redis.hgetall(contracts.STATS_KEY)
         alive = await count_keys(redis, contracts.WORKER_HEARTBEAT_PREFIX + "*")
-        length = await redis.xlen(contracts.FRAMES_STREAM)
+        length = 0
+        for stream in contracts.frames_streams(shards):
+            length += await redis.xlen(stream)
     except RedisError as exc:
         log.warning("metrics: cannot read pipeline counters from Redis: %s", exc)
         stats, alive, length = {}, None, None

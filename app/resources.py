@@ -64,7 +64,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     metrics = Metrics()
     hub = Hub(redis, on_drop=metrics.live_dropped.inc)
-    sink = FrameSink(redis, settings.frames_stream_maxlen, on_depth=metrics.frame_queue.set)
+    sink = FrameSink(
+        redis,
+        settings.frames_stream_maxlen,
+        on_depth=metrics.frame_queue.set,
+        shards=settings.stream_shards,
+    )
     frame_flow = FrameFlow(redis, settings, queue_depth=sink.depth)
     metrics.target_fps.set_function(lambda: frame_flow.fps)
     metrics.worker_lag.set_function(lambda: frame_flow.worker_lag_ms)

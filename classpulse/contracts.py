@@ -7,6 +7,8 @@ JSON structs carrying a schema version.
 
 from __future__ import annotations
 
+import zlib
+
 import msgspec
 
 SCHEMA_VERSION = 1
@@ -20,6 +22,44 @@ WORKER_HEARTBEAT_PREFIX = "cp:worker:"  # + worker id; a key with a short TTL wh
 AGGREGATOR_HEARTBEAT_PREFIX = "cp:aggregator:"
 STATS_KEY = "cp:stats"  # hash of pipeline counters, e.g. "worker.bad_frame" -> n
 HEARTBEAT_TTL_S = 15
+
+
+# --- stream shards ---------------------------------------------------------------------------
+# CLASSPULSE_STREAM_SHARDS=N spreads frames and results over N streams, chosen by session id, so
+# one class's frames stay in order on one stream and no single stream key (one Redis Cluster
+# slot, one node) carries the whole school. N=1 (the default) keeps the names above unchanged;
+# N>1 names shard k "cp:frames:{k}" and "cp:results:{k}": the hash tag {k} puts a shard's frames
+# and results in the same Cluster slot (the worker writes results and acknowledges frames in one
+# MULTI/EXEC) and different shards in different slots. Every process must use the same N.
+def shard_of(session_id: str, shards: int) -> int:
+    """The shard of a session: CRC-32 of its id modulo N (the same in every process and run,
+    unlike Python's salted ``hash``)."""
+    return zlib.crc32(session_id.encode()) % shards if shards > 1 else 0
+
+
+def frames_stream(shard: int, shards: int) -> str:
+    return FRAMES_STREAM if shards <= 1 else f"{FRAMES_STREAM}:{{{shard}}}"
+
+
+def results_stream(shard: int, shards: int) -> str:
+    return RESULTS_STREAM if shards <= 1 else f"{RESULTS_STREAM}:{{{shard}}}"
+
+
+def frames_streams(shards: int) -> list[str]:
+    """Every frames stream (for trimming, reclaim, backlog figures and tests)."""
+    return [frames_stream(k, shards) for k in range(max(1, shards))]
+
+
+def results_streams(shards: int) -> list[str]:
+    return [results_stream(k, shards) for k in range(max(1, shards))]
+
+
+def result_id(entry_id: str, shard: int, shards: int) -> str:
+    """A frame's id in its result (``FrameResult.frame_id``, the aggregator's idempotency key):
+    its entry id, which is unique only within one stream, so with N>1 suffixed ``@<shard>``."""
+    return entry_id if shards <= 1 else f"{entry_id}@{shard}"
+
+
 # Hash worker name -> "<lag ms> <epoch s>": how old the frames were when that worker read them.
 # Gateways read it once a second to tell pages to lower (or raise again) their frame rate.
 WORKER_LAG_KEY = "cp:worker_lag"
@@ -132,7 +172,9 @@ class Face(msgspec.Struct, array_like=False):
 class FrameResult(msgspec.Struct):
     """One result per processed frame, written by the worker to RESULTS_STREAM."""
 
-    frame_id: str  # the frame's entry id in FRAMES_STREAM: the aggregator's idempotency key
+    # The frame's entry id in its frames stream (``result_id``: with shards, "<id>@<shard>"): the
+    # aggregator's idempotency key.
+    frame_id: str
     session_id: str
     student_id: str
     seq: int

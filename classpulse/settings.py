@@ -74,8 +74,14 @@ class Settings(BaseSettings):
     frame_max_bytes: int = 300_000
     frame_max_fps: float = 5.0
     frames_in_flight: int = 2
-    frames_stream_maxlen: int = 5_000
-    results_stream_maxlen: int = 100_000
+    frames_stream_maxlen: int = 5_000  # per stream shard
+    results_stream_maxlen: int = 100_000  # per stream shard
+    # Frames and results spread over this many streams by session id (contracts.shard_of); the
+    # same in every process. 1 keeps the single streams cp:frames / cp:results.
+    stream_shards: int = Field(default=1, ge=1, le=1024)
+    # The shards this worker or aggregator consumes, e.g. "0,2" (`--shards` on the command
+    # line); empty: all of them. Each shard needs at least one worker and one aggregator.
+    stream_shards_owned: str = ""
     # Frames a worker reads per batch; "auto" (None): 32 on the CPU, 128 when the models run on a
     # GPU (the detector and the classifier then batch the whole read in one call each).
     worker_batch_size: int | None = None
@@ -127,6 +133,30 @@ class Settings(BaseSettings):
                 f"CLASSPULSE_SECRET_KEY must have at least {MIN_SECRET_LENGTH} characters {where}"
             )
         return self
+
+    @field_validator("stream_shards_owned")
+    @classmethod
+    def _owned_list(cls, value: str) -> str:
+        parts = [p.strip() for p in value.replace(" ", ",").split(",") if p.strip()]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"stream_shards_owned must be shard numbers like '0,2', not {value!r}")
+        return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _owned_in_range(self) -> Settings:
+        bad = [k for k in self.owned_shards if k >= self.stream_shards]
+        if bad:
+            raise ValueError(
+                f"stream_shards_owned {bad} out of range: there are {self.stream_shards} shard(s)"
+            )
+        return self
+
+    @property
+    def owned_shards(self) -> list[int]:
+        """The shards this consumer reads: those of stream_shards_owned, else every shard."""
+        if not self.stream_shards_owned:
+            return list(range(self.stream_shards))
+        return sorted({int(p) for p in self.stream_shards_owned.split(",")})
 
     @cached_property
     def emotion_model_path(self) -> Path:

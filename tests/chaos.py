@@ -456,3 +456,310 @@ def run_scenario(
     got = stored_buckets(database_url)
     total = sum(v[0] for v in got.values())
     return Outcome(name, recovered, total, recovery_s, 0.0, note, codes), got
+
+
+# --- several gateways (tests/test_multi_gateway.py, bench/multi_gateway.py) --------------------
+# Gateways, workers and aggregators as separate processes on 127.0.0.1 sharing one Redis and one
+# PostgreSQL; simulated students (edge capture: the faces message a page running the detector
+# sends) spread over the gateways, the teacher's live socket on the last gateway; one gateway is
+# killed mid-session and its students reconnect to a survivor, as student.js does.
+MULTI_SECRET = "multi-gateway-secret-key-which-is-long-enough-0123"
+MULTI_ENV = {
+    "CLASSPULSE_SECRET_KEY": MULTI_SECRET,  # the same key everywhere: any gateway takes a token
+    "CLASSPULSE_HOST": "127.0.0.1",
+    "CLASSPULSE_CAPTURE_MODE": "edge",
+    "CLASSPULSE_JOINS_PER_MINUTE_PER_ADDRESS": "100000",
+    "CLASSPULSE_JOINS_PER_MINUTE_PER_SESSION": "100000",
+    "CLASSPULSE_MAX_STUDENTS_PER_SESSION": "100000",
+}
+MULTI_TEACHER = ("multi-gateway@classpulse.test", "multi-gateway-password")
+
+
+def start_gateway(service: Service, name: str, port: int) -> subprocess.Popen:
+    """``classpulse gateway --port PORT`` with the service's environment, kept as ``name``."""
+    with open(service.log_dir / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "classpulse", "gateway", "--port", str(port)],
+            env=service.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    service.procs[name] = proc
+    return proc
+
+
+def http(base: str, method: str, path: str, body: dict | None = None, token: str = "") -> dict:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(base + path, method=method)
+    if body is not None:
+        req.data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+@dataclass
+class MultiStats:
+    """What the simulated pages and the teacher saw."""
+
+    acked: dict[str, int] = field(default_factory=dict)  # student -> frames acknowledged ok
+    refused: dict[str, int] = field(default_factory=dict)  # student -> frames refused (any reason)
+    unacked_at_kill: dict[str, int] = field(default_factory=dict)  # in flight on the dead gateway
+    reconnects: int = 0
+    seen_by_teacher: set[str] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)  # gateway receive → dashboard
+
+
+async def _sim_student(
+    bases: list[str],
+    first: int,
+    token: str,
+    student_id: str,
+    payload: bytes,
+    fps: float,
+    until: float,
+    stats: MultiStats,
+) -> None:
+    """One page: faces messages at ``fps`` with the page's in-flight window; when its gateway
+    goes away, it reconnects to the next one and carries on."""
+    import asyncio
+    import json
+
+    import websockets
+
+    stats.acked.setdefault(student_id, 0)
+    stats.refused.setdefault(student_id, 0)
+    at = first
+    while time.monotonic() < until:
+        url = bases[at % len(bases)].replace("http://", "ws://") + "/ws/student"
+        try:
+            ws = await websockets.connect(
+                url, additional_headers={"Authorization": "Bearer " + token}, compression=None
+            )
+        except OSError:  # that gateway is gone: the next one
+            at += 1
+            await asyncio.sleep(0.2)
+            continue
+        in_flight = 0
+        try:
+            config = json.loads(await ws.recv())
+            window = int(config.get("max_in_flight", 2))
+
+            async def receive(sock) -> None:
+                nonlocal in_flight
+                async for message in sock:
+                    msg = json.loads(message)
+                    if msg.get("type") == "ack":
+                        in_flight -= 1
+                        key = "acked" if msg.get("ok") else "refused"
+                        getattr(stats, key)[student_id] += 1
+
+            receiver = asyncio.create_task(receive(ws))
+            try:
+                next_at = time.monotonic()
+                while time.monotonic() < until and not receiver.done():
+                    next_at += 1 / fps
+                    if in_flight < window:
+                        in_flight += 1
+                        await ws.send(payload)
+                    await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                if not receiver.done():  # the last acks
+                    deadline = time.monotonic() + 3
+                    while in_flight > 0 and time.monotonic() < deadline and not receiver.done():
+                        await asyncio.sleep(0.05)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(BaseException):
+                    await receiver
+            if time.monotonic() >= until:
+                await ws.close()
+                return
+        except websockets.ConnectionClosed:
+            pass
+        # The gateway died under this page: what it had not acknowledged may or may not have
+        # reached the stream. Reconnect to the next gateway.
+        stats.unacked_at_kill[student_id] = stats.unacked_at_kill.get(student_id, 0) + in_flight
+        stats.reconnects += 1
+        at += 1
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+
+async def _sim_teacher(base: str, token: str, session_id: str, until: float, stats: MultiStats):
+    import asyncio
+    import json
+
+    import websockets
+
+    url = base.replace("http://", "ws://") + f"/ws/sessions/{session_id}/live"
+    async with websockets.connect(
+        url, additional_headers={"Authorization": "Bearer " + token}, max_size=2**24
+    ) as ws:
+        while time.monotonic() < until:
+            try:
+                message = await asyncio.wait_for(ws.recv(), timeout=0.5)
+            except TimeoutError:
+                continue
+            msg = json.loads(message)
+            if msg.get("type") == "student" and msg.get("received_ms"):
+                stats.seen_by_teacher.add(msg["student_id"])
+                stats.latencies_ms.append(time.time() * 1000 - msg["received_ms"])
+
+
+def stored_frames_per_student(database_url: str, session_id: str) -> dict[str, int]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT student_id::text, sum(frames)::int FROM emotion_buckets WHERE session_id = %s"
+            " GROUP BY student_id",
+            (session_id,),
+        ).fetchall()
+    return dict(rows)
+
+
+def written_frames_per_student(r: redis.Redis, shards: int, session_id: str) -> dict[str, int]:
+    """Entries of the session in the frames streams (nothing is trimmed at these volumes)."""
+    counts: dict[str, int] = {}
+    for stream in c.frames_streams(shards):
+        for _, fields in r.xrange(stream):
+            if fields.get(c.F_SESSION, b"").decode() == session_id:
+                sid = fields[c.F_STUDENT].decode()
+                counts[sid] = counts.get(sid, 0) + 1
+    return counts
+
+
+def run_multi_gateway(
+    database_url: str,
+    redis_url: str,
+    log_dir: Path,
+    *,
+    students: int = 8,
+    gateways: int = 2,
+    workers: int = 2,
+    aggregators: int = 2,
+    shards: int = 2,
+    seconds: float = 12.0,
+    kill_at: float | None = 5.0,
+    fps: float = 4.0,
+    payload: bytes = b"",
+) -> dict:
+    """Start the processes, run the class, kill gateway-1 at ``kill_at`` s, drain, and return
+    what every side counted: per student frames acknowledged, written to the streams and stored
+    in PostgreSQL, what the teacher saw, latencies. ``payload``: one faces message (default:
+    built with the worker's detector from the fixed face frame)."""
+    import asyncio
+
+    from sqlalchemy.orm import Session as DbSession
+
+    from classpulse.accounts import create_user
+    from classpulse.db import make_engine
+
+    service = Service.on(database_url, redis_url, log_dir, reclaim_ms=3000)
+    service.env.update(MULTI_ENV)
+    service.env["CLASSPULSE_STREAM_SHARDS"] = str(shards)
+    engine = make_engine(database_url)
+    with DbSession(engine) as db:
+        create_user(db, *MULTI_TEACHER, role="teacher")
+        db.commit()
+    engine.dispose()
+    ports = [free_port() for _ in range(gateways)]
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    r = redis.Redis.from_url(redis_url)
+    try:
+        for i in range(workers):
+            service.start(f"worker-{i + 1}")
+        for i in range(aggregators):
+            service.start(f"aggregator-{i + 1}")
+        for i, port in enumerate(ports):
+            start_gateway(service, f"gateway-{i + 1}", port)
+        for base in bases:
+            wait_for(lambda b=base: http(b, "GET", "/readyz")["status"] == "ready", 90, base)
+        wait_for(lambda: r.hget(c.MODEL_INFO_KEY, "crop_size"), 30, "workers' model info")
+        if not payload:
+            payload = edge_payload()
+        token = http(
+            bases[0],
+            "POST",
+            "/api/auth/login",
+            {"email": MULTI_TEACHER[0], "password": MULTI_TEACHER[1]},
+        )["access_token"]
+        session = http(bases[0], "POST", "/api/sessions", {"title": "Multi"}, token)
+        joined = [
+            http(
+                bases[i % gateways],
+                "POST",
+                f"/api/join/{session['join_code']}",
+                {"display_name": f"Student {i + 1}", "consent": True},
+            )
+            for i in range(students)
+        ]
+        stats = MultiStats()
+
+        async def main() -> None:
+            until = time.monotonic() + seconds
+            teacher = asyncio.create_task(
+                _sim_teacher(bases[-1], token, session["id"], until + 4, stats)
+            )
+            await asyncio.sleep(0.3)
+            pages = [
+                asyncio.create_task(
+                    _sim_student(
+                        bases, i % gateways, s["token"], s["student_id"], payload, fps, until, stats
+                    )
+                )
+                for i, s in enumerate(joined)
+            ]
+            if kill_at is not None:
+                await asyncio.sleep(kill_at)
+                service.kill("gateway-1")  # kill -9, mid-session
+            await asyncio.gather(*pages)
+            await teacher
+
+        t0 = time.monotonic()
+        asyncio.run(main())
+        elapsed = time.monotonic() - t0
+
+        def drained() -> bool:
+            written = written_frames_per_student(r, shards, session["id"])
+            return stored_frames_per_student(database_url, session["id"]) == written
+
+        with contextlib.suppress(TimeoutError):
+            wait_for(drained, 30, "every written frame stored", every=0.3)
+        time.sleep(1.0)  # a replay, were there one, would land now
+        written = written_frames_per_student(r, shards, session["id"])
+        stored = stored_frames_per_student(database_url, session["id"])
+        pending = sum(
+            r.xpending(s, g)["pending"]
+            for s, g in [(s, c.WORKER_GROUP) for s in c.frames_streams(shards)]
+            + [(s, c.AGGREGATOR_GROUP) for s in c.results_streams(shards)]
+        )
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            (applied,) = conn.execute("SELECT count(*) FROM applied_results").fetchone()
+        return {
+            "students": [s["student_id"] for s in joined],
+            "session_id": session["id"],
+            "stats": stats,
+            "written": written,
+            "stored": stored,
+            "applied_results": applied,
+            "pending": pending,
+            "elapsed_s": elapsed,
+            "payload_bytes": len(payload),
+        }
+    finally:
+        service.stop_all()
+        r.close()
+
+
+def edge_payload() -> bytes:
+    """The faces message (one face with its 64×64 crop) for the fixed face frame."""
+    from classpulse.settings import Settings
+    from tests.edge_helpers import faces_message
+    from worker.pipeline import FramePipeline
+
+    pipeline = FramePipeline.from_settings(Settings(providers=["cpu"]))
+    return faces_message(pipeline, frame_jpegs()[0])

@@ -128,6 +128,7 @@ def test_frames_are_counted_per_student_and_in_metrics(settings, clean_redis):
             "dropped": {"not_jpeg": 2, "stale": 1},
             "capture": None,
             "detector_ms": None,
+            "fallback": None,
         }
         # Another teacher sees nothing of it.
         other = client.get(url, headers=bearer(settings, b))

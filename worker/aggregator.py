@@ -31,9 +31,9 @@ from classpulse.streams import (
     Entry,
     Heartbeat,
     consumer_name,
-    ensure_group,
-    read_group,
-    reclaim,
+    ensure_groups,
+    read_groups,
+    reclaim_all,
     stop_on_signals,
 )
 from records.retention import Retention
@@ -44,6 +44,7 @@ from worker.policy_reader import PolicyReader, apply_mode, redact
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
+READ_COUNT = 500  # results per batch (one transaction)
 RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
 MIN_STREAK = 2  # faced frames after a (re)start before a label is shown
 STATE_IDLE_S = 300.0  # a student's smoothing state unused this long is dropped (memory bound)
@@ -90,27 +91,40 @@ class Aggregator:
         self._last_reclaim = 0.0
         self._last_prune = time.monotonic()
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
+        # The results stream shards this aggregator consumes (all unless told).
+        self.results_streams = [
+            c.results_stream(k, settings.stream_shards) for k in settings.owned_shards
+        ]
 
     # --- reading ------------------------------------------------------------------------------
-    def read_batch(self) -> list[Entry]:
-        count = 500
+    def read(self) -> list[tuple[str, list[Entry]]]:
+        """The next batch as (results stream shard, entries) parts: after a restart this
+        consumer's own unacknowledged results, then (every few seconds) what a dead aggregator
+        left, else new results of every owned shard in one XREADGROUP."""
+        # COUNT is per stream: about 500 results per batch (one transaction) however many shards.
+        count = max(50, -(-READ_COUNT // len(self.results_streams)))
+        streams = self.results_streams
         if self._pending_own:  # after a restart: this consumer's own unacknowledged results first
-            entries = read_group(
-                self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, count, start="0"
-            )
-            if entries:
-                return entries
+            parts = read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, start="0")
+            if parts:
+                return parts
             self._pending_own = False
         now = time.monotonic()
         if now - self._last_reclaim > min(5.0, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
-            claimed = reclaim(
-                self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms, count
+            claimed = reclaim_all(
+                self.r, streams, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms, count
             )
             if claimed:
-                log.info("reclaimed %d results from a dead aggregator", len(claimed))
+                n = sum(len(e) for _, e in claimed)
+                log.info("reclaimed %d results from a dead aggregator", n)
                 return claimed
-        return read_group(self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP, self.name, count, block=200)
+        return read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, block=200)
+
+    def read_batch(self) -> list[Entry]:
+        """The entries of ``read`` (one shard's: ``handle`` acknowledges them on the first owned
+        results stream; with several shards use ``read`` and ``handle_parts``)."""
+        return [e for _, entries in self.read() for e in entries]
 
     # --- folding ------------------------------------------------------------------------------
     def bucket_start(self, received_ms: float) -> datetime:
@@ -229,7 +243,17 @@ class Aggregator:
         pipe.execute()
 
     # --- loop ---------------------------------------------------------------------------------
-    def handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    def handle(self, entries: list[Entry], stream: str | None = None) -> int:
+        """Fold, publish and acknowledge one batch read from ``stream`` (default: the first
+        results stream this aggregator owns, which must then be its only one)."""
+        if stream is None and len(self.results_streams) > 1:
+            raise ValueError("several results stream shards: say which stream the entries are of")
+        return self.handle_parts([(stream or self.results_streams[0], entries)])
+
+    def handle_parts(self, parts: list[tuple[str, list[Entry]]]) -> int:
+        """One batch of several results stream shards: folded in one transaction, then each
+        part acknowledged on its own stream."""
+        entries = [e for _, part in parts for e in part]
         results, bad = [], 0
         for _, fields in entries:
             try:
@@ -242,7 +266,9 @@ class Aggregator:
         self.publish(applied)
         self.alerts.observe(applied)  # hook: the alert rules evaluate these sessions (tick below)
         pipe = self.r.pipeline(transaction=False)
-        pipe.xack(c.RESULTS_STREAM, c.AGGREGATOR_GROUP, *[e[0] for e in entries])
+        for stream, part in parts:
+            if part:
+                pipe.xack(stream, c.AGGREGATOR_GROUP, *[e[0] for e in part])
         pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
         if len(results) - len(applied):
             pipe.hincrby(c.STATS_KEY, "aggregator.skipped", len(results) - len(applied))
@@ -258,19 +284,19 @@ class Aggregator:
         while not stop.is_set():
             try:
                 if not ready:
-                    ensure_group(self.r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
+                    ensure_groups(self.r, self.results_streams, c.AGGREGATOR_GROUP)
                     ready = True
                 self.heartbeat.beat()
                 if not batch:  # a batch whose commit failed is retried as is
-                    batch = self.read_batch()
+                    batch = self.read()
                 if batch:
-                    self.handle(batch)
+                    self.handle_parts(batch)
                     batch = []
                 self.alerts.tick()  # hook: open/close alerts, at most every 2 s (worker/alerts.py)
                 backoff.reset()
             except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                    raise  # else: data lost, or a stream shard deleted while read: recreate
                 ready, batch = False, []
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 ready = False

@@ -33,9 +33,9 @@ from classpulse.streams import (
     Entry,
     Heartbeat,
     consumer_name,
-    ensure_group,
-    read_group,
-    reclaim,
+    ensure_groups,
+    read_groups,
+    reclaim_all,
     stop_on_signals,
 )
 from worker.pipeline import (
@@ -97,6 +97,7 @@ class Frame:
     # The decoded BGR frame, or (edge capture) the faces and crops the page sent.
     image: np.ndarray | DetectedFrame
     mode: str = "per_student"  # the policy's emotion mode this frame is analysed under
+    shard: int = 0  # the frames stream shard it was read from; its result goes to the same shard
 
     @property
     def size(self) -> tuple[int, int]:
@@ -148,14 +149,26 @@ class InferenceWorker:
         self._last_lag_prune = 0.0
         self.batch_size = batch_size(settings, pipeline)
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
+        # The stream shards this worker consumes (all unless told), each frames stream with the
+        # results stream of the same shard (same hash tag: one Cluster slot for the MULTI/EXEC).
+        self.shards = settings.stream_shards
+        self.owned = settings.owned_shards
+        self.frames_streams = [c.frames_stream(k, self.shards) for k in self.owned]
+        self._shard = {c.frames_stream(k, self.shards): k for k in range(self.shards)}
+        # XREADGROUP's COUNT is per stream: the batch size split over the owned shards, so that
+        # one read (one model call, one MULTI/EXEC) stays about one batch however many shards.
+        self.read_count = max(1, -(-self.batch_size // len(self.frames_streams)))
         # Edge capture: the crop side faces messages must have (the classifier's square input).
         clf = pipeline.classifier
         self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
 
     def setup(self) -> None:
-        ensure_group(self.r, c.FRAMES_STREAM, c.WORKER_GROUP)
+        ensure_groups(self.r, self.frames_streams, c.WORKER_GROUP)
         labels = msgspec.json.encode(list(self.pipeline.labels)).decode()
         info: dict[str, str] = {"labels": labels, **self.pipeline.versions}
+        info["stream_shards"] = str(self.shards)  # gateways warn when theirs differs
+        # The execution providers this worker obtained (the admin's status page shows them).
+        info["providers"] = ",".join(self.pipeline.detector.model.providers)
         if self.crop_size is not None and self.pipeline.classifier is not None:
             # What edge-capture pages are told (through the gateway) to cut their crops to.
             info["crop_size"] = str(self.crop_size)
@@ -164,31 +177,57 @@ class InferenceWorker:
         self.heartbeat.last = 0.0
         self.heartbeat.beat()
 
-    def read_batch(self) -> list[Entry]:
-        entries: list[Entry] = []
+    def read(self) -> list[tuple[str, list[Entry]]]:
+        """The next batches, one per frames stream shard that had entries: what dead consumers
+        left pending (XAUTOCLAIM, every few seconds), else new entries of every owned shard in one
+        XREADGROUP (up to ``read_count`` per shard: about one batch in all)."""
         now = time.monotonic()
         if now - self._last_reclaim > min(RECLAIM_EVERY_S, self.reclaim_idle_ms / 1000):
             self._last_reclaim = now
-            entries = reclaim(
+            claimed = reclaim_all(
                 self.r,
-                c.FRAMES_STREAM,
+                self.frames_streams,
                 c.WORKER_GROUP,
                 self.name,
                 self.reclaim_idle_ms,
-                self.batch_size,
+                self.read_count,
             )
-            if entries:
-                log.info("reclaimed %d pending frames from dead consumers", len(entries))
-        return entries or read_group(
-            self.r, c.FRAMES_STREAM, c.WORKER_GROUP, self.name, self.batch_size, block=500
+            if claimed:
+                n = sum(len(e) for _, e in claimed)
+                log.info("reclaimed %d pending frames from dead consumers", n)
+                return claimed
+        return read_groups(
+            self.r, self.frames_streams, c.WORKER_GROUP, self.name, self.read_count, block=500
         )
 
-    def process(self, entries: list[Entry]) -> int:
-        """Analyse one batch; returns how many results were written."""
+    def read_batch(self) -> list[Entry]:
+        """The entries of ``read`` (of one shard, or every shard's together: ``process`` then
+        finds each entry's shard from its session)."""
+        return [e for _, entries in self.read() for e in entries]
+
+    def process(self, entries: list[Entry], stream: str | None = None) -> int:
+        """Analyse one batch read from ``stream`` (a frames stream shard; None: the one this
+        worker owns, or with several the shard of each entry's session); returns how many results
+        were written."""
+        if stream is None and len(self.frames_streams) > 1:
+            by_stream: dict[str, list[Entry]] = defaultdict(list)
+            for entry in entries:
+                sid = entry[1].get(c.F_SESSION, b"").decode(errors="replace")
+                by_stream[c.frames_stream(c.shard_of(sid, self.shards), self.shards)].append(entry)
+            return self.process_parts(list(by_stream.items()))
+        return self.process_parts([(stream or self.frames_streams[0], entries)])
+
+    def process_parts(self, parts: list[tuple[str, list[Entry]]]) -> int:
+        """Analyse one batch read from one or more frames stream shards: every face of it in one
+        model call (many shards must not mean small batches), each result written to the results
+        shard of its frame's shard, each part acknowledged on its own stream; returns how many
+        results were written."""
+        entries = [e for _, part in parts for e in part]
+        shards = [self._shard.get(stream, 0) for stream, part in parts for _ in part]
         now_ms = time.time() * 1000
         t0 = time.perf_counter()
         tally = Tally()
-        frames, oldest_ms = self._parse_batch(entries, now_ms, tally)
+        frames, oldest_ms = self._parse_batch(entries, now_ms, tally, shards)
         decode_ms = (time.perf_counter() - t0) * 1000
         self._apply_policy(frames)
         frames, results, timings = self._analyze(frames, tally)
@@ -205,14 +244,18 @@ class InferenceWorker:
         pipe = self.r.pipeline(transaction=True)
         for frame, faces in zip(frames, results, strict=True):
             tally.processed(frame)
+            result = self._result(frame, faces, done_ms, per_frame)
+            result.frame_id = c.result_id(frame.entry_id, frame.shard, self.shards)
             pipe.xadd(
-                c.RESULTS_STREAM,
-                {c.R_DATA: c.encoder.encode(self._result(frame, faces, done_ms, per_frame))},
+                c.results_stream(frame.shard, self.shards),
+                {c.R_DATA: c.encoder.encode(result)},
                 maxlen=self.settings.results_stream_maxlen,
                 approximate=True,
             )
         if entries:
-            pipe.xack(c.FRAMES_STREAM, c.WORKER_GROUP, *[e[0] for e in entries])
+            for stream, part in parts:
+                if part:
+                    pipe.xack(stream, c.WORKER_GROUP, *[e[0] for e in part])
             # How far behind this worker is: the gateways lower the pages' rate on it.
             pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
             pipe.expire(c.WORKER_LAG_KEY, LAG_KEY_TTL_S)
@@ -224,20 +267,22 @@ class InferenceWorker:
         return len(frames)
 
     def _parse_batch(
-        self, entries: list[Entry], now_ms: float, tally: Tally
+        self, entries: list[Entry], now_ms: float, tally: Tally, shards: list[int] | None = None
     ) -> tuple[list[Frame], float]:
         """The batch's analysable frames, decoded, and the oldest receive time seen; the rest
-        (withdrawn students, malformed, stale, undecodable) are counted and dropped."""
+        (withdrawn students, malformed, stale, undecodable) are counted and dropped. ``shards``:
+        the stream shard of each entry (default 0)."""
         frames: list[Frame] = []
         oldest_ms = now_ms
         withdrawn = self._withdrawn(entries)
-        for entry_id, fields in entries:
+        for (entry_id, fields), shard in zip(entries, shards or [0] * len(entries), strict=True):
             with contextlib.suppress(KeyError, ValueError):
                 oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
             try:
                 if fields.get(c.F_STUDENT) in withdrawn:
                     raise BadFrame("withdrawn", "the student withdrew; not analysed")
                 frames.append(self._parse(entry_id, fields, now_ms))
+                frames[-1].shard = shard
             except BadFrame as exc:
                 log.debug("dropped frame %s: %s", entry_id, exc)
                 tally.dropped(exc.reason, fields)
@@ -386,18 +431,21 @@ class InferenceWorker:
                     self.setup()
                     ready = True
                     log.info(
-                        "worker %s ready on %s, batch %d",
+                        "worker %s ready on %s, batch %d, streams %s",
                         self.name,
                         ", ".join(self.pipeline.detector.model.providers),
                         self.batch_size,
+                        ", ".join(self.frames_streams),
                     )
                 self.heartbeat.beat()
-                entries = self.read_batch()
-                if entries:
-                    self.process(entries)
+                parts = self.read()
+                if parts:
+                    self.process_parts(parts)
                 backoff.reset()
             except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis restarted without its data: recreate
+                # Redis restarted without its data, or (Redis 7: UNBLOCKED) a stream shard was
+                # deleted while this worker waited on it: recreate the groups.
+                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
                     ready = False
                     continue
                 raise

@@ -6,13 +6,15 @@ import asyncio
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import Res
-from app.metrics import count_keys
+from app.metrics import _Fixed, count_keys
 from app.resources import Resources
 from classpulse import contracts
 
@@ -67,4 +69,51 @@ async def readyz(res: Res) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)  # Prometheus' text format
 async def metrics(res: Res) -> Response:
-    return Response(await res.metrics.render(res.redis), media_type=CONTENT_TYPE_LATEST)
+    body = await res.metrics.render(res.redis, res.settings.stream_shards)
+    body += await stream_shard_metrics(res.redis, res.settings.stream_shards)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def stream_shard_metrics(redis: Redis, shards: int) -> bytes:
+    """Length, pending and lag (entries not yet delivered to the group; Redis 7) of every frames
+    and results stream shard, labelled by stream and consumer group: the backlog per shard, so
+    a shard whose workers or aggregator are missing shows. Empty when Redis does not answer."""
+    streams = [(s, contracts.WORKER_GROUP) for s in contracts.frames_streams(shards)]
+    streams += [(s, contracts.AGGREGATOR_GROUP) for s in contracts.results_streams(shards)]
+    labels = ["stream", "group"]
+    length = GaugeMetricFamily(
+        "classpulse_stream_length", "Entries kept in each stream shard", labels=labels
+    )
+    pending = GaugeMetricFamily(
+        "classpulse_stream_pending",
+        "Entries read by a consumer and not yet acknowledged, per stream shard",
+        labels=labels,
+    )
+    lag = GaugeMetricFamily(
+        "classpulse_stream_lag",
+        "Entries of the stream shard not yet delivered to its consumer group",
+        labels=labels,
+    )
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for stream, _group in streams:
+            pipe.xlen(stream)
+            pipe.xinfo_groups(stream)
+        replies = await pipe.execute(raise_on_error=False)
+    except (RedisError, OSError):
+        return b""
+    for i, (stream, group) in enumerate(streams):
+        n, groups = replies[2 * i], replies[2 * i + 1]
+        if isinstance(n, Exception):
+            continue  # no such stream yet
+        length.add_metric([stream, group], float(n))
+        for info in groups if isinstance(groups, list) else []:
+            name = info.get("name")
+            if (name.decode() if isinstance(name, bytes) else name) != group:
+                continue
+            pending.add_metric([stream, group], float(info.get("pending") or 0))
+            if info.get("lag") is not None:  # Redis 7; unknown after some deletions
+                lag.add_metric([stream, group], float(info["lag"]))
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Fixed([length, pending, lag]))
+    return generate_latest(registry)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentTeacher, DbSession, Res
@@ -36,6 +37,10 @@ class StreamStatsOut(BaseModel):
     target_fps: float  # the rate pages are asked to send at now (lowered under backpressure)
     pressure: str  # "normal", or why the rate was lowered
     worker_lag_ms: float
+    # The frames stream (shard) this session's frames travel on (CLASSPULSE_STREAM_SHARDS), and
+    # its backlog: entries not yet delivered to a worker (None where Redis cannot tell).
+    stream: str = contracts.FRAMES_STREAM
+    stream_backlog: int | None = None
     students: dict[str, StudentStreamStats]
 
 
@@ -49,11 +54,29 @@ async def stream_stats(
     """Frame counters per student of one session (counted in Redis, flushed every second)."""
     session = await run_in_threadpool(visible_session, db, user, session_id)
     raw = await res.redis.hgetall(contracts.stream_stats_key(str(session.id)))
+    shards = res.settings.stream_shards
+    stream = contracts.frames_stream(contracts.shard_of(str(session.id), shards), shards)
     stats = res.frame_flow
     return StreamStatsOut(
         session_id=session.id,
         target_fps=stats.fps,
         pressure=stats.reason,
         worker_lag_ms=stats.worker_lag_ms,
+        stream=stream,
+        stream_backlog=await _backlog(res, stream),
         students={k: StudentStreamStats(**v) for k, v in parse(raw).items()},
     )
+
+
+async def _backlog(res: Res, stream: str) -> int | None:
+    """Entries of the stream not yet delivered to the workers' group (XINFO GROUPS "lag")."""
+    try:
+        groups = await res.redis.xinfo_groups(stream)
+    except (RedisError, OSError):
+        return None  # no stream (nothing sent yet), or Redis away
+    for info in groups:
+        name = info.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == contracts.WORKER_GROUP:
+            lag = info.get("lag")
+            return None if lag is None else int(lag)
+    return None

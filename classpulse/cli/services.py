@@ -19,8 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_gateway)
-    sub.add_parser("worker", help="one inference worker").set_defaults(func=cmd_worker)
-    sub.add_parser("aggregator", help="the aggregator").set_defaults(func=cmd_aggregator)
+    for name, help_, func in (
+        ("worker", "one inference worker", cmd_worker),
+        ("aggregator", "the aggregator", cmd_aggregator),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--shards",
+            metavar="K,K",
+            help="the stream shards to consume, e.g. 0,2 (default: CLASSPULSE_STREAM_SHARDS_OWNED, "
+            "else all of CLASSPULSE_STREAM_SHARDS)",
+        )
+        p.set_defaults(func=func)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("create-admin", help="create an admin (or teacher) account")
@@ -32,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The settings, with --host/--port given on the command line taking precedence."""
+    """The settings, with --host/--port (--shards) given on the command line taking precedence."""
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    if getattr(args, "shards", None) is not None:
+        overrides["stream_shards_owned"] = args.shards
     return get_settings(**overrides)
 
 
@@ -53,16 +65,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(_args: argparse.Namespace) -> int:
-    settings = get_settings()
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
     _need(settings, "redis_url")
     from worker.service import main
 
     return main(settings)
 
 
-def cmd_aggregator(_args: argparse.Namespace) -> int:
-    settings = get_settings()
+def cmd_aggregator(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
     _need(settings, "database_url", "redis_url")
     from worker.aggregator import main
 
