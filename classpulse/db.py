@@ -110,9 +110,11 @@ class EmotionBucket(Base):
     __tablename__ = "emotion_buckets"
     # The primary key (session_id, student_id, bucket_start) serves per-session reads; these
     # serve retention (by time) and a student's own view, deletion and the FK cascade.
+    # Partitioned by UTC day (migration 0006, records/partitions.py): retention drops old days.
     __table_args__ = (
         Index("ix_emotion_buckets_bucket_start", "bucket_start"),
         Index("ix_emotion_buckets_student_id", "student_id"),
+        {"postgresql_partition_by": "RANGE (bucket_start)"},
     )
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
@@ -136,7 +138,10 @@ class ClassBucket(Base):
     """
 
     __tablename__ = "class_buckets"
-    __table_args__ = (Index("ix_class_buckets_bucket_start", "bucket_start"),)
+    __table_args__ = (
+        Index("ix_class_buckets_bucket_start", "bucket_start"),
+        {"postgresql_partition_by": "RANGE (bucket_start)"},  # by UTC day, as emotion_buckets
+    )
     session_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
     )
