@@ -1,6 +1,7 @@
 """Worker benchmark: frames/s through the real worker loop against the sum of its bare stages.
 
     .venv/bin/python bench/bench_worker.py [--frames 2000] [--redis-url redis://127.0.0.1:6379/15]
+    .venv/bin/python bench/bench_worker.py --capture edge   # faces messages (edge capture) too
 
 Stages measured alone on the same frames: JPEG decode, then the inference pipeline (detect,
 crop, classify every face of a batch in one call) on batches of the worker's batch size. Then
@@ -8,6 +9,10 @@ the real InferenceWorker drains the same frames from a Redis stream (XREADGROUP,
 pipeline, result encoding, XADD results + XACK in one MULTI/EXEC, counters). The ratio is the
 overhead of queues and serialisation our worker adds. One inference thread, like a worker
 process per core. The Redis database given is flushed.
+
+With ``--capture edge`` the worker also drains the faces messages pages would send for the same
+frames (boxes and packed crops, made once by the worker's own detector and crop code), which skip
+decode and detection: the ratio edge/frames is what edge capture saves per worker core.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--capture", choices=("frames", "edge"), default="frames")
     args = ap.parse_args()
     settings = Settings(redis_url=args.redis_url, providers=["cpu"], frame_max_age_ms=10**9)
     pipeline = FramePipeline.from_settings(settings)
@@ -62,13 +68,15 @@ def main() -> int:
             pipeline.analyze(images)
         return time.perf_counter() - t0
 
-    def worker_run() -> float:
+    def worker_run(payloads: list[bytes] | None = None, kind: bytes = c.KIND_FRAME) -> float:
+        payloads = jpegs if payloads is None else payloads
+        field = c.F_FACES if kind == c.KIND_FACES else c.F_JPEG
         r.flushdb()
         worker = InferenceWorker(settings, r, pipeline)
         worker.setup()
         pipe = r.pipeline(transaction=False)
         now = str(time.time() * 1000).encode()
-        for i, jpeg in enumerate(jpegs):
+        for i, payload in enumerate(payloads):
             pipe.xadd(
                 c.FRAMES_STREAM,
                 {
@@ -78,17 +86,18 @@ def main() -> int:
                     c.F_SEQ: str(i).encode(),
                     c.F_RECEIVED_MS: now,
                     c.F_EMOTION: b"1",
-                    c.F_JPEG: jpeg,
+                    c.F_KIND: kind,
+                    field: payload,
                 },
             )
         pipe.execute()
         t0 = time.perf_counter()
         done = 0
-        while done < len(jpegs):
+        while done < len(payloads):
             resp = r.xreadgroup(c.WORKER_GROUP, worker.name, {c.FRAMES_STREAM: ">"}, count=batch)
             done += worker.process(resp[0][1])
         elapsed = time.perf_counter() - t0
-        assert r.xlen(c.RESULTS_STREAM) == len(jpegs)
+        assert r.xlen(c.RESULTS_STREAM) == len(payloads)
         return elapsed
 
     stages()  # warm-up
@@ -108,6 +117,16 @@ def main() -> int:
     print(
         f"overhead of queues and serialisation: {full / bare:.3f}× ({(full / bare - 1) * 100:.1f}%)"
     )
+    if args.capture == "edge":
+        from tests.edge_helpers import faces_message
+
+        messages = [faces_message(pipeline, j) for j in jpegs]
+        edge = min(worker_run(messages, c.KIND_FACES) for _ in range(args.rounds))
+        print(
+            f"real worker loop, faces messages (edge capture, packed crops, "
+            f"{sum(map(len, messages)) / n:.0f} B each): {n / edge:7.1f} frames/s  "
+            f"({edge / n * 1000:.3f} ms/frame); edge / frames: {full / edge:.1f}×"
+        )
     r.flushdb()
     return 0
 
