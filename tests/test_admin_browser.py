@@ -108,6 +108,13 @@ def test_admin_manages_people_and_policy_in_chromium(server):
         expect(row.locator("td").nth(3)).not_to_have_text("never")
         expect(row.locator("td").nth(4)).to_have_text("1")
 
+        # The teacher watches the session's live dashboard while the admin changes the policy.
+        teacher.goto(server.base + "/sessions")
+        teacher.locator(".dashboard-link").first.click()
+        teacher.wait_for_url("**/sessions/*")
+        banner = teacher.locator("#policy-banner")
+        expect(banner).to_have_attribute("data-mode", "per_student", timeout=10_000)
+
         # Policy: tightening saves at once; loosening asks first (cancel, then confirm).
         admin.goto(server.base + "/admin/policy")
         expect(admin.locator("#mode-per_student")).to_be_checked()
@@ -115,6 +122,8 @@ def test_admin_manages_people_and_policy_in_chromium(server):
         admin.click("#policy-save")
         expect(admin.locator("#policy-current")).to_contain_text("off (presence only)")
         assert server.api("GET", "/api/admin/policy", token=server.login())["emotion_mode"] == "off"
+        # ...and the teacher's dashboard follows, live, without a reload.
+        expect(banner).to_have_attribute("data-mode", "off", timeout=10_000)
         admin.check("#mode-per_student")
         admin.fill("#retention-days", "60")
         admin.click("#policy-save")
@@ -130,6 +139,7 @@ def test_admin_manages_people_and_policy_in_chromium(server):
         admin.click("#confirm-ok")
         expect(admin.locator("#policy-current")).to_contain_text("per student")
         expect(admin.locator("#policy-current")).to_contain_text("kept 60 days")
+        expect(banner).to_have_attribute("data-mode", "per_student", timeout=10_000)
         check_page(admin, "admin-policy")
         policy = server.api("GET", "/api/admin/policy", token=server.login())
         assert (policy["emotion_mode"], policy["retention_days"]) == ("per_student", 60)
