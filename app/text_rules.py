@@ -66,5 +66,13 @@ def no_control_characters(value: str) -> str:
     return value
 
 
+def optional_display_name(value: str) -> str:
+    """A teacher's display name (students read it as "Teacher: ..."): the students' rule, or
+    empty (the email's first part is shown then)."""
+    return clean_display_name(value) if value.strip() else ""
+
+
 # For request fields stored as text: a 422 naming the field instead of a database error.
 PlainText = AfterValidator(no_control_characters)
+# A teacher's display name, held to the rule of the names students type (a 422 says why).
+TeacherName = AfterValidator(optional_display_name)

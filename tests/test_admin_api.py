@@ -193,7 +193,16 @@ def test_display_name_is_what_students_see(settings):
         # Empty: back to the email's local part; control characters are refused.
         r = client.patch("/api/auth/me", json={"display_name": ""}, headers=headers)
         assert r.json()["display_name"] == "jane.doe"
-        bad = client.patch("/api/auth/me", json={"display_name": "Ms\x00Doe"}, headers=headers)
+        # The students' rule for names: no control, bidi-override or blank-looking characters
+        # (a name that reads backwards or as nothing on the student's page).
+        for name in ("Ms\x00Doe", "Ms \u202eeoD", "\u3164", "Ms\u200bDoe"):
+            bad = client.patch("/api/auth/me", json={"display_name": name}, headers=headers)
+            assert bad.status_code == 422, name
+        admin = bearer(settings, make_user(settings, "head@school.example", "admin"), "admin")
+        user_id = client.get("/api/auth/me", headers=headers).json()["id"]
+        bad = client.patch(
+            f"/api/admin/users/{user_id}", json={"display_name": "\u202eeoD"}, headers=admin
+        )
         assert bad.status_code == 422
         assert client.patch("/api/auth/me", json={"display_name": "x"}).status_code == 401
 

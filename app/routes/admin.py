@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app.accounts import UserOut, revoke
 from app.auth import client_address
 from app.deps import CurrentAdmin, DbSession, RedisDep, SettingsDep
-from app.text_rules import PlainText
+from app.text_rules import PlainText, TeacherName
 from classpulse import audit
 from classpulse.accounts import (
     AccountError,
@@ -36,7 +36,7 @@ class UserPatch(BaseModel):
 
     active: bool | None = None
     role: Literal["teacher", "admin"] | None = None
-    display_name: Annotated[str, Field(max_length=200), PlainText] | None = None
+    display_name: Annotated[str, Field(max_length=200), TeacherName] | None = None
 
 
 class UserIn(BaseModel):
@@ -45,7 +45,7 @@ class UserIn(BaseModel):
     # set-password link instead (in the answer), for the admin to pass on.
     password: str | None = Field(default=None, max_length=1024)
     role: Literal["teacher", "admin"] = "teacher"
-    display_name: Annotated[str, Field(max_length=200), PlainText] = ""
+    display_name: Annotated[str, Field(max_length=200), TeacherName] = ""
 
 
 class PasswordLinkOut(BaseModel):

@@ -26,7 +26,7 @@ from app.auth import (
 )
 from app.deps import CurrentUser, DbSession, Res, current_user
 from app.ratelimit import count_in_window
-from app.text_rules import PlainText
+from app.text_rules import TeacherName
 from classpulse import audit
 from classpulse.accounts import (
     AccountError,
@@ -58,7 +58,7 @@ class SetPasswordIn(BaseModel):
 
 
 class MePatch(BaseModel):
-    display_name: Annotated[str, Field(max_length=200), PlainText]
+    display_name: Annotated[str, Field(max_length=200), TeacherName]
 
 
 class LoginOut(BaseModel):
