@@ -37,6 +37,7 @@ async def revoke(db: Session, redis: Redis, user: User) -> None:
     def commit() -> None:
         revoke_tokens(user)
         db.commit()
+        db.refresh(user)  # the new version, incremented in SQL
 
     await run_in_threadpool(commit)
     await announce_revoked(redis, user.id)

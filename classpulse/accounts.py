@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -39,8 +40,10 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in email):
-        raise AccountError("not an email address: it contains a control character")
+    if any(unicodedata.category(ch)[0] == "C" for ch in email):
+        # Control and format characters (bidi overrides, zero-width): the email's first part is
+        # the display name students see until one is set.
+        raise AccountError("not an email address: it contains a control or invisible character")
     if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
         raise AccountError(f"not an email address: {email!r}")
     return email
@@ -76,8 +79,25 @@ def set_password(user: User, password: str) -> None:
 
 
 def revoke_tokens(user: User) -> None:
-    """End every access token issued to this account so far (they carry the old version)."""
-    user.token_version = (user.token_version or 0) + 1
+    """End every access token issued to this account so far (they carry the old version).
+
+    Incremented in SQL, not from the loaded value: two revocations at once (a password change
+    and a link redeemed) must give two new versions, not one. Read it back after the commit."""
+    user.token_version = User.token_version + 1
+
+
+def void_password_links(db: Session, user: User) -> None:
+    """Unused set-password links made for or by ``user`` stop working: called when the account
+    is deactivated or demoted, so that a link an admin made before losing the role cannot bring
+    it back (nor an old link revive a reactivated account)."""
+    db.execute(
+        update(PasswordLink)
+        .where(
+            PasswordLink.used_at.is_(None),
+            (PasswordLink.user_id == user.id) | (PasswordLink.created_by_id == user.id),
+        )
+        .values(used_at=utcnow())
+    )
 
 
 def active_admins(db: Session) -> int:
@@ -159,6 +179,12 @@ def redeem_password_link(db: Session, token: str, password: str) -> User:
     user = db.get(User, link.user_id)
     if user is None or not user.active:
         raise AccountError("this account is deactivated: ask an admin")
+    maker = db.get(User, link.created_by_id) if link.created_by_id is not None else None
+    if link.created_by_id is not None and (
+        maker is None or not maker.active or maker.role != "admin"
+    ):
+        # Made by an admin who is no longer one (None: made on the command line).
+        raise AccountError("this set-password link is not valid any more: ask an admin")
     set_password(user, password)  # the policy first: a refused password leaves the link usable
     link.used_at = now
     return user

@@ -417,3 +417,55 @@ def test_admin_templates_and_scripts_follow_the_csp():
     for path in sorted((web / "static" / "js").glob("admin_*.js")):
         text = path.read_text()
         assert ".innerHTML" not in text and ".style." not in text, path
+
+
+def test_links_of_a_demoted_admin_stop_working(settings):
+    """An admin about to lose the role makes a link for another admin's account: once demoted
+    (or deactivated), that link is void, and so are links made for the demoted account."""
+    a = make_user(settings, "a@school.example", "admin")
+    b = make_user(settings, "b@school.example", "admin")
+    with client_for(settings) as client:
+        by_a = _token(
+            client.post(
+                f"/api/admin/users/{b}/password-link", headers=bearer(settings, a, "admin")
+            ).json()
+        )
+        for_a = _token(
+            client.post(
+                f"/api/admin/users/{a}/password-link", headers=bearer(settings, b, "admin")
+            ).json()
+        )
+        r = client.patch(
+            f"/api/admin/users/{a}", json={"role": "teacher"}, headers=bearer(settings, b, "admin")
+        )
+        assert r.status_code == 200
+        for token in (by_a, for_a):
+            r = client.post(
+                "/api/auth/set-password", json={"token": token, "new_password": NEW_PASSWORD}
+            )
+            assert r.status_code == 400, r.text
+        # b's password is unchanged.
+        ok = client.post(
+            "/api/auth/login", json={"email": "b@school.example", "password": PASSWORD}
+        )
+        assert ok.status_code == 200
+
+
+def test_concurrent_revocations_each_bump_the_token_version(settings):
+    from classpulse.accounts import revoke_tokens
+
+    teacher = make_user(settings, "t@school.example")
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as one, Session(engine) as two:
+            u1, u2 = one.get(User, teacher), two.get(User, teacher)
+            assert u1 is not None and u2 is not None
+            start = u1.token_version
+            revoke_tokens(u1)
+            one.commit()
+            revoke_tokens(u2)  # loaded before the first commit: still increments in SQL
+            two.commit()
+            two.refresh(u2)
+            assert u2.token_version == start + 2
+    finally:
+        engine.dispose()

@@ -36,6 +36,7 @@ from classpulse.streams import (
     reclaim_all,
     stop_on_signals,
 )
+from records import partitions
 from records.retention import Retention
 from worker.alerts import AlertEngine
 from worker.buckets import Delta, fold, main_face, write_buckets
@@ -321,6 +322,12 @@ def main(settings: Settings) -> int:
     stop = stop_on_signals()
     r = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     engine = make_engine(settings.database_url, pool_size=2)
+    # Today's bucket partitions before the first fold: after days down, a backlog folded first
+    # would put today's rows in the DEFAULT partition for good (records/partitions.py).
+    try:
+        partitions.ensure(engine)
+    except DBAPIError as exc:  # PostgreSQL not up yet: the retention thread makes them later
+        log.warning("aggregator: cannot create bucket partitions yet: %s", exc)
     retention = Retention(engine, audit_days=settings.audit_retention_days).start(
         stop
     )  # its own thread: deletes never stall folding

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,6 +24,7 @@ from classpulse.accounts import (
     create_user,
     issue_password_link,
     set_display_name,
+    void_password_links,
 )
 from classpulse.db import ClassSession, User
 from classpulse.settings import Settings
@@ -128,6 +130,9 @@ async def add_user(
         return await run_in_threadpool(create)
     except AccountError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    except IntegrityError as exc:  # the same email created at the same moment
+        db.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "an account with this email exists") from exc
 
 
 @router.get("/users", response_model=list[AdminUserOut])
@@ -189,6 +194,8 @@ async def update_user(
         # a promotion needs no new login (the API reads the role from the database).
         ends_tokens = not user.active and "active" in changed
         ends_tokens = ends_tokens or ("role" in changed and user.role != "admin")
+        if ends_tokens:
+            void_password_links(db, user)
         return user, ends_tokens
 
     user, ends_tokens = await run_in_threadpool(change)

@@ -219,12 +219,16 @@ def me(user: CurrentUser) -> UserOut:
 
 
 @router.patch("/me", response_model=UserOut)
-def update_me(body: MePatch, user: CurrentUser, db: DbSession) -> UserOut:
+def update_me(body: MePatch, request: Request, user: CurrentUser, db: DbSession) -> UserOut:
     """Change your display name: what students see as "Teacher: ..." (empty: the email's
     first part)."""
+    before = user.display_name
     try:
         set_display_name(user, body.display_name)
     except AccountError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    if user.display_name != before:  # what students see: audited as when an admin changes it
+        detail = {"display_name": {"before": before, "after": user.display_name}}
+        audit.record(db, user, "account.update", "user", user.id, detail, client_address(request))
     db.commit()
     return UserOut.of(user)

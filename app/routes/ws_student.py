@@ -162,14 +162,18 @@ class StudentSocket:
         metrics.ingest_bytes.labels(kind).inc(len(data))
         self.counts["received"] += 1
         mode = self.res.policy.mode  # checked against and stamped into the entry
-        reason = self.refusal(data, faces, mode)
+        reason = self.refusal(data, faces)
         if reason is None and not self.bucket.take():
             reason = "rate_limited"
             now = time.monotonic()
             if now - self.rate_limited_told > 2.0:  # over the cap: say so, at most every 2 s
                 self.rate_limited_told = now
                 self.tell_rate("rate_limited")
-        elif reason is None:
+        elif reason is None and faces:
+            # After the rate limit: packed crops are inflated to be checked (up to n·s·s bytes),
+            # work a flood of messages must not buy beyond the student's rate.
+            reason = self.faces_refusal(data, mode)
+        if reason is None:
             reason = self.res.sink.offer(  # stamped with the policy's current emotion mode
                 self.session_id,
                 self.student_id,
@@ -183,15 +187,19 @@ class StudentSocket:
                 return  # acked by the writer once Redis has it
         self.ack(seq, reason)
 
-    def refusal(self, data: bytes, faces: bool, mode: str) -> str | None:
-        """Why a binary message is refused (before the rate limit), or None."""
+    def refusal(self, data: bytes, faces: bool) -> str | None:
+        """Why a binary message is refused by the cheap checks (before the rate limit), or None."""
         if self.withdrawn or not self.analysis:  # consent withdrawn or never given: refused
             return "withdrawn" if self.withdrawn else "no_consent"
         if len(data) > self.res.settings.frame_max_bytes:
             return "too_large"
         if not faces:
             return None if data.startswith(JPEG_START) and JPEG_END in data[-32:] else "not_jpeg"
-        # Crops must have the workers' classifier input side, and are refused under ``off``.
+        return None
+
+    def faces_refusal(self, data: bytes, mode: str) -> str | None:
+        """Why a faces message breaks the wire rules, or None. Crops must have the workers'
+        classifier input side, and are refused under ``off``."""
         try:
             edge_wire.parse(
                 data,
