@@ -1,8 +1,20 @@
 """The live hub: one Redis pub/sub listener per process, fanned out to a bounded queue per socket.
 
 Broadcaster style: however many dashboards and students watch a session, this process holds one
-pattern subscription to ``cp:live:*``. Each message is parsed at most once, to route it to the
-sockets of the student it concerns; teachers get every message of their session as is.
+subscription to ``cp:live:{session}`` for each session with a socket here (and one per account
+topic), taken when the first socket of it arrives and dropped after the last one leaves. Each
+message is parsed at most once, to route it to the sockets of the student it concerns; teachers
+get every message of their session as is.
+
+Why not one pattern subscription to ``cp:live:*``: then every gateway receives every update of
+every session and Redis pays for each gateway per publish (docs/capacity.md: the first ceiling
+at ~100k students). Per-session channels reach only the gateways that hold a socket of the
+session.
+
+One task owns the pub/sub connection: sockets only say which channels they want
+(``subscribe``), the listener subscribes and unsubscribes between messages, and ``joined``
+lets a socket wait until its channels are confirmed, so nothing published after it starts is
+missed.
 """
 
 from __future__ import annotations
@@ -12,9 +24,11 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from app.tasks import stop_task
@@ -22,8 +36,10 @@ from classpulse import contracts
 
 log = logging.getLogger(__name__)
 
-PATTERN = contracts.live_channel("*")
 _PREFIX = contracts.live_channel("")
+# Nobody publishes here: it keeps the listener's connection subscribed while no socket is open.
+_IDLE_CHANNEL = _PREFIX + "~hub"
+POLL_S = 0.05  # how long the listener waits for a message before it looks at wanted channels
 
 
 class DropOldestQueue(asyncio.Queue[bytes | str]):
@@ -60,6 +76,9 @@ class Hub:
         )
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._sent: set[str] = set()  # channels asked for on the current connection
+        self._confirmed: set[str] = set()  # ...and confirmed by Redis
+        self._dirty = False  # a session gained its first or lost its last socket here
 
     async def start(self, wait_s: float = 2.0) -> None:
         """Start listening; wait briefly for the subscription so early publishes aren't missed."""
@@ -70,11 +89,24 @@ class Hub:
     async def stop(self) -> None:
         await stop_task(self._task)
 
+    async def joined(self, *keys: str, timeout_s: float = 2.0) -> bool:
+        """Wait until the channels of ``keys`` (session ids, account topics) are subscribed;
+        False after ``timeout_s`` (Redis away: the listener subscribes when it is back)."""
+        channels = {contracts.live_channel(k) for k in keys}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not channels <= self._confirmed:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     @contextlib.contextmanager
     def subscribe(
         self, session_id: str, queue: DropOldestQueue, student_id: str | None = None
     ) -> Iterator[DropOldestQueue]:
-        """Deliver the session's messages (or one student's) into queue until the block exits."""
+        """Deliver the session's messages (or one student's) into queue until the block exits
+        (``joined`` waits until Redis confirmed the session's channel)."""
+        self._dirty = self._dirty or session_id not in self._subs
         self._subs[session_id][student_id].add(queue)
         try:
             yield queue
@@ -85,6 +117,7 @@ class Hub:
                 del by_student[student_id]
             if not by_student:
                 del self._subs[session_id]
+                self._dirty = True
 
     def dispatch(self, channel: bytes, data: bytes) -> None:
         session_id = channel.decode()[len(_PREFIX) :]
@@ -110,18 +143,43 @@ class Hub:
             if queue.push(data):
                 self._on_drop()
 
+    async def _reconcile(self, pubsub: PubSub) -> None:
+        """Subscribe to the channels sockets here want and drop those nobody wants any more."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        wanted = {contracts.live_channel(key) for key in self._subs}
+        if add := wanted - self._sent:
+            await pubsub.subscribe(*add)
+            self._sent |= add
+        if drop := self._sent - wanted:
+            await pubsub.unsubscribe(*drop)
+            self._sent -= drop
+            self._confirmed -= drop
+
+    def _note(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "message":
+            self.dispatch(msg["channel"], msg["data"])
+        elif kind == "subscribe":
+            channel = msg["channel"].decode()
+            if channel in self._sent:
+                self._confirmed.add(channel)
+
     async def _run(self) -> None:
         backoff = 0.5
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
+            self._sent, self._confirmed, self._dirty = set(), set(), True
             try:
-                await pubsub.psubscribe(PATTERN)
+                await pubsub.subscribe(_IDLE_CHANNEL)
                 self._subscribed.set()
                 backoff = 0.5
                 while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg["type"] == "pmessage":
-                        self.dispatch(msg["channel"], msg["data"])
+                    await self._reconcile(pubsub)
+                    msg = await pubsub.get_message(timeout=POLL_S)
+                    if msg is not None:
+                        self._note(msg)
             except (RedisError, OSError) as exc:
                 # Redis restarted or unreachable: keep the sockets, resubscribe when it is back.
                 log.warning("live hub lost Redis (%s); retrying in %.1f s", exc, backoff)

@@ -198,10 +198,14 @@ def live_payload() -> bytes:
     return c.encoder.encode(update)
 
 
-def run_pubsub(url: str, subscribers: int, rate: float, seconds: float) -> tuple[float, float]:
+def run_pubsub(
+    url: str, subscribers: int, rate: float, seconds: float, mode: str = "session"
+) -> tuple[float, float]:
     """The live fan-out: PUBLISH a ≈400 B LiveUpdate to cp:live:<session> at ``rate``/s while
-    ``subscribers`` connections hold the gateway's one pattern subscription (cp:live:*) each,
-    as that many gateways do. (publishes/s, Redis server CPU µs per publish.) Subscribers are
+    ``subscribers`` connections (gateways) listen: ``mode`` "pattern", each holds one pattern
+    subscription cp:live:* (the hub before per-session channels), or "session", each subscribes
+    to the channels of the sessions whose sockets it holds (app/hub.py now; here every session's
+    sockets on one gateway). (publishes/s, Redis server CPU µs per publish.) Subscribers are
     raw sockets that read and discard, so their speed does not hold Redis back."""
     import socket
     import threading
@@ -211,8 +215,14 @@ def run_pubsub(url: str, subscribers: int, rate: float, seconds: float) -> tuple
     got = [0] * subscribers
 
     def sub(i: int) -> None:
+        if mode == "pattern":
+            args = [b"PSUBSCRIBE", c.live_channel("*").encode()]
+        else:
+            mine = [s for j, s in enumerate(SESSIONS) if j % subscribers == i]
+            args = [b"SUBSCRIBE", *(c.live_channel(s).encode() for s in mine)]
+        command = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
         with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$9\r\ncp:live:*\r\n")
+            sock.sendall(command)
             sock.settimeout(0.2)
             while not stop.is_set():
                 try:
@@ -296,14 +306,15 @@ def main() -> int:
                     )
             print(
                 f"\nlive fan-out: PUBLISH of a {len(live_payload())} B LiveUpdate at "
-                f"{args.publish_rate:,.0f}/s, each gateway one PSUBSCRIBE cp:live:*"
+                f"{args.publish_rate:,.0f}/s over {len(SESSIONS)} sessions; each gateway holds "
+                "PSUBSCRIBE cp:live:* (pattern, the old hub) or SUBSCRIBE to its own sessions "
+                "(session, app/hub.py)"
             )
-            print(
-                f"  {'gateways':>8}  {'PUBLISH/s':>10}  {'Redis µs/publish':>16}  {'µs/delivery':>11}"
-            )
+            print(f"  {'gateways':>8}  {'mode':>8}  {'PUBLISH/s':>10}  {'Redis µs/publish':>16}")
             for k in [int(x) for x in args.subscribers.split(",")]:
-                rate, us = run_pubsub(url, k, args.publish_rate, args.seconds)
-                print(f"  {k:>8}  {rate:>10,.0f}  {us:>16.1f}  {us / k:>11.1f}")
+                for mode in ("pattern", "session"):
+                    rate, us = run_pubsub(url, k, args.publish_rate, args.seconds, mode)
+                    print(f"  {k:>8}  {mode:>8}  {rate:>10,.0f}  {us:>16.1f}")
             redis.Redis.from_url(url).flushdb()
         finally:
             if private is not None:

@@ -48,6 +48,11 @@ async def test_hub_routes_by_student_and_drops_oldest(settings, clean_redis):
         hub.subscribe("s1", ada, "ada"),
         hub.subscribe("s1", bob, "bob"),
     ):
+        assert await hub.joined("s1")
+        # One subscription for the session, whatever the number of its sockets here; none for
+        # sessions without a socket here (no pattern subscription to every session's updates).
+        assert dict(await redis.pubsub_numsub(channel)) == {channel.encode(): 1}
+        assert await redis.pubsub_numpat() == 0
         for i in range(3):
             await redis.publish(channel, b'{"student_id": "ada", "n": %d}' % i)
         await redis.publish(channel, b'{"type": "session_ended"}')
@@ -63,5 +68,10 @@ async def test_hub_routes_by_student_and_drops_oldest(settings, clean_redis):
         ]
         assert len(drops) == 2  # the teacher's queue of 2 lost its two oldest
     assert hub._subs == {}  # unsubscribing leaves nothing behind
+    for _ in range(100):  # ...and the listener drops the session's channel
+        if dict(await redis.pubsub_numsub(channel)) == {channel.encode(): 0}:
+            break
+        await asyncio.sleep(0.02)
+    assert dict(await redis.pubsub_numsub(channel)) == {channel.encode(): 0}
     await hub.stop()
     await redis.aclose()

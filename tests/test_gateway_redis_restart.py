@@ -53,7 +53,12 @@ def test_gateway_survives_a_redis_restart(settings, private_redis):
             # The hub resubscribed: an update published now reaches this student's page.
             r = redis.Redis.from_url(private_redis.url)
             update = student_update(session, student, emotion="happy")
-            chaos.wait_for(lambda: r.execute_command("PUBSUB NUMPAT") > 0, 20, "hub resubscribed")
+            channel = contracts.live_channel(session["id"])  # this session's, by the open socket
+            chaos.wait_for(
+                lambda: dict(r.pubsub_numsub(channel)).get(channel.encode(), 0) > 0,
+                20,
+                "hub resubscribed",
+            )
             r.publish(contracts.live_channel(session["id"]), contracts.encoder.encode(update))
             got = next_json(ws, lambda m: m["type"] == "self" and m.get("emotion") == "happy")
             assert got["student_id"] == student["student_id"]

@@ -127,6 +127,7 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res) -> None:
         # The account's channel too: logout, a password change or a deactivation ends the view.
         account = contracts.account_topic(claims.user_id)
         with res.hub.subscribe(str(sid), queue), res.hub.subscribe(account, queue):
+            await res.hub.joined(str(sid), account)  # before the snapshot: no update falls between
             policy = res.policy.policy
             try:
                 snapshot = await build_snapshot(res.redis, res.sessionmaker, sid, policy)

@@ -373,6 +373,7 @@ async def student_socket(ws: WebSocket, res: Res) -> None:
     gauge.inc()
     try:
         with res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
+            await res.hub.joined(conn.session_id)
             await ws.send_json(conn.config())
             await conn.presence("present" if conn.analysis else "no_analysis")
             await wsc.run_pair(conn.receive, conn.send)
