@@ -46,16 +46,21 @@ JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
 _JOIN_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _admin_cookie(request: Request) -> bool:
-    """Whether the access cookie is an admin's: only which nav links to show. The pages hold no
-    data, and every admin API checks the account itself (a revoked token gets a 401 there)."""
+def _cookie_role(request: Request) -> str | None:
+    """The role the access cookie's token was signed with (None: no valid cookie). Only for
+    what a page shows; every API checks the account itself (a revoked token gets a 401 there)."""
     token = request.cookies.get(ACCESS_COOKIE)
     if not token:
-        return False
+        return None
     try:
-        return decode_access_token(get_resources(request).settings, token).role == "admin"
+        return decode_access_token(get_resources(request).settings, token).role
     except TokenError:
-        return False
+        return None
+
+
+def _admin_cookie(request: Request) -> bool:
+    """Whether the access cookie is an admin's: which nav links to show."""
+    return _cookie_role(request) == "admin"
 
 
 def _page(
@@ -130,7 +135,7 @@ def _admin_page(name: str) -> Callable[[Request, Jinja2Templates], HTMLResponse]
     """The route function of one admin page."""
 
     def page(request: Request, templates: Templates) -> HTMLResponse:
-        return _page(
+        response = _page(
             templates,
             request,
             f"admin_{name}.html",
@@ -139,6 +144,12 @@ def _admin_page(name: str) -> Callable[[Request, Jinja2Templates], HTMLResponse]
             admin_pages=ADMIN_PAGES,
             admin_page=name,
         )
+        # A signed-in teacher gets the page's "administrators only" state with a 403, as from
+        # the admin APIs; without a valid cookie the page's script sends the visitor to log in.
+        role = _cookie_role(request)
+        if role is not None and role != "admin":
+            response.status_code = 403
+        return response
 
     page.__name__ = f"admin_{name}_page"
     return page

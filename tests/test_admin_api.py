@@ -390,6 +390,12 @@ def test_admin_pages_render_as_shells(settings):
         # The nav: "Admin" for an admin's cookie only (a hint: the API decides).
         as_admin = bearer(settings, admin, "admin")["Authorization"].split()[1]
         as_teacher = bearer(settings, teacher)["Authorization"].split()[1]
+        # A signed-in teacher gets 403 on every admin page (and its "administrators only" state).
+        for token, code in ((as_teacher, 403), (as_admin, 200)):
+            client.cookies.set("cp_access", token)
+            for path in ADMIN_PAGES:
+                assert client.get(path).status_code == code, (path, code)
+        client.cookies.clear()
         for token, shown in ((as_admin, True), (as_teacher, False), ("garbage", False)):
             client.cookies.set("cp_access", token)
             body = client.get("/sessions").text
