@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # The audit log's retention (days): who viewed, exported or deleted what must outlive the
     # data, so never shorter than the policy's retention_days (the longer of the two applies).
     audit_retention_days: int = Field(default=365, ge=1, le=36500)
+    # Bucket rows go with their whole UTC day (one partition dropped) instead of row by row as the
+    # cut-off passes: no per-row deletes and WAL at district scale, but rows are kept up to a day
+    # past retention_days (docs/retention.md).
+    retention_whole_days: bool = False
     student_token_ttl_s: int = 4 * 3600
     access_token_ttl_s: int = 12 * 3600
     login_attempts_per_minute: int = 10

@@ -328,9 +328,11 @@ def main(settings: Settings) -> int:
         partitions.ensure(engine)
     except DBAPIError as exc:  # PostgreSQL not up yet: the retention thread makes them later
         log.warning("aggregator: cannot create bucket partitions yet: %s", exc)
-    retention = Retention(engine, audit_days=settings.audit_retention_days).start(
-        stop
-    )  # its own thread: deletes never stall folding
+    retention = Retention(
+        engine,
+        audit_days=settings.audit_retention_days,
+        whole_days=settings.retention_whole_days,
+    ).start(stop)  # its own thread: deletes never stall folding
     Aggregator(settings, r, engine).run(stop)
     retention.join(5)
     engine.dispose()

@@ -21,7 +21,11 @@ def cmd_retention(_args: argparse.Namespace) -> int:
         raise SystemExit("error: CLASSPULSE_DATABASE_URL not set")
     engine = make_engine(settings.database_url)
     try:
-        counts = purge(engine, audit_days=settings.audit_retention_days)
+        counts = purge(
+            engine,
+            audit_days=settings.audit_retention_days,
+            whole_days=settings.retention_whole_days,
+        )
     finally:
         engine.dispose()
     for name, n in counts.items():
