@@ -128,6 +128,20 @@ def edge_server(tmp_path, clean_db, redis_url, clean_redis):
         yield srv
 
 
+def server_path() -> tuple[FaceDetector, EmotionClassifier]:
+    """The worker's detector and classifier, as the service configures them by default."""
+    detector = FaceDetector(
+        OnnxModel(MODELS / "face_detection_short_range.onnx", providers=["cpu"]),
+        min_face_size=20,
+        max_faces=MAX_FACES,
+    )
+    classifier = EmotionClassifier(
+        [OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cpu"])],
+        crop_scale=CROP_SCALE,
+    )
+    return detector, classifier
+
+
 def iou(a, b) -> float:
     ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
     w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
@@ -167,15 +181,7 @@ def test_page_detector_and_crops_match_the_worker(edge_server, tmp_path):
     assert (sent.width, sent.height) == (w, h) == (640, 480)
 
     # The worker's code on the same pixels.
-    detector = FaceDetector(
-        OnnxModel(MODELS / "face_detection_short_range.onnx", providers=["cpu"]),
-        min_face_size=20,
-        max_faces=MAX_FACES,
-    )
-    classifier = EmotionClassifier(
-        [OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cpu"])],
-        crop_scale=CROP_SCALE,
-    )
+    detector, classifier = server_path()
     worker_faces = detector.detect(frame)
     assert len(worker_faces) == 1  # one face in the clip
     assert len(sent.faces) == len(worker_faces)
@@ -242,15 +248,7 @@ def test_parity_over_a_clip_page_path_against_the_server_path(edge_server, tmp_p
     from tests.edge_helpers import parity_clip
 
     clip = parity_clip()
-    detector = FaceDetector(
-        OnnxModel(MODELS / "face_detection_short_range.onnx", providers=["cpu"]),
-        min_face_size=20,
-        max_faces=MAX_FACES,
-    )
-    classifier = EmotionClassifier(
-        [OnnxModel(MODELS / "emotion_mini_xception.onnx", providers=["cpu"])],
-        crop_scale=CROP_SCALE,
-    )
+    detector, classifier = server_path()
     same_count, ious, agree, dps, sizes, timings = 0, [], [], [], [], []
     with chromium() as browser:
         page = browser.new_context().new_page()

@@ -140,18 +140,8 @@
     return tr;
   }
 
-  /** Fill a table's header row (scope="col") and body rows. */
-  function fill(table, headers, rows) {
-    const head = document.createElement("tr");
-    headers.forEach(function (name) {
-      const th = document.createElement("th");
-      th.scope = "col";
-      th.textContent = name;
-      head.appendChild(th);
-    });
-    table.tHead.replaceChildren(head);
-    table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows);
-  }
+  /** Fill a table's header row (scope="col") and body rows (<tr> elements): api.js's. */
+  const fill = CP.fillTable;
 
   function button(label, onClick, cls) {
     const b = document.createElement("button");

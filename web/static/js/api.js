@@ -314,7 +314,7 @@
   }
 
   /* Fill a <table> (with a <thead> and a <tbody>): a header row, then one row per array of
-   * values, each cell as text (never HTML). */
+   * values, each cell as text (never HTML), or per <tr> already built (cells with markup). */
   function fillTable(table, headers, rows) {
     const head = document.createElement("tr");
     headers.forEach(function (name) {
@@ -325,6 +325,7 @@
     });
     table.tHead.replaceChildren(head);
     table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows.map(function (values) {
+      if (values instanceof Element) return values;
       const tr = document.createElement("tr");
       values.forEach(function (value) {
         const td = document.createElement("td");
