@@ -35,8 +35,64 @@ def _count(db: Session, model: Any, *where: Any) -> int:
     return db.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-async def forget_live(redis: Redis, session_id: str, student_ids: list[str]) -> None:
-    """Close the students' sockets and drop what Redis keeps about them for dashboards."""
+# Deletes from one frames stream (KEYS[1]) and its results stream (KEYS[2]) every entry of the
+# given students (ARGV[2..]) of one session (ARGV[1]): frames by their session and student fields,
+# results by their JSON holding the student's id (a UUID appears in no other student's result).
+# Entries are read in pages of 500 so a long stream never blocks Redis in one call.
+PURGE_STUDENTS_SCRIPT = """
+local session, wanted, removed = ARGV[1], {}, 0
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local function sweep(key, match)
+  local start = '-'
+  while true do
+    local page = redis.call('XRANGE', key, start, '+', 'COUNT', 500)
+    if #page == 0 then return end
+    local doomed = {}
+    for _, e in ipairs(page) do
+      if match(e[2]) then doomed[#doomed + 1] = e[1] end
+    end
+    if #doomed > 0 then removed = removed + redis.call('XDEL', key, unpack(doomed)) end
+    if #page < 500 then return end
+    start = '(' .. page[#page][1]
+  end
+end
+sweep(KEYS[1], function(f)
+  local s, u
+  for i = 1, #f, 2 do
+    if f[i] == 's' then s = f[i + 1] elseif f[i] == 'u' then u = f[i + 1] end
+  end
+  return s == session and u ~= nil and wanted[u] == true
+end)
+sweep(KEYS[2], function(f)
+  for i = 1, #f, 2 do
+    if f[i] == 'd' then
+      for id in pairs(wanted) do
+        if string.find(f[i + 1], id, 1, true) then return true end
+      end
+    end
+  end
+  return false
+end)
+return removed
+"""
+assert contracts.F_SESSION == b"s" and contracts.F_STUDENT == b"u" and contracts.R_DATA == b"d"
+
+
+async def purge_streams(redis: Redis, session_id: str, student_ids: list[str], shards: int) -> int:
+    """Delete whatever of these students is still in the frames and results streams (frames not
+    yet analysed, results not yet trimmed): erasure leaves nothing of them in Redis. Returns how
+    many entries went."""
+    if not student_ids:
+        return 0
+    shard = contracts.shard_of(session_id, shards)
+    keys = [contracts.frames_stream(shard, shards), contracts.results_stream(shard, shards)]
+    return int(await redis.eval(PURGE_STUDENTS_SCRIPT, 2, *keys, session_id, *student_ids))
+
+
+async def forget_live(redis: Redis, session_id: str, student_ids: list[str], shards: int) -> None:
+    """Close the students' sockets, drop what Redis keeps about them for dashboards, and delete
+    their entries still in the streams."""
+    await purge_streams(redis, session_id, student_ids, shards)
     async with redis.pipeline(transaction=False) as pipe:
         for sid in student_ids:
             notice = contracts.LiveUpdate(
@@ -120,13 +176,13 @@ def erase_session_data(
 
 
 async def forget_session(
-    redis: Redis, session_id: str, students: list[str], was_live: bool
+    redis: Redis, session_id: str, students: list[str], was_live: bool, shards: int
 ) -> None:
     """After erase_session_data: end the live session and drop its live copies."""
     with contextlib.suppress(RedisError):  # live copies expire within a day; the rows are gone
         if was_live:
             await publish_session_ended(redis, session_id)
-        await forget_live(redis, session_id, students)
+        await forget_live(redis, session_id, students, shards)
         await redis.delete(
             contracts.snapshot_key(session_id),
             contracts.presence_key(session_id),

@@ -53,6 +53,15 @@ for i = 3, 1 + 2 * n, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) 
 for i = 3 + 2 * n, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
+# Frames older than the freshness limit can only be dropped as stale: delete them, read or not
+# (no worker running, a shard nobody owns), so no payload outlives its use. The cut-off comes
+# from Redis's own clock, as the entry ids do. ARGV[1]: how old (ms) an entry may be.
+TRIM_OLD_FRAMES_SCRIPT = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+return redis.call('XTRIM', KEYS[1], 'MINID', cutoff)
+"""
 MAX_CROP_SIZE = 255  # a crop's side travels in one byte of the faces message
 
 
@@ -88,6 +97,8 @@ class FrameFlow:
         self.crop_scale = settings.crop_scale
         self._task: asyncio.Task[None] | None = None
         self._incr = redis.register_script(INCR_SCRIPT) if redis is not None else None
+        self._trim = redis.register_script(TRIM_OLD_FRAMES_SCRIPT) if redis is not None else None
+        self._frames_keep_ms = 2 * settings.frame_max_age_ms
         # The stream shard count: every process must agree (a gateway writing to shards no worker
         # reads loses every frame); the workers publish theirs with their model info.
         self.stream_shards = settings.stream_shards
@@ -211,6 +222,14 @@ class FrameFlow:
             if self.fps >= self.base_fps:
                 self.reason = "normal"
 
+    async def trim_old_frames(self) -> int:
+        """Delete frames older than twice the freshness limit from every frames stream (one
+        script call per shard: shards may live on different Cluster nodes); how many went."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in contracts.frames_streams(self.stream_shards):
+            await self._trim(keys=[stream], args=[self._frames_keep_ms], client=pipe)
+        return sum(int(n) for n in await pipe.execute())
+
     # --- the task -----------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stream-stats")
@@ -226,6 +245,7 @@ class FrameFlow:
             try:
                 await self.flush()
                 await self.poll()
+                await self.trim_old_frames()
             except (RedisError, OSError) as exc:  # counters wait for the next tick
                 log.warning("stream stats: Redis unavailable: %s", exc)
 

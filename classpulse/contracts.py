@@ -60,6 +60,10 @@ def result_id(entry_id: str, shard: int, shards: int) -> str:
     return entry_id if shards <= 1 else f"{entry_id}@{shard}"
 
 
+# Set (NX, with a TTL) by the worker that asks Redis to rewrite its append-only file after
+# deleting analysed frames (worker/aof.py): one rewrite per period across all workers.
+AOF_REWRITE_KEY = "cp:aof_rewrite"
+
 # Hash worker name -> "<lag ms> <epoch s>": how old the frames were when that worker read them.
 # Gateways read it once a second to tell pages to lower (or raise again) their frame rate.
 WORKER_LAG_KEY = "cp:worker_lag"

@@ -8,7 +8,7 @@ import secrets
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     """Everything configurable. Build with ``get_settings()``; tests pass overrides."""
 
     model_config = SettingsConfigDict(env_prefix="CLASSPULSE_", env_file=None, extra="ignore")
+    # Whether this process signs or verifies tokens (the gateway) and so needs the signing key;
+    # False in KeylessSettings, which every other process builds (worker, aggregator, migrate).
+    signs_tokens: ClassVar[bool] = True
 
     env: Literal["development", "production", "test"] = "development"
     data_dir: Path = Path("classpulse-data")
@@ -41,6 +44,16 @@ class Settings(BaseSettings):
     # (comma-separated IPs or networks, "*" for any). Login and join limits count per client
     # address, which behind a TLS proxy is only known from that header.
     forwarded_allow_ips: str = "127.0.0.1"
+    # HTTPS served by the gateway itself (`classpulse run --lan`): the school's own certificate
+    # (PEM, chain after the leaf) and key, used as they are. Unset with --lan: a local CA under
+    # data_dir/tls issues one (classpulse/tls.py).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # More names or addresses for the certificate --lan issues, comma-separated (`--tls-name`).
+    tls_names: str = ""
+    # --lan: the plain-HTTP port of the page that says how devices trust the certificate; None:
+    # 80 when it can be bound, else 8080; 0: no such page.
+    lan_http_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = "INFO"
 
     admin_email: str | None = None
@@ -68,13 +81,20 @@ class Settings(BaseSettings):
     # --- live pipeline ----------------------------------------------------------------------
     # What student pages send: "frames" (JPEG frames; the workers detect the faces) or "edge"
     # (the page runs the face detector and sends boxes and grey crops: docs/edge-wire.md). Told
-    # to each page in its socket's config; the gateway accepts both kinds either way (a page may
-    # fall back to frames when it cannot run the detector).
-    capture_mode: Literal["edge", "frames"] = "edge"
-    frame_max_bytes: int = 300_000
+    # to each page in its socket's config; with "edge" and "frames" the gateway accepts both
+    # kinds (a page may fall back to frames when it cannot run the detector); "edge-only" is
+    # "edge" with JPEG frames refused (edge_required): no picture of the room ever leaves a
+    # device, and a page that cannot run the detector sends nothing and says why (app/ingest.py).
+    capture_mode: Literal["edge", "edge-only", "frames"] = "edge"
+    # A JPEG frame over this is refused (too_large). Pages send 320×240 at quality 0.7: 8–16 KB
+    # for camera pictures in Chromium, 41.3 KB for uniform noise (the worst case); 48 KB takes
+    # them all. Faces messages have their own bound (their wire format's, app/ingest.py).
+    frame_max_bytes: int = 48_000
     frame_max_fps: float = 5.0
     frames_in_flight: int = 2
-    frames_stream_maxlen: int = 5_000  # per stream shard
+    # Per stream shard. Frames are real-time data (stale after frame_max_age_ms): 2,000 entries
+    # hold 2 s of 1,000 frames/s and at most 96 MB of frames at the byte cap.
+    frames_stream_maxlen: int = 2_000
     results_stream_maxlen: int = 100_000  # per stream shard
     # Frames and results spread over this many streams by session id (contracts.shard_of); the
     # same in every process. 1 keeps the single streams cp:frames / cp:results.
@@ -89,6 +109,10 @@ class Settings(BaseSettings):
     # None: 10 s for frames (workers), 15 s for results (aggregators).
     reclaim_idle_ms: int | None = None
     frame_max_age_ms: int = 2_000  # fresher than this or dropped as stale
+    # Analysed frames are deleted from the stream at once; where Redis keeps an append-only file,
+    # a worker also has it rewritten at most this often (seconds) so their payloads leave the
+    # disk too (worker/aof.py). 0: never (Redis's own auto-rewrite only).
+    aof_rewrite_every_s: float = Field(default=10.0, ge=0)
     bucket_seconds: int = 5
     smoothing_alpha: float = 0.5
     uncertain_below: float = 0.4  # smoothed top probability under this is shown as uncertain
@@ -123,6 +147,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
+        if not self.signs_tokens:
+            self.secret_key = None  # never held where it is not needed, even if configured
+            return self
         # Anyone who knows the signing key can mint an admin token. The placeholder and short
         # keys are refused wherever the gateway may be reached by others: in production, and on
         # any listen address but loopback.
@@ -178,6 +205,19 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+class KeylessSettings(Settings):
+    """The settings of a process that neither signs nor verifies tokens: the inference worker
+    (which decodes untrusted images), the aggregator, migrations and the other one-shot
+    commands. No signing key is required, also in production, and one given anyway is dropped;
+    deployments give CLASSPULSE_SECRET_KEY to the gateway alone."""
+
+    signs_tokens: ClassVar[bool] = False
+
+
+def keyless_settings(**overrides: object) -> Settings:
+    return KeylessSettings(**overrides)  # type: ignore[arg-type]
 
 
 def is_loopback(host: str) -> bool:

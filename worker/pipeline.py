@@ -14,17 +14,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from classpulse.jpeg_header import JpegHeaderError, jpeg_size
 from classpulse.settings import Settings
 from worker.classifier import EmotionClassifier
 from worker.detector import Detection, FaceDetector
 from worker.runtime import OnnxModel
 
-# Refuse frames whose header claims more pixels than this before decoding them: a tiny JPEG
-# can declare 65535×65535 and make imdecode allocate gigabytes (a decompression bomb).
-MAX_FRAME_PIXELS = 4096 * 4096
-_SOF_MARKERS = frozenset(
-    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-)
+# Pages send 320×240 (the socket's config); a larger frame is refused before it is decoded. A
+# tiny JPEG can declare 65535×65535 and make the decoder allocate gigabytes; 1280×720 is ≈ 2.6 MB
+# of BGR and a few ms of CPU, room for API clients that send more than the pages do.
+MAX_FRAME_PIXELS = 1280 * 720
+MAX_FRAME_SIDE = 1280
 
 
 class BadFrame(ValueError):
@@ -36,41 +36,30 @@ class BadFrame(ValueError):
 
 
 def jpeg_dimensions(data: bytes) -> tuple[int, int]:
-    """(width, height) from a JPEG's SOF header without decoding; BadFrame if there is none."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        raise BadFrame("not_jpeg", "not a JPEG (no SOI marker)")
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            raise BadFrame("corrupt", f"JPEG marker expected at byte {i}")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker in _SOF_MARKERS and i + 9 <= n:
-            h = int.from_bytes(data[i + 5 : i + 7], "big")
-            w = int.from_bytes(data[i + 7 : i + 9], "big")
-            return w, h
-        if marker in (0xDA, 0xD9) or length < 2:
-            break
-        i += 2 + length
-    raise BadFrame("corrupt", "JPEG has no frame header")
+    """(width, height) the decoder will produce, from the header (classpulse.jpeg_header);
+    BadFrame if the file is not a cleanly laid out JPEG."""
+    try:
+        return jpeg_size(data)
+    except JpegHeaderError as exc:
+        raise BadFrame(exc.reason, str(exc)) from exc
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
-    """Decode a JPEG frame to BGR after checking its declared size; BadFrame on any problem."""
+    """Decode a JPEG frame to BGR after checking its declared size; BadFrame on any problem,
+    whatever the decoder raises."""
     w, h = jpeg_dimensions(data)
     if w < 16 or h < 16:
         raise BadFrame("too_small", f"frame of {w}×{h} pixels is too small to analyse")
-    if w * h > MAX_FRAME_PIXELS:
+    if w * h > MAX_FRAME_PIXELS or max(w, h) > MAX_FRAME_SIDE:
         raise BadFrame("too_large", f"frame of {w}×{h} pixels exceeds the limit")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # the header check should make this unreachable; never fatal
+        raise BadFrame("corrupt", f"JPEG could not be decoded: {exc}") from exc
     if image is None:
         raise BadFrame("corrupt", "JPEG could not be decoded")
+    if image.shape[:2] != (h, w):  # the decoder read another header than ours: refuse it
+        raise BadFrame("corrupt", f"JPEG decoded to {image.shape[1]}×{image.shape[0]}, not {w}×{h}")
     return image
 
 

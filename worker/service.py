@@ -38,6 +38,7 @@ from classpulse.streams import (
     reclaim_all,
     stop_on_signals,
 )
+from worker.aof import AofCompactor
 from worker.pipeline import (
     BadFrame,
     DetectedFrame,
@@ -145,6 +146,7 @@ class InferenceWorker:
         self.pipeline = pipeline
         self.name = consumer_name("worker")
         self.heartbeat = Heartbeat(r, c.WORKER_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
+        self.aof = AofCompactor(r, self.name, settings.aof_rewrite_every_s)
         self._last_reclaim = 0.0
         self._last_lag_prune = 0.0
         self.batch_size = batch_size(settings, pipeline)
@@ -243,8 +245,13 @@ class InferenceWorker:
         # exactly when its result is in the results stream.
         pipe = self.r.pipeline(transaction=True)
         for frame, faces in zip(frames, results, strict=True):
+            try:
+                result = self._result(frame, faces, done_ms, per_frame)
+            except Exception:  # one frame's result that cannot be written loses that frame only
+                log.exception("dropping frame %s: its result cannot be encoded", frame.entry_id)
+                tally.add("worker.dropped.error")
+                continue
             tally.processed(frame)
-            result = self._result(frame, faces, done_ms, per_frame)
             result.frame_id = c.result_id(frame.entry_id, frame.shard, self.shards)
             pipe.xadd(
                 c.results_stream(frame.shard, self.shards),
@@ -255,16 +262,54 @@ class InferenceWorker:
         if entries:
             for stream, part in parts:
                 if part:
-                    pipe.xack(stream, c.WORKER_GROUP, *[e[0] for e in part])
+                    # Acknowledged and deleted: an analysed (or dropped) frame's payload leaves
+                    # Redis now, not when MAXLEN trims it (nor stays in its append-only file:
+                    # compact_aof). XACKDEL would do both, but only Redis 8.2 has it.
+                    ids = [e[0] for e in part]
+                    pipe.xack(stream, c.WORKER_GROUP, *ids)
+                    pipe.xdel(stream, *ids)
             # How far behind this worker is: the gateways lower the pages' rate on it.
             pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
             pipe.expire(c.WORKER_LAG_KEY, LAG_KEY_TTL_S)
         tally.write(pipe)
         pipe.execute()
+        if entries:
+            self.aof.deleted()
         if entries and time.monotonic() - self._last_lag_prune > LAG_PRUNE_EVERY_S:
             self._last_lag_prune = time.monotonic()
             prune_worker_lag(self.r)
         return len(frames)
+
+    def process_safely(self, parts: list[tuple[str, list[Entry]]]) -> int:
+        """``process_parts``, and if it fails other than on Redis (every frame's own failures
+        are caught inside: this is the last line), each entry alone, so that only what cannot
+        be processed is dropped, counted and deleted: never the worker, never the rest of the
+        batch, and never a pending entry that would fail again after every reclaim."""
+        try:
+            return self.process_parts(parts)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            raise
+        except Exception:
+            log.exception(
+                "batch failed; processing its %d frames one by one", sum(len(p) for _, p in parts)
+            )
+        done = 0
+        for stream, part in parts:
+            for entry in part:
+                try:
+                    done += self.process_parts([(stream, [entry])])
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    raise
+                except Exception:
+                    log.exception("dropping frame %s that cannot be processed", entry[0])
+                    pipe = self.r.pipeline(transaction=True)
+                    pipe.xack(stream, c.WORKER_GROUP, entry[0])
+                    pipe.xdel(stream, entry[0])
+                    tally = Tally()
+                    tally.dropped("error", entry[1])
+                    tally.write(pipe)
+                    pipe.execute()
+        return done
 
     def _parse_batch(
         self, entries: list[Entry], now_ms: float, tally: Tally, shards: list[int] | None = None
@@ -286,6 +331,9 @@ class InferenceWorker:
             except BadFrame as exc:
                 log.debug("dropped frame %s: %s", entry_id, exc)
                 tally.dropped(exc.reason, fields)
+            except Exception:  # whatever a crafted entry provokes: that frame only, counted
+                log.exception("dropped frame %s that could not be parsed", entry_id)
+                tally.dropped("malformed", fields)
         return frames, oldest_ms
 
     def _analyze(
@@ -440,7 +488,9 @@ class InferenceWorker:
                 self.heartbeat.beat()
                 parts = self.read()
                 if parts:
-                    self.process_parts(parts)
+                    self.process_safely(parts)
+                else:
+                    self.aof.maybe_rewrite()  # deletions of the last busy second
                 backoff.reset()
             except redis.ResponseError as exc:
                 # Redis restarted without its data, or (Redis 7: UNBLOCKED) a stream shard was

@@ -156,7 +156,9 @@ async def delete_student(
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     with contextlib.suppress(RedisError):  # live copies expire within a day; the rows are gone
-        await forget_live(res.redis, out["session_id"], [out["student_id"]])
+        await forget_live(
+            res.redis, out["session_id"], [out["student_id"]], res.settings.stream_shards
+        )
     return out
 
 
@@ -172,5 +174,5 @@ async def delete_session_data(
         )
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    await forget_session(res.redis, str(session_id), students, was_live)
+    await forget_session(res.redis, str(session_id), students, was_live, res.settings.stream_shards)
     return out

