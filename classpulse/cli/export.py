@@ -38,10 +38,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from classpulse import policy as org_policy
     from classpulse.cli.services import _need
     from classpulse.db import make_engine
-    from classpulse.settings import get_settings
+    from classpulse.settings import keyless_settings
     from records import reports
 
-    settings = get_settings()
+    settings = keyless_settings()
     _need(settings, "database_url")
     if args.format == "pdf" and args.out is None:
         print("error: --format pdf needs --out FILE", file=sys.stderr)

@@ -13,10 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_retention(_args: argparse.Namespace) -> int:
     from classpulse.db import make_engine
-    from classpulse.settings import get_settings
+    from classpulse.settings import keyless_settings
     from records.retention import purge
 
-    settings = get_settings()
+    settings = keyless_settings()
     if not settings.database_url:
         raise SystemExit("error: CLASSPULSE_DATABASE_URL not set")
     engine = make_engine(settings.database_url)

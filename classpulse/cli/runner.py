@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from classpulse.cli.services import bootstrap_admin, settings_from
+from classpulse.cli.services import bootstrap_admin, settings_from, without_signing_key
 
 log = logging.getLogger("classpulse")
 
@@ -91,12 +91,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         bootstrap_admin(settings)
         env["CLASSPULSE_HOST"], env["CLASSPULSE_PORT"] = settings.host, str(settings.port)
         exe = [sys.executable, "-m", "classpulse"]
+        keyless = without_signing_key(env)  # only the gateway signs and verifies tokens
         children = [
             Child("gateway", [*exe, "gateway"], env),
-            Child("aggregator", [*exe, "aggregator"], env),
+            Child("aggregator", [*exe, "aggregator"], keyless),
         ]
         children += [
-            Child(f"worker-{i + 1}", [*exe, "worker"], env) for i in range(max(1, args.workers))
+            Child(f"worker-{i + 1}", [*exe, "worker"], keyless) for i in range(max(1, args.workers))
         ]
         for child in children:
             child.start()

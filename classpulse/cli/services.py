@@ -9,9 +9,13 @@ import logging
 import os
 import sys
 
-from classpulse.settings import Settings, get_settings
+from classpulse.settings import Settings, get_settings, keyless_settings
 
 log = logging.getLogger("classpulse")
+
+# The signing key's variable: only the gateway signs and verifies tokens, so only its
+# environment carries it (`classpulse run` starts the other processes without it).
+SIGNING_KEY_ENV = "CLASSPULSE_SECRET_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,12 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_create_admin)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The settings, with --host/--port (--shards) given on the command line taking precedence."""
+def settings_from(args: argparse.Namespace, *, keyless: bool = False) -> Settings:
+    """The settings, with --host/--port (--shards) given on the command line taking precedence;
+    ``keyless`` for a process that signs no token (classpulse.settings.KeylessSettings)."""
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     if getattr(args, "shards", None) is not None:
         overrides["stream_shards_owned"] = args.shards
-    return get_settings(**overrides)
+    return (keyless_settings if keyless else get_settings)(**overrides)
+
+
+def without_signing_key(env: dict[str, str]) -> dict[str, str]:
+    """A child process's environment without the signing key: for every process but the
+    gateway (the worker decodes untrusted images; none of them signs or verifies a token)."""
+    return {k: v for k, v in env.items() if k != SIGNING_KEY_ENV}
 
 
 def _need(settings: Settings, *names: str) -> None:
@@ -66,7 +77,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = settings_from(args, keyless=True)
     _need(settings, "redis_url")
     from worker.service import main
 
@@ -74,7 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = settings_from(args, keyless=True)
     _need(settings, "database_url", "redis_url")
     from worker.aggregator import main
 
@@ -82,7 +93,7 @@ def cmd_aggregator(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = keyless_settings()
     _need(settings, "database_url")
     from classpulse.migrate import upgrade
 
@@ -91,7 +102,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = keyless_settings()
     _need(settings, "database_url")
     password = args.password or os.environ.get("CLASSPULSE_NEW_PASSWORD") or getpass.getpass()
     from classpulse.accounts import AccountError, create_user
