@@ -182,6 +182,37 @@ def rss_mb(procs: list[psutil.Process]) -> float:
     return total / 2**20
 
 
+def cpu_by_role(server: DevServer) -> dict[str, float]:
+    """CPU seconds (user + system, from /proc via psutil) used so far by each role's processes,
+    and by this load generator itself: sampled before and after a level, the difference names
+    the process that pays (and the one that saturates)."""
+    out: dict[str, float] = {}
+    for role, procs in processes(server).items():
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        out[role] = total
+    me = psutil.Process().cpu_times()
+    out["load generator"] = me.user + me.system
+    return out
+
+
+def cpu_table(
+    before: dict[str, float], after: dict[str, float], messages: float, secs: float
+) -> str:
+    """Per role: CPU seconds per 1,000 messages and share of one core over the level."""
+    rows = []
+    for role in sorted(after, key=lambda k: -(after[k] - before.get(k, 0.0))):
+        used = after[role] - before.get(role, 0.0)
+        if used <= 0:
+            continue
+        per_k = used / max(1.0, messages) * 1000
+        rows.append(f"    {role:<36} {per_k:7.3f} s/1k msgs  {used / secs * 100:5.0f}% of a core")
+    return "\n".join(rows)
+
+
 EDGE_DETECTOR_MS = 8.0  # what the simulated pages report (their "detector" costs nothing here)
 
 
@@ -212,6 +243,7 @@ async def run_level(
     ]
     stats = Stats()
     before = metrics(server)
+    cpu_before = cpu_by_role(server)
     until = time.monotonic() + seconds
     live = f"{server.ws_base}/ws/sessions/{session['id']}/live"
     tasks = [asyncio.create_task(teacher(live, token, until + 3, stats))]
@@ -228,6 +260,7 @@ async def run_level(
             await asyncio.sleep(1 / fps / 10)  # spread the students' phases
     await asyncio.gather(*tasks)
     elapsed = min(seconds, time.monotonic() - t0)  # the sending window (rates are over it)
+    cpu_after = cpu_by_role(server)  # the sending window only, as the rates are
     await asyncio.sleep(2)  # the aggregator's last batch
     after = metrics(server)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -257,6 +290,7 @@ async def run_level(
         "received": delta.get("classpulse_frames_received_total", 0),
         "api_processed": sum(s["processed"] for s in stream["students"].values()),
         "target_fps": after.get("classpulse_target_fps", float("nan")),
+        "cpu": (cpu_before, cpu_after),
     }
 
 
@@ -283,6 +317,8 @@ def report(r: dict) -> None:
     print(
         f"  backpressure: rate messages {dict(s.rates) or 'none'}; target fps at the end {r['target_fps']}"
     )
+    print("  CPU per process (who pays; the busiest first):")
+    print(cpu_table(*r["cpu"], max(s.sent, 1), secs))
     if lat:
         print(
             f"  frame sent → emotion on the dashboard: n={len(lat)} p50 {pct(lat, 50):.0f} ms, "
