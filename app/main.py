@@ -125,6 +125,9 @@ def run_gateway(settings: Settings) -> None:
         http="httptools",
         # Browsers offer permessage-deflate; on JPEG it costs ~15% CPU and saves nothing.
         ws_per_message_deflate=False,
+        # HTTPS served here (`classpulse run --lan`, or the school's own certificate).
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
         # Larger messages close the socket at the protocol level; those between frame_max_bytes
         # and this get a too_large ack instead, so a page learns why.
         ws_max_size=max(4 * settings.frame_max_bytes, 1 << 20),

@@ -105,8 +105,20 @@ def history_page(request: Request, templates: Templates, session_id: SessionId) 
 
 
 @router.get("/join/{code}", response_class=HTMLResponse)
-def join_page(request: Request, templates: Templates, code: JoinCode) -> HTMLResponse:
-    return _page(templates, request, "join.html", csp=JOIN_CSP, page="join", join_code=code)
+def join_page(
+    request: Request, templates: Templates, settings: SettingsDep, code: JoinCode
+) -> HTMLResponse:
+    # Where a page opened over plain HTTP (no camera: not a secure context) sends the student.
+    secure = settings.public_url if (settings.public_url or "").startswith("https://") else None
+    return _page(
+        templates,
+        request,
+        "join.html",
+        csp=JOIN_CSP,
+        page="join",
+        join_code=code,
+        secure_join_url=secure and secure.rstrip("/") + "/join/" + code,
+    )
 
 
 @router.get("/privacy", response_class=HTMLResponse)

@@ -7,7 +7,8 @@ declined and withdrawn states, and the privacy notice. Each check leaves a scree
 artifacts/screenshots/. Then the keyboard alone: a student goes through consent, name and camera
 with Tab, Enter and Space, and a teacher reaches every student tile and the dashboard's
 controls, each showing where the focus is. And the consent notice reads as what it is
-(headings, lists) and is never cut off, from a 360 px phone to a 1920 px screen.
+(headings, lists) and is never cut off, from a 360 px phone to a 1920 px screen. The
+plain-HTTP device help page of `classpulse run --lan` too.
 """
 
 from __future__ import annotations
@@ -213,3 +214,33 @@ def test_consent_notice_is_structured_and_never_cut_off(server):
             if width == 360:
                 check_page(page, "join-consent-360px")
             page.context.close()
+
+
+def test_lan_help_page_passes_axe(tmp_path, monkeypatch):
+    """The plain-HTTP page of `classpulse run --lan` that says how each device trusts the
+    certificate: its own small server (classpulse/cli/lan.py), at 1280 px and on a phone."""
+    import argparse
+
+    from classpulse.cli import lan
+    from classpulse.cli.devserver import free_port
+    from classpulse.settings import Settings
+
+    monkeypatch.setenv("CLASSPULSE_HOST", "127.0.0.1")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host")
+    lan.add_arguments(parser)
+    args = parser.parse_args(["--lan", "--tls-name", "classroom.test"])
+    setup = lan.prepare(args, Settings(data_dir=tmp_path / "data", host="127.0.0.1"))
+    assert setup is not None
+    port = free_port()
+    helper = lan.HelpServer(setup, port).start()
+    try:
+        with chromium() as browser:
+            page = browser.new_context().new_page()
+            page.goto(f"http://127.0.0.1:{port}/join/ABCD2345")
+            check_page(page, "lan-help-join")
+            page.set_viewport_size({"width": 360, "height": 800})
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+            check_page(page, "lan-help-360px")
+    finally:
+        helper.stop()

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,10 +38,18 @@ class DevServer:
         workers: int = 1,
         env: dict[str, str] | None = None,
         log_file: Path | None = None,
+        args: tuple[str, ...] = (),
+        tls: bool = False,
     ) -> None:
+        """``args``: more arguments of `classpulse run` (e.g. ``--lan``); ``tls``: the gateway
+        serves HTTPS with the local CA of data_dir/tls (--lan), which requests here verify."""
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws_base = f"ws://127.0.0.1:{self.port}"
+        scheme = "https" if tls else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+        self.ws_base = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}"
+        self.args = tuple(args)
+        self.tls = tls
+        self._ssl: ssl.SSLContext | None = None
         self.data_dir = data_dir
         self.log_file = log_file or data_dir / "service.log"
         self.env = {
@@ -69,7 +78,7 @@ class DevServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 (kept open for the child's lifetime)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "classpulse", "run", "--workers", str(self.workers)],
+            [sys.executable, "-m", "classpulse", "run", "--workers", str(self.workers), *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -82,7 +91,14 @@ class DevServer:
                     f"classpulse run exited early; see {self.log_file}:\n{self.tail()}"
                 )
             try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as resp:
+                if self.tls and self._ssl is None:
+                    ca = self.data_dir / "tls" / "ca.pem"  # made before the gateway starts
+                    if not ca.exists():
+                        raise ConnectionError("no certificate yet")
+                    self._ssl = ssl.create_default_context(cafile=str(ca))
+                with urllib.request.urlopen(
+                    self.base + "/readyz", timeout=2, context=self._ssl
+                ) as resp:
                     if resp.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -121,7 +137,7 @@ class DevServer:
             req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl) as resp:
             return json.loads(resp.read() or b"null")
 
     def login(self, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> str:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from classpulse.cli import lan
 from classpulse.cli.services import bootstrap_admin, settings_from, without_signing_key
 
 log = logging.getLogger("classpulse")
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="listen address (default CLASSPULSE_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default CLASSPULSE_PORT or 8000)")
     p.add_argument("--workers", type=int, default=1, help="inference worker processes")
+    lan.add_arguments(p)  # --lan, --tls-cert/--tls-key, --tls-name, --http-port
     p.set_defaults(func=cmd_run)
 
 
@@ -76,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     children: list[Child] = []
+    help_page: lan.HelpServer | None = None
     try:
         if settings.database_url is None:
             env["CLASSPULSE_DATABASE_URL"] = embedded.start_postgres()
@@ -89,6 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         upgrade(settings.database_url)  # type: ignore[arg-type]
         bootstrap_admin(settings)
+        if (https := lan.prepare(args, settings)) is not None:  # TLS: --lan or a certificate
+            settings = https.settings
+            env.update(https.env)
+            port = settings.lan_http_port if args.http_port is None else args.http_port
+            help_page = lan.HelpServer(https, port).start() if args.lan else None
         env["CLASSPULSE_HOST"], env["CLASSPULSE_PORT"] = settings.host, str(settings.port)
         exe = [sys.executable, "-m", "classpulse"]
         keyless = without_signing_key(env)  # only the gateway signs and verifies tokens
@@ -108,12 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  data folder: {settings.data_dir.resolve()}\n  Ctrl-C stops everything.\n",
             flush=True,
         )
+        if help_page is not None and help_page.url:
+            print(f"  devices: how to trust this certificate, at {help_page.url}\n", flush=True)
         while not stopping:
             now = time.monotonic()
             for child in children:
                 child.check(now)
             time.sleep(0.2)
     finally:
+        if help_page is not None:
+            help_page.stop()
         _stop_children(children)
         embedded.stop()
     return 0

@@ -1,0 +1,177 @@
+"""A class on the school's network (`classpulse run --lan`), in a real headless Chromium.
+
+The page's host is ``classroom.test``, mapped to 127.0.0.1 by Chromium's resolver: not a
+loopback name, so no localhost exemption makes plain HTTP a secure context.
+- Over ``http://classroom.test:PORT`` the student page says the camera needs HTTPS, and why.
+- Over ``https://classroom.test:PORT``, served by the gateway itself with the certificate the
+  local CA issued, and that CA trusted in the browser's own NSS store (``certutil``, the way a
+  managed device trusts it), the student joins, the camera starts, faces messages flow and the
+  teacher's dashboard shows the student. The plain-HTTP help page says what each device needs,
+  offers the CA certificate (public part only), and passes axe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from classpulse.cli.devserver import DevServer, free_port
+from tests.a11y import check_page
+from tests.browser import CHROMIUM, CHROMIUM_FLAGS, TEACHER, create_teacher, write_y4m
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+pytestmark = pytest.mark.browser
+HOST = "classroom.test"
+
+
+@contextmanager
+def chromium_at(home: Path, webcam: Path, ca: Path | None = None) -> Iterator[Browser]:
+    """Chromium that resolves classroom.test to 127.0.0.1, with a fake webcam; with ``ca``,
+    that CA trusted in the NSS store of ``home`` (Chromium on Linux reads ~/.pki/nssdb)."""
+    from playwright.sync_api import sync_playwright
+
+    env = {**os.environ, "HOME": str(home)}
+    if ca is not None:
+        certutil = shutil.which("certutil")
+        assert certutil, "certutil missing: apt-get install libnss3-tools (scripts/test does)"
+        nssdb = home / ".pki" / "nssdb"
+        nssdb.mkdir(parents=True)
+        db = f"sql:{nssdb}"
+        subprocess.run([certutil, "-d", db, "-N", "--empty-password"], check=True, env=env)
+        subprocess.run(
+            [certutil, "-d", db, "-A", "-t", "C,,", "-n", "classpulse", "-i", str(ca)],
+            check=True,
+            env=env,
+        )
+    write_y4m(webcam)
+    args = [
+        *CHROMIUM_FLAGS,
+        f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={webcam}",
+    ]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args, env=env)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_over_plain_http_the_student_page_says_the_camera_needs_https(server, tmp_path):
+    from playwright.sync_api import expect
+
+    create_teacher(server, server.login())
+    session = server.api("POST", "/api/sessions", {"title": "Physics"}, server.login(*TEACHER))
+    url = f"http://{HOST}:{server.port}/join/{session['join_code']}"
+    home = tmp_path / "home"
+    home.mkdir()
+    with chromium_at(home, tmp_path / "webcam.y4m") as browser:
+        page = browser.new_context(permissions=["camera"]).new_page()
+        page.goto(url)
+        assert page.evaluate("() => window.isSecureContext") is False
+        notice = page.locator("#insecure-context")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("HTTPS")
+        expect(notice).to_contain_text(f"http://{HOST}:{server.port}")
+        expect(notice).to_contain_text("https://")  # what to ask the teacher for
+        check_page(page, "join-insecure-context")
+        # Joining still works (without the camera), and "Start" says why nothing happens.
+        page.click("#consent-accept")
+        page.fill("#display-name", "Ada")
+        page.click("#join-submit")
+        expect(page.locator("#stream-error")).to_contain_text("plain HTTP", timeout=15_000)
+        expect(page.locator("#stop")).to_be_disabled()
+
+
+def test_lan_https_student_streams_and_the_teacher_sees_them(
+    tmp_path, clean_db, redis_url, clean_redis
+):
+    from playwright.sync_api import expect
+
+    help_port = free_port()
+    with DevServer(
+        tmp_path / "service",
+        database_url=clean_db,
+        redis_url=redis_url,
+        env={"CLASSPULSE_TLS_NAMES": HOST},
+        args=("--lan", "--http-port", str(help_port)),
+        tls=True,
+    ) as server:
+        base = f"https://{HOST}:{server.port}"
+        ca = tmp_path / "service" / "tls" / "ca.pem"
+        create_teacher(server, server.login())
+        token = server.login(*TEACHER)
+        session = server.api("POST", "/api/sessions", {"title": "Biology 9B"}, token)
+        # The join link and its QR code name the HTTPS LAN URL.
+        assert session["join_url"] == f"{base}/join/{session['join_code']}"
+        # The help page's CA download is the public certificate, byte for byte, no key.
+        with urllib.request.urlopen(f"http://127.0.0.1:{help_port}/classpulse-ca.crt") as r:
+            served = r.read()
+            assert r.headers["Content-Type"] == "application/x-x509-ca-cert"
+        assert served == ca.read_bytes() and b"PRIVATE" not in served
+
+        home = tmp_path / "home"
+        home.mkdir()
+        with chromium_at(home, tmp_path / "webcam.y4m", ca=ca) as browser:
+            # The plain-HTTP help page: one step per device, the HTTPS link, the certificate.
+            helper = browser.new_context().new_page()
+            helper.goto(f"http://{HOST}:{help_port}/join/{session['join_code']}")
+            expect(helper.locator("#https-link")).to_have_attribute("href", session["join_url"])
+            expect(helper.locator("#ca-download")).to_have_attribute("href", "/classpulse-ca.crt")
+            expect(helper.locator("main")).to_contain_text("Chromebook")
+            check_page(helper, "lan-help")
+
+            teacher = browser.new_context().new_page()  # no ignore_https_errors: trusted CA
+            teacher.goto(base + "/login")
+            teacher.fill("input[type=email]", TEACHER[0])
+            teacher.fill("input[type=password]", TEACHER[1])
+            teacher.click("button[type=submit]")
+            teacher.wait_for_url("**/sessions")
+            teacher.goto(f"{base}/sessions/{session['id']}")
+            expect(teacher.locator("#main")).to_contain_text(session["join_url"])
+
+            student = browser.new_context(permissions=["camera"]).new_page()
+            student.goto(session["join_url"])
+            assert student.evaluate("() => window.isSecureContext") is True
+            expect(student.locator("#insecure-context")).to_be_hidden()
+            student.click("#consent-accept")
+            student.fill("#display-name", "Ada")
+            student.click("#join-submit")
+            expect(student.locator("#stop")).to_be_enabled(timeout=15_000)  # camera on
+            expect(student.locator("#conn-state")).to_contain_text("onnect", timeout=15_000)
+            # Faces messages (edge capture) are sent and acknowledged over wss://.
+            expect(student.locator("#capture-mode")).to_have_attribute(
+                "data-capture", "edge", timeout=15_000
+            )
+            expect(student.locator("#frames-acked")).not_to_have_text("0", timeout=15_000)
+
+            tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
+            expect(tile).to_have_count(1, timeout=20_000)
+            expect(tile.locator(".emotion")).to_have_attribute(
+                "data-emotion", "happy", timeout=20_000
+            )
+
+        timeline = server.api("GET", f"/api/sessions/{session['id']}/timeline", token=token)
+        assert sum(b["frames_with_face"] for b in timeline["buckets"]) > 0
+
+        # The same browser without the CA in its store refuses the page: the trust above came
+        # from the imported CA, not from any exemption.
+        bare = tmp_path / "bare-home"
+        bare.mkdir()
+        with (
+            chromium_at(bare, tmp_path / "webcam2.y4m") as browser,
+            pytest.raises(Exception, match="ERR_CERT_AUTHORITY_INVALID"),
+        ):
+            browser.new_context().new_page().goto(session["join_url"])
