@@ -249,7 +249,19 @@
     return starting;
   }
 
+  // Browsers give the camera only to a secure context (HTTPS, or this computer itself): over
+  // plain HTTP say so as the page opens, with the HTTPS link the server knows, not at "Start".
+  const insecure = window.isSecureContext === false;
+  if (insecure) {
+    $("insecure-url").textContent = location.origin;
+    CP.show($("insecure-context"), true);
+  }
+
   async function openCamera() {
+    if (insecure) {
+      CP.setError(streamError, "The camera is blocked: this page was opened over plain HTTP, not HTTPS. See the note at the top of the page.");
+      return;
+    }
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       CP.setError(streamError, "This browser can't share the camera on this page (it needs HTTPS).");
       return;
