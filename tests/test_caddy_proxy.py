@@ -10,8 +10,11 @@ live WebSocket shows the student. The gateway believes X-Forwarded-For only from
 sent straight to the gateway from another address is ignored, and through Caddy a client's own
 X-Forwarded-For is replaced by the address Caddy saw. The client addresses are told apart by
 binding the test's sockets to other loopback addresses (127.0.0.2, 127.0.0.3). /metrics and the
-API docs are not published through the proxy. And the processes `classpulse run` starts: only
-the gateway's environment holds the signing key.
+API docs are not published through the proxy. A real headless Chromium does the class through
+Caddy too, at ``https://classroom.test:PORT`` (mapped to 127.0.0.1 by Chromium's resolver: no
+loopback exemption makes it a secure context) with Caddy's root trusted in its NSS store, as a
+school's managed devices would. And the processes `classpulse run` starts: only the gateway's
+environment holds the signing key.
 
 Caddy and the service start once for the module.
 """
@@ -48,6 +51,7 @@ TEACHER = ("teacher@proxy.test", "teacher-password-proxy-1")
 # 127.0.0.1, the one address the gateway trusts.
 STUDENT_IP, TEACHER_IP, DIRECT_IP, PROXY_IP = "127.0.0.3", "127.0.0.4", "127.0.0.2", "127.0.0.1"
 FORGED = "203.0.113.7"  # TEST-NET-3: what a client claims to be
+HOST = "classroom.test"  # the private name Chromium opens (tls internal)
 
 
 def caddy_exe() -> str:
@@ -79,7 +83,8 @@ class Caddy:
             "HOME": str(workdir),
             "XDG_DATA_HOME": str(workdir / "data"),
             "XDG_CONFIG_HOME": str(workdir / "config"),
-            "CLASSPULSE_DOMAIN": f"127.0.0.1:{self.https_port}",
+            # Two site addresses: the test's own clients use the IP, Chromium the name.
+            "CLASSPULSE_DOMAIN": f"127.0.0.1:{self.https_port}, {HOST}:{self.https_port}",
             "CLASSPULSE_TLS": "internal",
             "CLASSPULSE_UPSTREAM": upstream,
             "CLASSPULSE_CADDY_ADMIN": "off",
@@ -365,6 +370,44 @@ def test_large_immutable_files_pass_the_proxy_as_the_gateway_serves_them(stack):
     assert proxied.headers["cache-control"] == IMMUTABLE
     assert proxied.headers.get("content-encoding") == direct.headers.get("content-encoding")
     assert proxied.content == direct.content and len(proxied.content) > 1_000_000
+
+
+@pytest.mark.browser
+def test_chromium_student_and_teacher_through_the_proxy(stack, teacher_session, tmp_path):
+    from playwright.sync_api import expect
+
+    from tests.test_lan_https import chromium_at
+
+    server, caddy = stack
+    base = f"https://{HOST}:{caddy.https_port}"
+    join_url = f"{base}/join/{teacher_session['join_code']}"
+    home = tmp_path / "home"
+    home.mkdir()
+    with chromium_at(home, tmp_path / "webcam.y4m", ca=caddy.root_ca) as browser:
+        teacher = browser.new_context().new_page()  # no ignore_https_errors: the CA is trusted
+        teacher.goto(base + "/login")
+        teacher.fill("input[type=email]", TEACHER[0])
+        teacher.fill("input[type=password]", TEACHER[1])
+        teacher.click("button[type=submit]")
+        teacher.wait_for_url("**/sessions")
+        teacher.goto(f"{base}/sessions/{teacher_session['id']}")
+
+        student = browser.new_context(permissions=["camera"]).new_page()
+        student.goto(join_url)
+        assert student.evaluate("() => window.isSecureContext") is True
+        student.click("#consent-accept")
+        student.fill("#display-name", "Grace")
+        student.click("#join-submit")
+        expect(student.locator("#stop")).to_be_enabled(timeout=20_000)  # the camera is on
+        # Edge capture: faces messages over wss:// through Caddy, each acknowledged.
+        expect(student.locator("#capture-mode")).to_have_attribute(
+            "data-capture", "edge", timeout=20_000
+        )
+        expect(student.locator("#frames-acked")).not_to_have_text("0", timeout=20_000)
+        # The dashboard's live socket, through Caddy too, shows her and her emotion.
+        tile = teacher.locator("[data-student-id]").filter(has_text="Grace")
+        expect(tile).to_have_count(1, timeout=20_000)
+        expect(tile.locator(".emotion")).to_have_attribute("data-emotion", "happy", timeout=30_000)
 
 
 def _children(pid: int) -> dict[str, list[int]]:
