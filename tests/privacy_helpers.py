@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
+import numpy as np
 import psycopg
 import redis
 from fastapi.testclient import TestClient
@@ -70,14 +72,29 @@ def a_class(settings: Settings) -> Iterator[Class]:
 
 
 def send_frames(client: TestClient, token: str, n: int = 1, face: bool = True) -> list[dict]:
-    """Send n real JPEG frames over the student socket; return their acks."""
+    """Send n real JPEG frames over the student socket, as the page does (under the policy "off"
+    at the presence size its config says); return their acks."""
     acks = []
     with client.websocket_connect("/ws/student", subprotocols=token_protocols(token)) as ws:
-        ws.receive_json()  # config
+        config = ws.receive_json()
+        box = (config["width"], config["height"])
+        if config["emotion_mode"] == "off":
+            box = (config["presence_width"], config["presence_height"])
         for _ in range(n):
-            ws.send_bytes(jpeg(face=face))
+            ws.send_bytes(fitted(jpeg(face=face), box))
             acks.append(next_json(ws, lambda m: m["type"] == "ack"))
     return acks
+
+
+def fitted(data: bytes, box: tuple[int, int]) -> bytes:
+    """The JPEG's picture fitted into box (width, height) as the page fits the camera's."""
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    h, w = frame.shape[:2]
+    scale = min(box[0] / w, box[1] / h, 1)
+    if scale == 1:
+        return data
+    size = (round(w * scale), round(h * scale))
+    return cv2.imencode(".jpg", cv2.resize(frame, size, interpolation=cv2.INTER_AREA))[1].tobytes()
 
 
 class Pipeline:

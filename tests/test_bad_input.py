@@ -73,7 +73,7 @@ def test_hostile_frames_are_refused_at_the_gateway(joined, settings, clean_redis
     cases = {
         b"": "not_jpeg",  # zero bytes
         PNG: "not_jpeg",
-        JPEG[: len(JPEG) // 2]: "not_jpeg",  # truncated: no end marker
+        JPEG[: len(JPEG) // 2]: "corrupt",  # truncated: no end marker
         b"\xff\xd8\xff" + b"\x00" * (10 * 1024 * 1024) + b"\xff\xd9": "too_large",  # 10 MB
         b"GIF89a" + JPEG: "not_jpeg",
     }
@@ -92,12 +92,15 @@ def test_hostile_frames_are_refused_at_the_gateway(joined, settings, clean_redis
     assert clean_redis.xlen(contracts.FRAMES_STREAM) == 1
     text = client.get("/metrics").text
     assert 'classpulse_frames_dropped_total{reason="too_large"} 1.0' in text
-    assert 'classpulse_frames_dropped_total{reason="not_jpeg"} 4.0' in text
+    assert 'classpulse_frames_dropped_total{reason="not_jpeg"} 3.0' in text
+    assert 'classpulse_frames_dropped_total{reason="corrupt"} 1.0' in text
 
 
 def test_frames_only_the_worker_can_judge_are_dropped_and_counted(settings, clean_redis, pipeline):
-    """Well-formed on the outside (the gateway never decodes): the worker drops them by reason
-    and goes on processing the good frames around them."""
+    """The gateway refuses what a JPEG's header gives away (app/ingest.py: size read as the
+    decoder reads it); what it lets through, and the same frames written to the stream directly
+    (an older gateway, a script), the worker drops by reason, processing the good frames around
+    them."""
     settings = settings.model_copy(update={"frame_max_fps": 100.0})  # not testing the rate cap
     with joined_session(settings) as (client, _, _, student):
         _send_then_process(client, student, settings, clean_redis, pipeline)
@@ -118,11 +121,26 @@ def _send_then_process(client, student, settings, clean_redis, pipeline):
         "/ws/student", subprotocols=token_protocols(student["token"])
     ) as ws:
         ws.receive_json()
+        reasons = []
         for frame in frames:
             time.sleep(0.02)  # under the (raised) rate cap
             ws.send_bytes(frame)
-            ack = _ack(ws)
-            assert ack["ok"] is True, (len(frame), ack)
+            reasons.append(_ack(ws).get("reason"))
+    assert reasons == [None, "too_large", "too_small", "too_large", "corrupt", "corrupt", None]
+    for seq, (frame, reason) in enumerate(zip(frames, reasons, strict=True), start=1):
+        if reason is not None:  # past the gateway: straight into the stream
+            clean_redis.xadd(
+                contracts.FRAMES_STREAM,
+                {
+                    contracts.F_VERSION: b"1",
+                    contracts.F_SESSION: student["session_id"].encode(),
+                    contracts.F_STUDENT: student["student_id"].encode(),
+                    contracts.F_SEQ: str(seq).encode(),
+                    contracts.F_RECEIVED_MS: str(time.time() * 1000).encode(),
+                    contracts.F_EMOTION: b"1",
+                    contracts.F_JPEG: frame,
+                },
+            )
     worker = InferenceWorker(settings, clean_redis, pipeline)
     worker.setup()
     processed = 0

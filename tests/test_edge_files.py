@@ -75,10 +75,23 @@ def test_wasm_is_served_gzip_encoded_and_cached_for_good(client: TestClient) -> 
     assert int(headers["content-length"]) == len(wire) < 5_000_000
     assert hashlib.sha256(gzip.decompress(wire)).hexdigest() == recorded()[RAW_WASM][1]
 
-    # A client that takes no gzip still gets the module, decompressed.
-    r = client.get(ORT_WASM_URL, headers={"Accept-Encoding": "identity"})
-    assert r.status_code == 200 and "content-encoding" not in r.headers
-    assert hashlib.sha256(r.content).hexdigest() == recorded()[RAW_WASM][1]
+    # Never inflated here (14 MB per request): a client that refuses gzip is told why.
+    for refusing in ("identity", "gzip;q=0, identity", "br", "gzip; q=0.0"):
+        r = client.get(ORT_WASM_URL, headers={"Accept-Encoding": refusing})
+        assert r.status_code == 406, refusing
+        assert "gzip" in r.text and "accept-encoding" in r.headers["vary"].lower()
+        assert "immutable" not in r.headers.get("cache-control", "")
+    # No Accept-Encoding at all means any coding (RFC 9110): the stored gzip, as to browsers.
+    for taking in (None, "*", "deflate, gzip;q=0.5", "GZIP"):
+        headers = {"Accept-Encoding": taking} if taking else {}
+        req = client.build_request("GET", ORT_WASM_URL, headers=headers)
+        if taking is None:
+            del req.headers["accept-encoding"]  # httpx adds its own
+        r = client.send(req, stream=True)
+        wire = b"".join(r.iter_raw())
+        r.close()
+        assert r.status_code == 200 and r.headers["content-encoding"] == "gzip", taking
+        assert wire == ORT_WASM_GZ.read_bytes()
     assert client.get(ORT_WASM_URL.replace(ORT_WEB_VERSION, "0.0.1")).status_code == 404
 
 

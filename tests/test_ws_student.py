@@ -55,6 +55,9 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
             "height": 240,
             "jpeg_quality": 0.7,
             "capture": settings.capture_mode,  # edge by default
+            "frames_allowed": True,  # a page that can't run the detector may send frames
+            "presence_width": 192,  # ...at most this size under the policy "off"
+            "presence_height": 144,
             "detector_url": "/models/face_detection_short_range.onnx",
             "faces_version": 1,
             "max_faces": settings.max_faces,
@@ -107,7 +110,7 @@ def test_bad_frames_and_messages(joined, settings, clean_redis):
         ws.send_bytes(PNG)
         assert next_json(ws, _is_ack)["reason"] == "not_jpeg"
         ws.send_bytes(JPEG[:-50])  # truncated: no end marker
-        assert next_json(ws, _is_ack)["reason"] == "not_jpeg"
+        assert next_json(ws, _is_ack)["reason"] == "corrupt"
         for garbage in ("hello", "[1, 2]", '{"type": "dance"}', '{"type": "camera"}'):
             ws.send_text(garbage)
             error = next_json(ws, lambda m: m["type"] == "error")

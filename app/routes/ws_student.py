@@ -21,6 +21,7 @@ from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from app import ingest
 from app import ws_common as wsc
 from app.auth import StudentClaims, TokenError, decode_student_token
 from app.deps import Res
@@ -37,8 +38,6 @@ router = APIRouter()
 
 MAX_PROTOCOL_ERRORS = 50  # consecutive bad control messages before the socket is closed
 OUTBOUND_QUEUE = 64  # acks + self-view updates waiting to be sent to this socket
-JPEG_START = b"\xff\xd8\xff"
-JPEG_END = b"\xff\xd9"  # browsers end with it; other encoders may pad a few bytes after it
 
 
 def _check(res: Resources, claims: StudentClaims) -> tuple[int, str] | Student:
@@ -101,7 +100,9 @@ class StudentSocket:
             "jpeg_quality": 0.7,
             # Edge capture (docs/edge-wire.md): whether to run the detector in the page, and
             # what its faces messages must look like. Crops only while emotion_mode is not off.
-            "capture": s.capture_mode,
+            # "capture", "frames_allowed" (false: never fall back to frames) and the frame size
+            # under "off" (app/ingest.py).
+            **ingest.page_config(s.capture_mode),
             "detector_url": contracts.EDGE_DETECTOR_URL,
             "faces_version": edge_wire.VERSION,
             "max_faces": s.max_faces,
@@ -162,7 +163,7 @@ class StudentSocket:
         metrics.ingest_bytes.labels(kind).inc(len(data))
         self.counts["received"] += 1
         mode = self.res.policy.mode  # checked against and stamped into the entry
-        reason = self.refusal(data, faces)
+        reason = self.refusal(data)
         if reason is None and not self.bucket.take():
             reason = "rate_limited"
             now = time.monotonic()
@@ -187,15 +188,19 @@ class StudentSocket:
                 return  # acked by the writer once Redis has it
         self.ack(seq, reason)
 
-    def refusal(self, data: bytes, faces: bool) -> str | None:
-        """Why a binary message is refused by the cheap checks (before the rate limit), or None."""
+    def refusal(self, data: bytes) -> str | None:
+        """Why a binary message is refused by the cheap checks (before the rate limit), or None:
+        consent, then what this deployment and the policy take (app/ingest.py)."""
         if self.withdrawn or not self.analysis:  # consent withdrawn or never given: refused
             return "withdrawn" if self.withdrawn else "no_consent"
-        if len(data) > self.res.settings.frame_max_bytes:
-            return "too_large"
-        if not faces:
-            return None if data.startswith(JPEG_START) and JPEG_END in data[-32:] else "not_jpeg"
-        return None
+        s = self.res.settings
+        return ingest.refusal(
+            data,
+            capture_mode=s.capture_mode,
+            emotion_mode=self.res.policy.mode,
+            frame_max_bytes=s.frame_max_bytes,
+            faces_max=ingest.faces_max_bytes(s.max_faces, self.res.frame_flow.crop_size),
+        )
 
     def faces_refusal(self, data: bytes, mode: str) -> str | None:
         """Why a faces message breaks the wire rules, or None. Crops must have the workers'
