@@ -46,8 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lan",
         action="store_true",
-        help="serve the school's network over HTTPS (listen on 0.0.0.0 unless --host; join "
-        "links on the LAN address; a local certificate authority unless --tls-cert)",
+        help="serve the school's network over HTTPS (listen on 0.0.0.0 unless --host or "
+        "CLASSPULSE_HOST; join links on the LAN address; a local certificate authority "
+        "unless --tls-cert)",
     )
     p.add_argument(
         "--tls-cert", type=Path, help="the school's certificate (PEM; CLASSPULSE_TLS_CERT)"
