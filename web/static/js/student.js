@@ -31,6 +31,9 @@
     fps: 2, max_fps: 5, max_in_flight: 2, width: 320, height: 240, jpeg_quality: 0.7,
     // Edge capture (docs/edge-wire.md); a server that doesn't say "edge" gets JPEG frames.
     capture: "frames", detector_url: "/models/face_detection_short_range.onnx",
+    // false: the school requires edge capture, and a page that can't run the detector sends
+    // nothing (never frames). Under the policy "off" frames are at most presence_width x height.
+    frames_allowed: true, presence_width: 192, presence_height: 144,
     crop_size: 64, crop_scale: 1.1, max_faces: 32,
     min_face_size: 20, detector_iou_threshold: 0.3, detector_score_threshold: null,
   };
@@ -331,6 +334,8 @@
     if (!stream || !ws || !configured || !(currentFps() > 0)) return;
     // Edge capture asked for and the detector still loading: nothing leaves the device yet.
     if (config.capture === "edge" && edge.state === "loading") return;
+    // Edge capture required and this page can't run the detector: nothing leaves the device.
+    if (!sendingFaces() && !config.frames_allowed) return;
     capturedSinceReport += 1; // a capture due now, whether it is sent or skipped below
     const inFlight = sentSeq - ackSeq;
     if (encoding || inFlight >= config.max_in_flight) {
@@ -344,10 +349,19 @@
     else captureJpeg(ws);
   }
 
-  /** Capture "frames": the picture, fitted into config.width x height, as one JPEG. */
+  /** The box JPEG frames are fitted into: under the policy "off" only what presence needs (the
+   * server's face detector sees no more of a frame), else config.width x height. */
+  function frameBox() {
+    return policyMode === "off"
+      ? { width: config.presence_width, height: config.presence_height }
+      : { width: config.width, height: config.height };
+  }
+
+  /** Capture "frames": the picture, fitted into frameBox(), as one JPEG. */
   function captureJpeg(ws) {
-    // Fit the camera picture into width x height without distorting faces.
-    const scale = Math.min(config.width / video.videoWidth, config.height / video.videoHeight, 1);
+    // Fit the camera picture into the box without distorting faces.
+    const box = frameBox();
+    const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight, 1);
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
     canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
@@ -450,6 +464,11 @@
     return config.capture === "edge" && edge.state === "ready";
   }
 
+  /** Edge capture required (no frames allowed) and this page fell back: it sends nothing. */
+  function edgeBlocked() {
+    return !config.frames_allowed && edge.state === "fallback";
+  }
+
   function cameraSize() {
     return config.capture === "edge" && edge.state !== "fallback"
       ? EDGE_CAMERA
@@ -518,9 +537,15 @@
 
   /** What leaves this device now, in plain words. */
   function captureText() {
-    const frames = "small pictures from the camera (at most " + config.width + "×" + config.height +
+    const box = frameBox();
+    const frames = "small pictures from the camera (at most " + box.width + "×" + box.height +
       ") go to the server, are analysed in memory and are never stored.";
     if (!configSeen) return "Connecting to the server: nothing is sent yet.";
+    if (edgeBlocked()) {
+      return "Nothing is sent: your school allows only on-device face detection, and " +
+        (FALLBACK_TEXT[edge.reason] || "on-device detection is off") +
+        ". You still attend the class; try another browser or device to share your camera.";
+    }
     if (config.capture !== "edge") return "Sending camera frames: " + frames;
     if (edge.state === "fallback") {
       return "Sending camera frames: " + (FALLBACK_TEXT[edge.reason] || "on-device detection is off") +
@@ -537,12 +562,12 @@
   function renderCapture() {
     const mode = $("capture-mode");
     const waiting = !configSeen || (config.capture === "edge" && edge.state === "loading");
-    mode.dataset.capture = sendingFaces() ? "edge" : waiting ? "waiting" : "frames";
+    mode.dataset.capture = sendingFaces() ? "edge" : edgeBlocked() ? "none" : waiting ? "waiting" : "frames";
     mode.dataset.fallback = edge.reason || "";
     mode.textContent = (stream || waiting ? "" : "While the camera is on: ") + captureText();
     $("capture-kind").textContent = sendingFaces()
       ? (policyMode === "off" ? "face boxes only" : "face boxes and grey face crops")
-      : waiting ? "nothing yet" : "camera frames";
+      : edgeBlocked() ? "nothing (on-device detection required)" : waiting ? "nothing yet" : "camera frames";
     const recent = edge.recent.length ? median(edge.recent) : null;
     $("detector-time").textContent = recent === null
       ? (config.capture === "edge" ? "—" : "on the server")
@@ -579,13 +604,17 @@
   function applyConfig(msg) {
     const next = Object.assign({}, config);
     ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality", "crop_size", "crop_scale", "max_faces",
-      "min_face_size", "detector_iou_threshold"].forEach(function (key) {
+      "min_face_size", "detector_iou_threshold", "presence_width", "presence_height"].forEach(function (key) {
       const value = Number(msg[key]);
       if (msg[key] !== undefined && msg[key] !== null && isFinite(value) && value >= 0) next[key] = value;
     });
     next.max_in_flight = Math.max(1, Math.floor(next.max_in_flight));
     next.width = Math.max(16, Math.floor(next.width)) || 320;
     next.height = Math.max(16, Math.floor(next.height)) || 240;
+    next.presence_width = Math.max(16, Math.floor(next.presence_width)) || 192;
+    next.presence_height = Math.max(16, Math.floor(next.presence_height)) || 144;
+    // Absent (a server from before it): frames are a page's fallback, as always.
+    next.frames_allowed = msg.frames_allowed !== false;
     next.jpeg_quality = Math.min(1, Math.max(0.1, next.jpeg_quality));
     // The faces message carries these in one byte each.
     next.crop_size = Math.min(255, Math.max(1, Math.floor(next.crop_size)));
@@ -671,7 +700,12 @@
       const reason = String(msg.reason || "other");
       counts.droppedBy[reason] = (counts.droppedBy[reason] || 0) + 1;
       $("frames-dropped").title = msg.reason ? "last reason: " + msg.reason : "";
-      if (msg.reason === "crops_not_allowed") applyPolicy({ emotion_mode: "off" }); // changed meanwhile
+      if (msg.reason === "crops_not_allowed" || msg.reason === "presence_only") {
+        applyPolicy({ emotion_mode: "off" }); // changed meanwhile
+      } else if (msg.reason === "edge_required" && config.frames_allowed) {
+        config = Object.assign({}, config, { frames_allowed: false }); // the server says so
+        renderCapture();
+      }
     }
     renderCounts();
   }
