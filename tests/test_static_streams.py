@@ -149,3 +149,58 @@ def test_stalled_wasm_readers_leave_the_gateway_within_its_memory(gateway):
         f"readers, {after:.0f} MiB with {MAX_STREAMS} streams held (+{growth:.1f} MiB)"
     )
     assert growth < 64 and max(during, after) < GATEWAY_LIMIT_MIB / 2
+
+
+def test_a_stalled_stream_is_cut_at_its_deadline_and_frees_its_slot(monkeypatch, tmp_path):
+    """BoundedFileResponse under real uvicorn (in this process, limits shrunk): two stalled
+    readers take both slots, a third request gets 503 at once; at the deadline the server closes
+    the stalled connections and the slots are free again."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from app.routes import edge_files
+
+    monkeypatch.setattr(edge_files, "MAX_STREAMS", 2)
+    monkeypatch.setattr(edge_files, "STREAM_DEADLINE_S", 1.5)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 << 20))  # far more than the socket buffers hold
+
+    async def endpoint(request):
+        return edge_files.BoundedFileResponse(big)
+
+    port = free_port()
+    config = uvicorn.Config(
+        Starlette(routes=[Route(ORT_WASM_URL, endpoint)]),
+        host="127.0.0.1",
+        port=port,
+        log_level="critical",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        a, b = stalled(base, "gzip"), stalled(base, "gzip")
+        assert status_of(a)[0] == status_of(b)[0] == 200
+        c = stalled(base, "gzip")
+        assert status_of(c)[0] == 503
+        c.close()
+        time.sleep(2.5)  # past the deadline, still not reading
+        for s in (a, b):  # what is left is what the kernel buffered: then the server's close
+            s.settimeout(5)
+            got = 0
+            while chunk := s.recv(1 << 16):
+                got += len(chunk)
+            s.close()
+            assert got < big.stat().st_size // 2  # cut, not sent in full
+        d = stalled(base, "gzip")
+        assert status_of(d)[0] == 200  # the slots came back
+        d.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
