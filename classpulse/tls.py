@@ -7,6 +7,8 @@ never served, never copied) and a server certificate signed by it for every addr
 name this machine has, issued again on start when that set changes or the certificate nears its
 end. Devices trust the CA once (a managed fleet through its console, any other device by
 accepting the warning): the page at the plain-HTTP help port says how (classpulse/cli/lan.py).
+The CA is name-constrained to private addresses and local names (and what this machine is
+called when it is made), so a stolen CA key cannot impersonate other sites to those devices.
 """
 
 from __future__ import annotations
@@ -39,6 +41,26 @@ RENEW_BEFORE_DAYS = 30  # a server certificate closer than this to its end is is
 CA_RENEW_BEFORE_DAYS = SERVER_DAYS + 1  # a CA that would end before its next leaf: made afresh
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What the local CA may certify (X.509 name constraints, enforced by browsers and OpenSSL on a
+# trusted root): a school installs it on its students' devices, so a stolen CA key must not
+# let anyone impersonate a bank or a mail provider to them. Private, shared (CGNAT), loopback
+# and link-local addresses, the private-use name suffixes, and the names and addresses this
+# machine has when the CA is made (a school network on public addresses included).
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    )
+)
+PRIVATE_SUFFIXES = ("local", "localhost", "home.arpa", "internal", "lan")
 
 
 @dataclass(frozen=True)
@@ -197,10 +219,11 @@ def _now() -> dt.datetime:
 
 
 def ensure_ca(
-    folder: Path, now: dt.datetime | None = None
+    folder: Path, now: dt.datetime | None = None, names: Sequence[str] = ()
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bool]:
     """The local CA: loaded from ``folder``, or made once (and made again only when it is
-    unreadable or would end before the next server certificate). Returns (cert, key, made)."""
+    unreadable or would end before the next server certificate), constrained to private
+    addresses and names plus ``names``. Returns (cert, key, made)."""
     now = now or _now()
     cert_path, key_path = folder / CA_CERT, folder / CA_KEY
     try:
@@ -253,6 +276,7 @@ def ensure_ca(
             critical=True,
         )
         .add_extension(ski, critical=False)
+        .add_extension(_constraints(names), critical=True)
         .sign(key, hashes.SHA256())
     )
     _write(key_path, _key_pem(key), 0o600)
@@ -260,6 +284,45 @@ def ensure_ca(
     (folder / SERVER_CERT).unlink(missing_ok=True)  # signed by the old CA: issue again
     log.info("made a local certificate authority in %s", folder)
     return cert, key, True
+
+
+def _constraints(names: Sequence[str]) -> x509.NameConstraints:
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(PRIVATE_NETWORKS)
+    domains = list(PRIVATE_SUFFIXES)
+    for n in normalise_names(names):
+        try:
+            ip = ipaddress.ip_address(n)
+        except ValueError:
+            if not any(n == d or n.endswith("." + d) for d in domains):
+                domains.append(n)
+            continue
+        if not any(ip in net for net in networks):
+            networks.append(ipaddress.ip_network(ip))
+    return x509.NameConstraints(
+        permitted_subtrees=[
+            *(x509.DNSName(d) for d in domains),
+            *(x509.IPAddress(net) for net in networks),
+        ],
+        excluded_subtrees=None,
+    )
+
+
+def permitted(ca: x509.Certificate, name: str) -> bool:
+    """Whether the CA's name constraints allow ``name`` (a CA without them allows any)."""
+    try:
+        nc = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return True
+    subtrees = nc.permitted_subtrees or []
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        domains = [t.value for t in subtrees if isinstance(t, x509.DNSName)]
+        return any(name == d or name.endswith("." + d.lstrip(".")) for d in domains)
+    return any(
+        isinstance(t, x509.IPAddress) and ip in t.value  # type: ignore[operator]
+        for t in subtrees
+    )
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -382,8 +445,17 @@ def local_certificate(
     names changed, it nears its end, or the CA changed."""
     now = now or _now()
     folder = tls_folder(data_dir)
-    ca, ca_key, _made = ensure_ca(folder, now)
     names = normalise_names(names)
+    ca, ca_key, _made = ensure_ca(folder, now, names)
+    outside = [n for n in names if not permitted(ca, n)]
+    if outside:
+        log.warning(
+            "left out of the certificate, outside what this machine's CA may certify: %s "
+            "(delete %s to make a new CA, which devices must trust again, or use --tls-cert)",
+            ", ".join(outside),
+            folder,
+        )
+        names = [n for n in names if n not in outside]
     reason = _needs_new(folder / SERVER_CERT, folder / SERVER_KEY, ca, names, now)
     if reason:
         issue_server_certificate(folder, ca, ca_key, names, now)

@@ -7,22 +7,29 @@ loopback name, so no localhost exemption makes plain HTTP a secure context.
   local CA issued, and that CA trusted in the browser's own NSS store (``certutil``, the way a
   managed device trusts it), the student joins, the camera starts, faces messages flow and the
   teacher's dashboard shows the student. The plain-HTTP help page says what each device needs,
-  offers the CA certificate (public part only), and passes axe.
+  offers the CA certificate (public part only), and passes axe. A certificate the same CA
+  signs for another site (bank.example) is refused: the CA's name constraints hold in Chromium.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from classpulse import tls
 from classpulse.cli.devserver import DevServer, free_port
 from tests.a11y import check_page
 from tests.browser import CHROMIUM, CHROMIUM_FLAGS, TEACHER, create_teacher, write_y4m
@@ -32,6 +39,34 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 HOST = "classroom.test"
+OUTSIDE = "bank.example"  # a name the local CA may not certify
+
+
+@contextmanager
+def https_server(cert: Path, key: Path) -> Iterator[int]:
+    """A one-page HTTPS server on 127.0.0.1 with this certificate; yields its port."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
@@ -56,7 +91,7 @@ def chromium_at(home: Path, webcam: Path, ca: Path | None = None) -> Iterator[Br
     write_y4m(webcam)
     args = [
         *CHROMIUM_FLAGS,
-        f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
+        f"--host-resolver-rules=MAP {HOST} 127.0.0.1,MAP {OUTSIDE} 127.0.0.1",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={webcam}",
@@ -166,6 +201,29 @@ def test_lan_https_student_streams_and_the_teacher_sees_them(
             expect(tile.locator(".emotion")).to_have_attribute(
                 "data-emotion", "happy", timeout=20_000
             )
+
+            # The trusted CA's key, stolen, signs for another site: Chromium refuses it (the
+            # CA's name constraints), while it trusts the CA for this class.
+            stolen = tmp_path / "stolen"
+            stolen.mkdir()
+            ca_key = serialization.load_pem_private_key(
+                (ca.parent / tls.CA_KEY).read_bytes(), password=None
+            )
+            ca_cert = x509.load_pem_x509_certificate(ca.read_bytes())
+            tls.issue_server_certificate(stolen, ca_cert, ca_key, [OUTSIDE])  # type: ignore[arg-type]
+            with (
+                https_server(stolen / tls.SERVER_CERT, stolen / tls.SERVER_KEY) as port,
+                pytest.raises(Exception, match="ERR_CERT_INVALID"),
+            ):
+                browser.new_context().new_page().goto(f"https://{OUTSIDE}:{port}/")
+            # The control: the same server and signing for a name inside the constraints.
+            inside = tmp_path / "inside"
+            inside.mkdir()
+            tls.issue_server_certificate(inside, ca_cert, ca_key, [HOST])  # type: ignore[arg-type]
+            with https_server(inside / tls.SERVER_CERT, inside / tls.SERVER_KEY) as port:
+                control = browser.new_context().new_page()
+                assert control.goto(f"https://{HOST}:{port}/").status == 200  # type: ignore[union-attr]
+                expect(control.locator("body")).to_have_text("ok")
 
         timeline = server.api("GET", f"/api/sessions/{session['id']}/timeline", token=token)
         assert sum(b["frames_with_face"] for b in timeline["buckets"]) > 0

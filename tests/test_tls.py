@@ -228,3 +228,54 @@ def test_names_are_checked() -> None:
         tls.normalise_names(["not a name"])
     assert tls.url_host(["localhost", "127.0.0.1", "fd00::5"], None) == "[fd00::5]"
     assert tls.url_host(NAMES, ipaddress.ip_address("192.168.1.20")) == "192.168.1.20"
+
+
+def test_ca_may_certify_only_private_addresses_and_names(tmp_path: Path) -> None:
+    """A stolen CA key must not let anyone impersonate a bank to the devices that trust it:
+    the CA is name-constrained, and OpenSSL refuses a certificate it signed for another name."""
+    files = tls.local_certificate(tmp_path, [*NAMES, "203.0.113.9"])
+    ca = _load(files.ca_cert)  # type: ignore[arg-type]
+    nc = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical
+    for name in (*NAMES, "203.0.113.9", "10.1.2.3", "fd00::1", "room12.local", "x.internal"):
+        assert tls.permitted(ca, name), name
+    for name in ("bank.example", "www.google.com", "8.8.8.8", "2001:db8::1", "testlaptop"):
+        assert not tls.permitted(ca, name), name
+
+    # Signed by the CA's key all the same (as a thief would): verification fails.
+    folder = tmp_path / "stolen"
+    folder.mkdir()
+    key = serialization.load_pem_private_key(
+        (tmp_path / tls.TLS_DIR / tls.CA_KEY).read_bytes(), password=None
+    )
+    tls.issue_server_certificate(folder, ca, key, ["bank.example"])  # type: ignore[arg-type]
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(folder / tls.SERVER_CERT, folder / tls.SERVER_KEY)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _addr = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = ssl.create_default_context(cafile=str(files.ca_cert))
+    with (
+        pytest.raises(ssl.SSLCertVerificationError, match="constraint|subtree"),
+        socket.create_connection(listener.getsockname()) as raw,
+    ):
+        client.wrap_socket(raw, server_hostname="bank.example")
+    thread.join(5)
+    listener.close()
+
+
+def test_a_later_public_address_outside_the_ca_is_left_out(tmp_path: Path) -> None:
+    tls.local_certificate(tmp_path, NAMES)
+    files = tls.local_certificate(tmp_path, [*NAMES, "198.51.100.4", "newname"])
+    assert "198.51.100.4" not in files.names and "newname" not in files.names
+    assert set(files.names) == set(tls.normalise_names(NAMES))
+    assert not files.issued  # nothing the CA may certify changed
