@@ -4,6 +4,8 @@ browser writes them (OpenCV's encoder at the page's quality) and real faces mess
 
 from __future__ import annotations
 
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -154,3 +156,34 @@ def test_presence_cap_fits_the_presence_frame_and_the_detector():
     assert max(contract.input_width, contract.input_height) == ingest.PRESENCE_SIDE
     assert max(ingest.PRESENCE_WIDTH, ingest.PRESENCE_HEIGHT) == ingest.PRESENCE_SIDE
     assert len(jpeg(192, 144, noise=True)) <= ingest.PRESENCE_FRAME_MAX_BYTES
+
+
+def mutations(seed: int, n: int) -> list[bytes]:
+    """Random damage to real JPEGs and faces messages: bit flips, cuts, insertions, splices."""
+    rng = np.random.default_rng(seed)
+    bases = [CAMERA, PRESENCE, jpeg(320, 240, noise=True), faces(), faces(2, crops=False)]
+    out = []
+    for _ in range(n):
+        data = bytearray(bases[int(rng.integers(len(bases)))])
+        for _ in range(int(rng.integers(1, 4))):
+            op, i = int(rng.integers(4)), int(rng.integers(len(data)))
+            if op == 0:
+                data[i] ^= 1 << int(rng.integers(8))
+            elif op == 1:
+                del data[i:]
+            elif op == 2:
+                data[i:i] = rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+            else:
+                data[i : i + 4] = b"\xff" + bytes([int(rng.integers(256))]) + b"\x00\x04"
+            if not data:
+                break
+        out.append(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("capture", ingest.CAPTURE_SETTINGS)
+@pytest.mark.parametrize("mode", ["per_student", "off"])
+def test_damaged_messages_get_a_known_reason_and_never_raise(capture, mode):
+    known = set(ingest.REASONS) | {None}
+    for data in mutations(seed=zlib.crc32(f"{capture}{mode}".encode()), n=1500):
+        assert decide(data, capture, mode) in known

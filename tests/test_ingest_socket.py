@@ -122,3 +122,30 @@ def test_frame_cap_is_what_pages_send_and_faces_have_their_own(settings, clean_r
         ada = k.join("Ada")
         acks = _send(k.client, ada["token"], [worst, big, every_face, every_face + b"\0"])
         assert [a.get("reason") for a in acks] == [None, "too_large", None, "too_large"]
+
+
+@pytest.mark.parametrize("capture", ["edge", "edge-only"])
+def test_damaged_messages_over_the_socket_are_refused_with_known_reasons(
+    settings, clean_redis, capture
+):
+    """Random damage to real frames and faces messages (tests/test_ingest.py's mutations),
+    under "off" too: every message gets its ack with a known reason, nothing crashes, the
+    socket goes on, and only what was acked reached the stream."""
+    from tests.test_ingest import mutations
+
+    settings = settings.model_copy(update={"capture_mode": capture, "frame_max_fps": 1e6})
+    known = set(ingest.REASONS) | set(edge_wire.REASONS) | {None}
+    with a_class(settings) as k:
+        ada = k.join("Ada")
+        acks = _send(k.client, ada["token"], mutations(seed=7, n=150))
+        k.put_policy(emotion_mode="off")
+        acks += _send(k.client, ada["token"], mutations(seed=8, n=150) + [faces(crops=False)])
+    reasons = [a.get("reason") for a in acks]
+    assert set(reasons) <= known, set(reasons) - known
+    assert reasons[-1] is None  # still taking good messages after all that
+    assert len(set(reasons)) >= 5  # the damage reaches many rules, and some still pass
+    # (<=: the gateway deletes frames nobody analysed after twice the freshness limit)
+    assert clean_redis.xlen(c.FRAMES_STREAM) <= reasons.count(None)
+    if capture == "edge-only":
+        kinds = {f[c.F_KIND] for _, f in clean_redis.xrange(c.FRAMES_STREAM)}
+        assert kinds <= {b"faces"}
