@@ -29,6 +29,18 @@ async def model_labels(redis: Redis) -> list[str] | None:
     return [str(x) for x in labels] if isinstance(labels, list) else None
 
 
+async def model_calibration(redis: Redis) -> dict[str, Any] | None:
+    """Whether the emotion model's confidence is calibrated, on what, and how right it was per
+    confidence bin, as the worker published it (worker/classifier.py ``published``); None if no
+    worker has yet. Pages word their "estimate" from this, never from a fixed sentence."""
+    try:
+        raw = await redis.hget(contracts.MODEL_INFO_KEY, "calibration")
+        info = json.loads(raw) if raw else None
+    except (RedisError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _roster(make_session: sessionmaker[Session], session_id: uuid.UUID) -> list[dict[str, Any]]:
     with make_session() as db:
         query = select(Student).where(Student.session_id == session_id)
@@ -72,6 +84,7 @@ async def build_snapshot(
         pipe.get(contracts.class_live_key(sid))
         emotions, presence, class_raw = await pipe.execute()
     labels = await model_labels(redis) or []
+    calibration = await model_calibration(redis)
     for s in students:
         s["presence"] = _latest(presence, s["student_id"])
         # A withdrawn student's last estimate is not shown, even if an update the aggregator
@@ -85,6 +98,7 @@ async def build_snapshot(
         "type": "snapshot",
         "session_id": sid,
         "labels": labels,
+        "calibration": calibration,
         "students": students,
         "policy": {"emotion_mode": policy.emotion_mode, "min_group_size": policy.min_group_size},
         "class": class_now,

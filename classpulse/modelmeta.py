@@ -8,6 +8,7 @@ This module imports neither onnx nor onnxruntime: both sides can use it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +24,95 @@ ColourSpace = Literal["grey", "rgb", "bgr"]
 
 _STRINGS = frozenset({"kind", "name", "version", "input_name", "layout", "colour", "output"})
 _OPTIONAL = frozenset({"labels", "output", "detector", "source"})
+# Written and read by Calibration, not by the field loop of ModelContract.
+_SEPARATE = frozenset({"calibration"})
 
 
 class ModelContractError(ValueError):
     """A model's metadata is missing or does not describe a usable model."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling fitted on a labelled held-out set (training/calibrate.py).
+
+    Calibrated probabilities are ``softmax(log(p) / temperature)`` for a model whose output is
+    probabilities (``softmax(z / temperature)`` for logits). ``reliability`` lists, per bin of
+    calibrated confidence (top probability), how often the top label was right on the
+    calibration set: what "right about N % of the time at this confidence" means.
+    ``uncertain_below`` is the lowest calibrated confidence at and above which the top label was
+    right at least ``target_accuracy`` of the time on that set (None: no confidence reached it).
+    Figures are measured on ``dataset`` only; another population (webcams in a classroom) may
+    differ. A model without these keys is not calibrated: nothing may claim a calibrated figure.
+    """
+
+    temperature: float
+    dataset: str  # what it was fitted on, e.g. "fer2013.csv:PublicTest"
+    size: int  # labelled images in it
+    accuracy: float  # top-1 on it (temperature scaling does not change the top label)
+    ece_before: float  # expected calibration error, 15 equal-width bins
+    ece_after: float
+    nll_before: float = 0.0
+    nll_after: float = 0.0
+    bins: int = 15
+    # [{"lo", "hi", "count", "confidence", "accuracy"}] of the calibrated probabilities.
+    reliability: tuple[dict[str, float], ...] = ()
+    target_accuracy: float | None = None
+    uncertain_below: float | None = None
+    accuracy_above: float | None = None  # measured accuracy at and above uncertain_below
+    coverage_above: float | None = None  # share of the set at and above it
+
+    def accuracy_at(self, confidence: float) -> tuple[float, int] | None:
+        """(accuracy, count) of the reliability bin holding ``confidence``; None if empty."""
+        for b in self.reliability:
+            if b["lo"] <= confidence <= b["hi"] and (confidence < b["hi"] or b["hi"] >= 1.0):
+                return (float(b["accuracy"]), int(b["count"])) if b["count"] else None
+        return None
+
+    def to_metadata(self) -> dict[str, str]:
+        rest = asdict(self)
+        out = {
+            PREFIX + "temperature": repr(float(rest.pop("temperature"))),
+            PREFIX + "calibration_set": str(rest.pop("dataset")),
+            PREFIX + "calibration_size": str(int(rest.pop("size"))),
+        }
+        rest["reliability"] = list(rest["reliability"])
+        out[PREFIX + "calibration"] = json.dumps(rest)
+        return out
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> Calibration | None:
+        """The calibration in ``meta``; None when the model carries none (not calibrated)."""
+        if PREFIX + "temperature" not in meta:
+            return None
+        try:
+            temperature = float(meta[PREFIX + "temperature"])
+            size = int(meta.get(PREFIX + "calibration_size", "0"))
+            rest = json.loads(meta.get(PREFIX + "calibration", "{}"))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ModelContractError(f"model calibration metadata is malformed: {exc}") from exc
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ModelContractError(f"{PREFIX}temperature must be positive, not {temperature}")
+        if not isinstance(rest, dict):
+            raise ModelContractError(f"{PREFIX}calibration is not a JSON object")
+        known = {f for f in cls.__dataclass_fields__} - {"temperature", "dataset", "size"}
+        fields = {k: v for k, v in rest.items() if k in known}
+        fields["reliability"] = tuple(dict(b) for b in fields.get("reliability", ()))
+        try:
+            return cls(
+                temperature=temperature,
+                dataset=meta.get(PREFIX + "calibration_set", "unknown"),
+                size=size,
+                **fields,
+            )
+        except TypeError as exc:
+            raise ModelContractError(f"model calibration metadata: {exc}") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """What pages are told (through the workers' model info): plain JSON."""
+        out = asdict(self)
+        out["reliability"] = list(out["reliability"])
+        return out
 
 
 @dataclass(frozen=True)
@@ -49,6 +135,8 @@ class ModelContract:
     detector: dict[str, Any] = field(default_factory=dict)
     # Provenance: package, file, sha256, licence, attribution.
     source: dict[str, Any] = field(default_factory=dict)
+    # Temperature scaling and what it was fitted on; None: not calibrated.
+    calibration: Calibration | None = None
 
     @property
     def channels(self) -> int:
@@ -58,7 +146,11 @@ class ModelContract:
         """Flatten to ONNX ``metadata_props`` (string → string)."""
         out = {PREFIX + "contract_version": CONTRACT_VERSION}
         for key, value in asdict(self).items():
+            if key in _SEPARATE:
+                continue
             out[PREFIX + key] = value if key in _STRINGS else json.dumps(value)
+        if self.calibration is not None:
+            out.update(self.calibration.to_metadata())
         return out
 
     @classmethod
@@ -70,8 +162,10 @@ class ModelContract:
                 f"{PREFIX}contract_version={CONTRACT_VERSION!r} missing); "
                 "export it with `classpulse export-onnx` or the converters in training/"
             )
-        raw: dict[str, Any] = {}
+        raw: dict[str, Any] = {"calibration": Calibration.from_metadata(meta)}
         for name in cls.__dataclass_fields__:
+            if name in _SEPARATE:
+                continue
             key = PREFIX + name
             if key not in meta:
                 if name in _OPTIONAL:

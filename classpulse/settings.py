@@ -21,6 +21,9 @@ MIN_SECRET_LENGTH = 32
 SECRET_FILE = "secret_key"  # under data_dir: generated on first start when no key is configured
 
 
+DEFAULT_UNCERTAIN_BELOW = 0.4  # for a model that is not calibrated, or derived no threshold
+
+
 class Settings(BaseSettings):
     """Everything configurable. Build with ``get_settings()``; tests pass overrides."""
 
@@ -115,7 +118,10 @@ class Settings(BaseSettings):
     aof_rewrite_every_s: float = Field(default=10.0, ge=0)
     bucket_seconds: int = 5
     smoothing_alpha: float = 0.5
-    uncertain_below: float = 0.4  # smoothed top probability under this is shown as uncertain
+    # A smoothed top probability under this is shown as "uncertain". None: the threshold the
+    # emotion model's calibration derived (modelmeta.Calibration.uncertain_below, published by
+    # the workers), else DEFAULT_UNCERTAIN_BELOW. A number here overrides the model's.
+    uncertain_below: float | None = Field(default=None, ge=0, le=1)
     # A face box shorter than this (pixels, shorter side) is upscaled to the 64 px model input and
     # read unreliably: shown as "face too small" instead of a label.
     small_face_px: int = 48

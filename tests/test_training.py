@@ -289,14 +289,23 @@ def test_csv_train_resume_export_evaluate(tmp_path, capsys):
     from worker.classifier import EmotionClassifier
     from worker.runtime import OnnxModel
 
+    # With --data, the export fitted a temperature on the held-out split (PublicTest), and the
+    # service applies it: softmax(log(p) / T) of the graph's own probabilities.
+    cal = contract.calibration
+    assert cal is not None and res["calibration"]["temperature"] == cal.temperature
+    assert (cal.dataset, cal.size, cal.bins) == ("fer.csv:PublicTest", 14, 15)
+    assert cal.nll_after <= cal.nll_before + 1e-9 and len(cal.reliability) == 15
     service = EmotionClassifier([OnnxModel(model, providers=("cpu",))])
     crops = faces(np.arange(7), side=64)
     assert service.labels == LABELS
-    assert np.allclose(
-        service.classify_crops(crops),
-        session.run(None, {"input": ((crops.astype(np.float32) - 127.5) / 127.5)[..., None]})[0],
-        atol=1e-6,
-    )
+    raw = session.run(None, {"input": ((crops.astype(np.float32) - 127.5) / 127.5)[..., None]})[0]
+    z = np.log(raw.astype(np.float64)) / cal.temperature
+    tempered = np.exp(z - z.max(1, keepdims=True))
+    tempered /= tempered.sum(1, keepdims=True)
+    assert np.allclose(service.classify_crops(crops), tempered, atol=1e-5)
+    assert (service.classify_crops(crops).argmax(1) == raw.argmax(1)).all()  # same top label
+    raw_service = EmotionClassifier([OnnxModel(model, providers=("cpu",))], calibrated=False)
+    assert np.allclose(raw_service.classify_crops(crops), raw, atol=1e-6)
 
     summaries = {}
     for name in (out / "best.pt", model):

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from classpulse import contracts as c
 from classpulse.db import make_engine
-from classpulse.settings import Settings
+from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
 from classpulse.streams import (
     Backoff,
     Entry,
@@ -50,6 +50,7 @@ RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, 
 MIN_STREAK = 2  # faced frames after a (re)start before a label is shown
 STATE_IDLE_S = 300.0  # a student's smoothing state unused this long is dropped (memory bound)
 PRUNE_EVERY_S = 60.0
+THRESHOLD_READ_S = 10.0  # the workers' published "uncertain" threshold is re-read this often
 
 APPLY_IDS = text(
     "INSERT INTO applied_results (id) SELECT unnest(CAST(:ids AS text[])) "
@@ -88,6 +89,7 @@ class Aggregator:
         self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
         self.policy = self.privacy.policy
         self.class_mix = ClassMix()
+        self._threshold, self._threshold_at = DEFAULT_UNCERTAIN_BELOW, -THRESHOLD_READ_S
         self._pending_own = True  # on start, first re-read what this name left unacknowledged
         self._last_reclaim = 0.0
         self._last_prune = time.monotonic()
@@ -202,9 +204,7 @@ class Aggregator:
             state.probs = a * p + (1 - a) * state.probs
         k = int(np.argmax(state.probs))
         update.confidence = round(float(state.probs[k]), 4)
-        update.emotion = (
-            labels[k] if update.confidence >= self.settings.uncertain_below else "uncertain"
-        )
+        update.emotion = labels[k] if update.confidence >= self.uncertain_below() else "uncertain"
         update.probs = {
             label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)
         }
@@ -216,6 +216,21 @@ class Aggregator:
         elif update.emotion == "uncertain":
             update.quality = "low_confidence"
         return update
+
+    def uncertain_below(self) -> float:
+        """The setting when given, else the threshold the workers publish (their model's
+        calibration, or the default), re-read at most every THRESHOLD_READ_S."""
+        if self.settings.uncertain_below is not None:
+            return self.settings.uncertain_below
+        now = time.monotonic()
+        if now - self._threshold_at > THRESHOLD_READ_S:
+            self._threshold_at = now
+            try:
+                raw = self.r.hget(c.MODEL_INFO_KEY, "uncertain_below")
+                self._threshold = float(raw) if raw else DEFAULT_UNCERTAIN_BELOW
+            except (redis.RedisError, ValueError):
+                pass  # keep the last one
+        return self._threshold
 
     def prune(self, now: float | None = None) -> None:
         """Forget students not seen for STATE_IDLE_S: their smoothing restarts anyway after a

@@ -175,6 +175,9 @@ class InferenceWorker:
             # What edge-capture pages are told (through the gateway) to cut their crops to.
             info["crop_size"] = str(self.crop_size)
             info["crop_scale"] = repr(self.pipeline.classifier.crop_scale)
+        if self.pipeline.classifier is not None:
+            # Calibrated or not, on what, and the "uncertain" threshold in force (pages, aggregator).
+            info |= self.pipeline.classifier.published(self.settings.uncertain_below)
         self.r.hset(c.MODEL_INFO_KEY, mapping=info)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
         self.heartbeat.last = 0.0
         self.heartbeat.beat()

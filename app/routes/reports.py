@@ -11,13 +11,15 @@ import json
 import uuid
 from typing import Annotated, Any, Literal
 
+import anyio.from_thread
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import select
 
 from app.auth import client_address
-from app.deps import CurrentTeacher, DbSession, SettingsDep
+from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
 from app.session_access import visible_session
+from app.snapshot import model_calibration
 from classpulse import alert_rules, audit
 from classpulse import policy as org_policy
 from classpulse.db import Alert, Student
@@ -28,13 +30,15 @@ router = APIRouter(prefix="/api/sessions", tags=["reports"])
 
 @router.get("/{session_id}/history")
 def history(
-    session_id: str, user: CurrentTeacher, db: DbSession, settings: SettingsDep
+    session_id: str, user: CurrentTeacher, db: DbSession, settings: SettingsDep, redis: RedisDep
 ) -> dict[str, Any]:
-    """Class mix and presence per bucket, summary and alerts; the roster in per_student mode."""
+    """Class mix and presence per bucket, summary and alerts; the roster in per_student mode;
+    whether the model serving now is calibrated (the page words its estimates from it)."""
     session = visible_session(db, user, session_id)
     report = reports.build_report(db, session, org_policy.load(db), settings.bucket_seconds)
     data = report.as_json()
     data["rows"] = [r.as_dict() for r in report.class_rows]  # students: see the drill-down
+    data["calibration"] = anyio.from_thread.run(model_calibration, redis)
     return data
 
 

@@ -1,4 +1,4 @@
-"""`classpulse train | evaluate | export-onnx`.
+"""`classpulse train | evaluate | calibrate | export-onnx`.
 
 Imports nothing heavy at module level: every command's parser is built from it, and the
 service does not have torch installed (it is the optional `train` extra).
@@ -68,10 +68,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ImportError:
         return _missing_torch()
     try:
-        summary = evaluate(args.data, args.model, args.split, args.out)
+        summary = evaluate(
+            args.data,
+            args.model,
+            args.split,
+            args.out,
+            extra_models=args.extra_model or (),
+            crops_only=args.crops_only,
+            detector=args.detector,
+        )
     except (ValueError, FileNotFoundError) as exc:
         return _fail(exc)
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit an ONNX classifier's temperature on a labelled held-out set and write a copy whose
+    metadata carries it (weights untouched); prints one JSON line."""
+    try:
+        from training.calibrate import calibrate_onnx
+    except ImportError:
+        return _missing_torch()
+    try:
+        result = calibrate_onnx(
+            args.model,
+            args.data,
+            args.out,
+            split=args.split,
+            target=args.target_accuracy,
+            crops_only=args.crops_only,
+            detector=args.detector,
+            dataset_name=args.dataset_name,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(exc)
+    print(json.dumps(result))
     return 0
 
 
@@ -88,10 +120,25 @@ def cmd_export(args: argparse.Namespace) -> int:
             size = load_checkpoint(args.checkpoint)[1]["input"]["height"]
             data = load_split(args.data, args.split, size).images
         result = export_onnx(args.checkpoint, args.out, data)
+        if args.data and args.calibrate_split != "none":
+            # Temperature from a held-out split (not the test split the report is made on).
+            from training.calibrate import calibrate_onnx
+
+            cal = calibrate_onnx(
+                args.out, args.data, args.out, args.calibrate_split, args.target_accuracy
+            )
+            result |= {"sha256": cal["sha256"], "calibration": cal["calibration"]}
     except (ExportError, ValueError, FileNotFoundError) as exc:
         return _fail(exc)
     print(json.dumps(result))
     return 0
+
+
+def _target(value: str) -> float:
+    x = float(value)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError("an accuracy between 0 and 1, e.g. 0.7")
+    return x
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,7 +176,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a .pt checkpoint or .onnx model",
         description=cmd_evaluate.__doc__,
     )
-    p.add_argument("--data", required=True, help="fer2013.csv or an image folder dataset")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="fer2013.csv, FER2013 folders (train/ val/ test/), or a folder of face photos or "
+        "video frames labelled by folder name (happy/*.jpg) run through detector → crop → model",
+    )
     p.add_argument("--model", required=True, help="a .pt checkpoint or an .onnx model")
     p.add_argument(
         "--split",
@@ -137,7 +189,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Training, PublicTest, PrivateTest (folders: train, val, test)",
     )
     p.add_argument("--out", help="report folder (default next to the model)")
+    p.add_argument(
+        "--extra-model",
+        action="append",
+        metavar="ONNX",
+        help="average with this model too (an ensemble, as CLASSPULSE_EXTRA_EMOTION_MODELS); "
+        "also measures each model alone: accuracy, ECE, ms per face",
+    )
+    p.add_argument(
+        "--crops-only",
+        action="store_true",
+        help="face folders hold already-cropped faces: no detector",
+    )
+    p.add_argument("--detector", help="detector ONNX for face folders (default full range)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser(
+        "calibrate",
+        help="fit an .onnx classifier's temperature on a labelled held-out set",
+        description=cmd_calibrate.__doc__,
+    )
+    p.add_argument("--model", required=True, help="the .onnx classifier")
+    p.add_argument("--data", required=True, help="as for evaluate: CSV, FER folders or faces")
+    p.add_argument("--split", default="PublicTest", help="held-out split (default PublicTest)")
+    p.add_argument("--out", required=True, help="the calibrated .onnx to write (may be --model)")
+    p.add_argument(
+        "--target-accuracy",
+        type=_target,
+        default=0.7,
+        help="derive the 'uncertain' threshold: the confidence above which the calibrated model "
+        "was right at least this often on the set (default 0.7)",
+    )
+    p.add_argument(
+        "--dataset-name",
+        help="how pages name the set, e.g. 'FER2013 PublicTest' (default: its file name)",
+    )
+    p.add_argument("--crops-only", action="store_true", help="face folders are crops already")
+    p.add_argument("--detector", help="detector ONNX for face folders (default full range)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = subparsers.add_parser(
         "export-onnx", help="export a checkpoint for the service", description=cmd_export.__doc__
@@ -146,4 +235,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--data", help="also check parity on images of this dataset")
     p.add_argument("--split", default="PrivateTest", help="split used with --data")
+    p.add_argument(
+        "--calibrate-split",
+        default="PublicTest",
+        help="with --data: fit the temperature on this held-out split ('none': don't)",
+    )
+    p.add_argument("--target-accuracy", type=_target, default=0.7, help="as for calibrate")
     p.set_defaults(func=cmd_export)

@@ -35,6 +35,33 @@
     return Math.round(p * 100) + " %";
   }
 
+  // What a tile's percentage means, worded from the model's calibration as the workers publish
+  // it (snapshot.calibration): how often the model was right at that confidence on the set it
+  // was calibrated on, or that it is not calibrated. Never a fixed claim.
+  let calibration = null;
+  function estimateText(confidence) {
+    const c = calibration;
+    if (!c || !c.calibrated) return "estimate (not calibrated)";
+    const bin = (c.reliability || []).find((b) => confidence >= b.lo && (confidence < b.hi || b.hi >= 1));
+    if (!bin || !bin.count) return "estimate, calibrated on " + c.dataset + " (no image there had this confidence)";
+    return "estimate, calibrated: right about " + pct(bin.accuracy) + " of the time at this confidence on " +
+      c.dataset + " (" + bin.count + " of " + c.size + " images)";
+  }
+  function showCalibration() {
+    let note = document.getElementById("calibration-note");
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "calibration-note";
+      note.className = "muted";
+      tiles.parentNode.insertBefore(note, tiles);
+    }
+    const c = calibration;
+    note.textContent = c && c.calibrated
+      ? "Percentages: estimate, calibrated on " + c.dataset + " (" + c.size + " images); a percentage's tooltip says how often the model was right at that confidence there."
+      : "Percentages: estimate (not calibrated). The model's own score, not how often it is right.";
+    note.hidden = policy.mode === "off"; // no emotion estimates at all
+  }
+
   // --- student state -------------------------------------------------------------------------
 
   function viewOf(s) {
@@ -113,8 +140,9 @@
     const swatch = Boolean(v.emotion && labels.includes(v.emotion));
     emotion.dataset.swatch = swatch ? "yes" : "no";
     emotion.style.setProperty("--emo", swatch ? colorOf(v.emotion) : "transparent");
-    el.querySelector(".confidence").textContent =
-      v.emotion && typeof v.confidence === "number" ? pct(v.confidence) : "";
+    const conf = el.querySelector(".confidence");
+    conf.textContent = v.emotion && typeof v.confidence === "number" ? pct(v.confidence) : "";
+    conf.title = conf.textContent ? estimateText(v.confidence) : "";
     renderProbs(el.querySelector(".probbar"), v.probs);
     const face = el.querySelector(".face");
     face.textContent = v.faces === null ? "" : v.faces > 0 ? "face seen" : "no face";
@@ -247,6 +275,8 @@
 
   function applySnapshot(msg) {
     if (Array.isArray(msg.labels) && msg.labels.length) labels = msg.labels.slice();
+    calibration = msg.calibration || null;
+    showCalibration();
     students.clear();
     joinedOrder = 0;
     tiles.replaceChildren();
@@ -717,6 +747,7 @@
       policy.mode = p.emotion_mode;
       policy.minGroup = Number(p.min_group_size) || policy.minGroup;
     }
+    showCalibration();
     if (klass !== undefined) policy.klass = klass;
     if (policy.mode !== "per_student") {
       // Estimates received under the earlier mode go too.

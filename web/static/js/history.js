@@ -96,6 +96,30 @@
     CP.show(note, p.emotion_mode !== "per_student");
   }
 
+  // How far the estimates can be trusted, from the model's calibration metadata (the workers
+  // publish it; the history endpoint passes it on): never a fixed sentence.
+  function renderCalibration(c, mode) {
+    let note = document.getElementById("calibration-note");
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "calibration-note";
+      note.className = "muted";
+      const anchor = document.getElementById("policy-note");
+      anchor.parentNode.insertBefore(note, anchor.nextSibling);
+    }
+    if (!c || !c.calibrated) {
+      note.textContent = "Expressions: estimate (not calibrated). A percentage is the model's own score, not how often it is right.";
+    } else if (typeof c.uncertain_below === "number" && typeof c.accuracy_above === "number") {
+      note.textContent = "Expressions: estimate, calibrated: right about " + pct(c.accuracy_above) +
+        " of the time at a confidence of " + pct(c.uncertain_below) + " or more on " + c.dataset +
+        " (" + c.size + " images); the figures below are averages of such estimates.";
+    } else {
+      note.textContent = "Expressions: estimate, calibrated on " + c.dataset + " (" + c.size + " images, accuracy " +
+        pct(c.accuracy) + " there); the figures below are averages of such estimates.";
+    }
+    note.hidden = mode === "off"; // presence only: no estimates to qualify
+  }
+
   function renderAlerts(alerts) {
     const list = document.getElementById("alert-list");
     list.replaceChildren();
@@ -189,6 +213,7 @@
       document.getElementById("report-" + fmt).href = sessionPath + "/report?format=" + fmt;
     });
     renderPolicy(data);
+    renderCalibration(data.calibration, data.policy.emotion_mode);
     renderSummary(data);
     renderAlerts(data.alerts || []);
     const rows = data.rows || [];
