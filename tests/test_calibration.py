@@ -322,3 +322,16 @@ def test_evaluate_and_calibrate_on_fer2013_csv(tmp_path, capsys):
     assert (res["kind"], res["split"], res["n"]) == ("fer2013", "PrivateTest", 28)
     assert res["ece_before"] is not None and res["ece_after"] is not None
     assert res["ensemble"][0]["calibrated"] and not res["ensemble"][1]["calibrated"]
+
+
+def test_aggregator_follows_the_published_threshold_unless_set(settings, clean_redis, engine):
+    from worker.aggregator import Aggregator
+
+    assert settings.uncertain_below is None  # default: follow the model
+    agg = Aggregator(settings, clean_redis, engine)
+    assert agg.uncertain_below() == DEFAULT_UNCERTAIN_BELOW  # no worker has published yet
+    clean_redis.hset(c.MODEL_INFO_KEY, "uncertain_below", "0.55")
+    agg._threshold_at = -1e9  # as if THRESHOLD_READ_S had passed
+    assert agg.uncertain_below() == 0.55
+    pinned = Aggregator(settings.model_copy(update={"uncertain_below": 0.3}), clean_redis, engine)
+    assert pinned.uncertain_below() == 0.3  # the setting overrides the model's
