@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Bump the version whenever the text changes in substance: each student row stores the version it
 # accepted, and a join that names an older version is refused so the student reads the new text.
-CONSENT_VERSION = "2026-12-1"
+CONSENT_VERSION = "2026-12-6"
 
 # One text for every policy mode: the join page shows, next to it, which mode this school has set.
 # Plain text, which the join page (web/static/js/student.js noticeNodes) turns into DOM nodes,
@@ -26,10 +26,12 @@ What the server does with them
   this page), it may also estimate one of seven expressions (angry, disgust, fear, happy, sad,
   surprise, neutral). It does not recognise who you are: you are identified only by the display
   name you type here.
-- Images and face pictures are analysed in memory and then discarded. They are never written to
-  disk, never stored in the database and never shown to anyone. Only numbers (whether a face was
-  seen and, where the setting allows, which expression and how confident) are kept, grouped in
-  short time periods, and deleted automatically after the school's retention period.
+- Images and face pictures are analysed in memory and deleted within seconds, as soon as they
+  are analysed. They are never kept, never stored in the database and never shown to anyone (the
+  server's queue may hold one on disk for a few seconds until it is analysed and deleted). Only
+  numbers (whether a face was seen and, where the setting allows, which expression and how
+  confident) are kept, grouped in short time periods, and deleted automatically after the
+  school's retention period.
 
 Who sees what, by the school's setting
 - "Per student": your teacher sees your display name, whether your camera is on, and your
