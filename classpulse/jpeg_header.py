@@ -10,7 +10,7 @@ than emulate every tolerance of the decoder, this reader accepts only the clean 
 encoders (a browser's ``canvas.toBlob``, OpenCV, libjpeg's own ``cjpeg``) write: after SOI, each
 marker directly where the previous segment ends (fill bytes ``FF`` allowed, as the standard
 does), only markers libjpeg knows before the first scan, exactly one frame header, a scan after
-it and ``FF D9`` at the very end. On such a file the decoder meets the same markers in the same
+it and ``FF D9`` at the end. On such a file the decoder meets the same markers in the same
 order, so the size returned here is the size it will decode; anything else is refused.
 """
 
@@ -24,6 +24,7 @@ SOF_ANY = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB,
 # DNL, APP0-APP15, COM.
 SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xDC, *range(0xE0, 0xF0), 0xFE})
 SOS, EOI, SOI = 0xDA, 0xD9, 0xD8
+EOI_SLACK = 32  # the EOI marker must be within this many bytes of the end
 
 
 class JpegHeaderError(ValueError):
@@ -42,7 +43,9 @@ def jpeg_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != SOI:
         raise JpegHeaderError("not_jpeg", "not a JPEG (no SOI marker)")
-    if data[-2:] != b"\xff\xd9":
+    # EOI ends what browsers write; a few bytes of padding after it are tolerated (some encoders
+    # write them). Entropy-coded data can hold no FF D9, so a cut-off file has none near its end.
+    if b"\xff\xd9" not in data[-EOI_SLACK:]:
         raise JpegHeaderError("corrupt", "JPEG is truncated (no EOI marker at its end)")
     size: tuple[int, int] | None = None
     i = 2
