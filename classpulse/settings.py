@@ -134,13 +134,26 @@ class Settings(BaseSettings):
     retention_whole_days: bool = False
     student_token_ttl_s: int = 4 * 3600
     access_token_ttl_s: int = 12 * 3600
+    # Failed logins (wrong email or password; an attempt counts while it is checked and is taken
+    # back when it was right) per minute: per account from browsers that never logged in to it,
+    # and per account again for browsers that did (a count strangers cannot use up)...
     login_attempts_per_minute: int = 10
+    # ...and per client address (one address = one school: correct logins are never counted).
+    login_failures_per_minute_per_address: int = 30
     # Request bodies are small JSON documents (the largest, a policy or alert rules, is under
     # 2 KB); anything bigger is refused with 413 before it is read. Frames travel over the
     # student WebSocket, which has its own cap (frame_max_bytes).
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    joins_per_minute_per_address: int = 30  # a classroom behind one NAT joins from one address
-    joins_per_minute_per_session: int = 120
+    # Join codes that are wrong or whose class ended (join page lookups and joins) per client
+    # address per minute: guessing codes is stopped, a school's typos and old links are not.
+    join_failures_per_minute_per_address: int = 120
+    # Every join per client address per minute: a whole school behind one NAT address joins
+    # within its first period's minute; a flood beyond that is refused.
+    joins_per_minute_per_address: int = 3000
+    # Join attempts per session per minute; None: twice the session's student cap
+    # (max_students_per_session): a whole class joins in a minute, the next student is told the
+    # class is full (409), and a flood of fake names is refused (429) past that.
+    joins_per_minute_per_session: int | None = None
     max_students_per_session: int = Field(default=250, ge=1)
     # camera/stats/ping messages a student socket may send per second (burst: 4x); the page
     # sends about one a second.

@@ -26,6 +26,8 @@ from tests.test_gateway_helpers import (
 )
 
 NEW_PASSWORD = "a fresh passphrase 42"
+# The acting admin's own password, entered again for a set-password link.
+REAUTH = {"current_password": PASSWORD}
 
 
 def _token(link: dict[str, Any]) -> str:
@@ -101,8 +103,8 @@ def test_link_expires_and_a_newer_link_ends_the_older(settings):
     headers = bearer(settings, admin, "admin")
     with client_for(settings) as client:
         path = f"/api/admin/users/{teacher}/password-link"
-        first = _token(client.post(path, headers=headers).json())
-        second = _token(client.post(path, headers=headers).json())
+        first = _token(client.post(path, json=REAUTH, headers=headers).json())
+        second = _token(client.post(path, json=REAUTH, headers=headers).json())
         body = {"token": first, "new_password": NEW_PASSWORD}
         r = client.post("/api/auth/set-password", json=body)
         assert r.status_code == 400, r.text
@@ -117,12 +119,64 @@ def test_link_expires_and_a_newer_link_ends_the_older(settings):
         )
         assert ok.status_code == 200
         # Teachers can't make links; unknown accounts are 404.
-        assert client.post(path, headers=bearer(settings, teacher)).status_code == 403
+        assert client.post(path, json=REAUTH, headers=bearer(settings, teacher)).status_code == 403
         assert (
-            client.post("/api/admin/users/99999/password-link", headers=headers).status_code == 404
+            client.post(
+                "/api/admin/users/99999/password-link", json=REAUTH, headers=headers
+            ).status_code
+            == 404
         )
     entries = _entries(settings, "account.password_link")
     assert len(entries) == 2 and all(e.ip for e in entries)
+
+
+def test_a_link_needs_the_acting_admins_own_password(settings):
+    """A set-password link takes over an account: without the acting admin's password entered
+    again there is none, for a teacher, another admin or the admin themself; each refusal is
+    audited and counts as a failed login of the admin's account."""
+    settings = settings.model_copy(update={"login_attempts_per_minute": 3})
+    admin = make_user(settings, "admin@school.example", "admin")
+    other = make_user(settings, "other@school.example", "admin")
+    teacher = make_user(settings, "t@school.example")
+    headers = bearer(settings, admin, "admin")
+    wrong = {"current_password": "not my password"}
+    with client_for(settings) as client:
+        for target in (teacher, other, admin):
+            path = f"/api/admin/users/{target}/password-link"
+            assert client.post(path, headers=headers).status_code == 422  # no password at all
+            r = client.post(path, json={"current_password": ""}, headers=headers)
+            assert r.status_code == 403 and r.json()["detail"] == "the current password is wrong"
+        # Another admin's password is not this admin's.
+        r = client.post(
+            f"/api/admin/users/{teacher}/password-link",
+            json=REAUTH,
+            headers=bearer(settings, make_user(settings, "new@school.example", "admin"), "admin"),
+        )
+        assert r.status_code == 201  # (its own password: PASSWORD, as every test account's)
+        with psycopg.connect(settings.database_url) as conn:
+            links = conn.execute("SELECT user_id FROM password_links").fetchall()
+        assert links == [(teacher,)]
+        refused = _entries(settings, "account.password_link_refused")
+        assert sorted(int(e.target_id) for e in refused) == sorted([teacher, other, admin])
+        assert all(e.actor_email == "admin@school.example" and e.ip for e in refused)
+        # Three wrong passwords were counted for the admin's account: the fourth try is refused
+        # even with the right password, as a login would be.
+        r = client.post(f"/api/admin/users/{teacher}/password-link", json=wrong, headers=headers)
+        assert r.status_code == 429, r.text
+        r = client.post(f"/api/admin/users/{teacher}/password-link", json=REAUTH, headers=headers)
+        assert r.status_code == 429
+        r = client.post(
+            "/api/auth/login", json={"email": "admin@school.example", "password": PASSWORD}
+        )
+        assert r.status_code == 429 and "this account" in r.json()["detail"]
+        # A teacher never gets that far, password or not.
+        r = client.post(
+            f"/api/admin/users/{teacher}/password-link",
+            json=REAUTH,
+            headers=bearer(settings, teacher),
+        )
+        assert r.status_code == 403 and "admin" in r.json()["detail"]
+    assert len(_entries(settings, "account.password_link")) == 1
 
 
 def test_last_active_admin_can_be_neither_deactivated_nor_demoted(settings):
@@ -161,10 +215,10 @@ def test_deactivated_accounts_tokens_stop_at_once_and_reactivation(settings):
         assert client.get("/api/auth/me", headers=teacher_headers).status_code == 401
         # A deactivated account gets no link either (409), until reactivated.
         link = f"/api/admin/users/{teacher}/password-link"
-        assert client.post(link, headers=headers).status_code == 409
+        assert client.post(link, json=REAUTH, headers=headers).status_code == 409
         r = client.patch(f"/api/admin/users/{teacher}", json={"active": True}, headers=headers)
         assert r.status_code == 200 and r.json()["active"] is True
-        assert client.post(link, headers=headers).status_code == 201
+        assert client.post(link, json=REAUTH, headers=headers).status_code == 201
         # The admin can rename an account too; control characters are refused.
         r = client.patch(
             f"/api/admin/users/{teacher}", json={"display_name": "Mr T"}, headers=headers
@@ -433,12 +487,16 @@ def test_links_of_a_demoted_admin_stop_working(settings):
     with client_for(settings) as client:
         by_a = _token(
             client.post(
-                f"/api/admin/users/{b}/password-link", headers=bearer(settings, a, "admin")
+                f"/api/admin/users/{b}/password-link",
+                json=REAUTH,
+                headers=bearer(settings, a, "admin"),
             ).json()
         )
         for_a = _token(
             client.post(
-                f"/api/admin/users/{a}/password-link", headers=bearer(settings, b, "admin")
+                f"/api/admin/users/{a}/password-link",
+                json=REAUTH,
+                headers=bearer(settings, b, "admin"),
             ).json()
         )
         r = client.patch(

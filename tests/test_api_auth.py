@@ -61,7 +61,9 @@ def test_login_sets_token_and_cookie(settings):
 
 
 def test_bad_credentials_then_rate_limited(settings):
-    settings = settings.model_copy(update={"login_attempts_per_minute": 3})
+    settings = settings.model_copy(
+        update={"login_attempts_per_minute": 3, "login_failures_per_minute_per_address": 5}
+    )
     make_user(settings, "t@school.example")
     with client_for(settings) as client:
         for _ in range(3):
@@ -72,9 +74,12 @@ def test_bad_credentials_then_rate_limited(settings):
         r = client.post("/api/auth/login", json={"email": "t@school.example", "password": PASSWORD})
         assert r.status_code == 429
         assert 1 <= int(r.headers["retry-after"]) <= 60 and "too many" in r.json()["detail"]
-        # The limit per client address holds for other accounts too.
+        # Failures per client address (the four above, the refused one included) hold for other
+        # accounts too.
         r = client.post("/api/auth/login", json={"email": "other@school.example", "password": "x"})
-        assert r.status_code == 429
+        assert r.status_code == 401
+        r = client.post("/api/auth/login", json={"email": "other@school.example", "password": "x"})
+        assert r.status_code == 429 and "this address" in r.json()["detail"]
 
 
 def test_unknown_email_is_401(settings):

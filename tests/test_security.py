@@ -153,7 +153,7 @@ def test_guessing_cannot_lock_the_teacher_out_of_their_browser(settings):
 
 
 def test_login_limit_counts_per_client_address(settings):
-    settings = settings.model_copy(update={"login_attempts_per_minute": 3})
+    settings = settings.model_copy(update={"login_failures_per_minute_per_address": 3})
     make_user(settings, "t@school.example")
     make_user(settings, "u@school.example")
     with client_for(settings) as client:
@@ -211,8 +211,11 @@ def test_join_refuses_disguised_names_through_the_api(settings):
 
 
 def test_joins_are_limited_per_address_and_per_session_and_capped(settings):
+    """Wrong codes per address, every join per address, join attempts per session and the cap
+    (school-sized numbers: tests/test_school_limits.py)."""
     settings = settings.model_copy(
         update={
+            "join_failures_per_minute_per_address": 2,
             "joins_per_minute_per_address": 3,
             "joins_per_minute_per_session": 5,
             "max_students_per_session": 6,
@@ -230,7 +233,11 @@ def test_joins_are_limited_per_address_and_per_session_and_capped(settings):
             join(client, code, "S4")
             join(client, code, "S5")
             r = client.post(f"/api/join/{code}", json={"display_name": "S6", "consent": True})
-            assert r.status_code == 429 and "code" in r.json()["detail"]
+            assert r.status_code == 429 and "session" in r.json()["detail"]
+        with from_address(client, "10.0.2.3"):  # two wrong codes, then even a right one waits
+            assert client.get("/api/join/WRONG234").status_code == 404
+            assert client.get("/api/join/WRONG345").status_code == 404
+            assert client.get(f"/api/join/{code}").status_code == 429
         # The cap: a session with the most students allowed refuses the next join.
         settings_cap = settings.model_copy(
             update={"joins_per_minute_per_session": 100, "max_students_per_session": 2}

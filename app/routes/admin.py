@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.accounts import UserOut, revoke
+from app.accounts import UserOut, check_current_password, revoke
 from app.auth import client_address
-from app.deps import CurrentAdmin, DbSession, RedisDep, SettingsDep
+from app.deps import CurrentAdmin, DbSession, RedisDep, Res, SettingsDep
 from app.text_rules import PlainText, TeacherName
 from classpulse import audit
 from classpulse.accounts import (
@@ -207,21 +207,56 @@ async def update_user(
     return _out(user, owned.get(user.id, 0))
 
 
+class ReauthIn(BaseModel):
+    """The acting admin's own password, entered again."""
+
+    current_password: str = Field(max_length=1024)
+
+
 @router.post(
     "/users/{user_id}/password-link",
     response_model=PasswordLinkOut,
     status_code=status.HTTP_201_CREATED,
 )
-def new_password_link(
-    user_id: UserId, admin: CurrentAdmin, db: DbSession, settings: SettingsDep, request: Request
+async def new_password_link(
+    user_id: UserId,
+    body: ReauthIn,
+    admin: CurrentAdmin,
+    db: DbSession,
+    res: Res,
+    request: Request,
 ) -> PasswordLinkOut:
     """A one-time set-password link for the account (shown once; 24 h; the account's older
-    links end). The password stays as it is until the link is used."""
-    user = db.get(User, user_id)
+    links end). The password stays as it is until the link is used.
+
+    The link takes over the account, so the acting admin enters their own password again, for
+    every account, theirs and other admins' included: a stolen or unattended admin session cannot
+    take over accounts. A wrong password is 403, audited (``account.password_link_refused``) and
+    counted as a failed login of the admin's account (429 past the login limits)."""
+    user = await run_in_threadpool(db.get, User, user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such account")
     if not user.active:
         raise HTTPException(status.HTTP_409_CONFLICT, "reactivate the account first")
-    link = _new_link(db, user, admin, settings, request)
-    db.commit()
-    return link
+    try:
+        await check_current_password(res, request, admin, body.current_password)
+    except HTTPException as exc:
+        if exc.status_code == status.HTTP_403_FORBIDDEN:
+
+            def refused() -> None:
+                detail = {"email": user.email, "reason": "wrong password"}
+                ip = client_address(request)
+                audit.record(
+                    db, admin, "account.password_link_refused", "user", user.id, detail, ip
+                )
+                db.commit()
+
+            await run_in_threadpool(refused)
+        raise
+
+    def issue() -> PasswordLinkOut:
+        link = _new_link(db, user, admin, res.settings, request)
+        db.commit()
+        return link
+
+    return await run_in_threadpool(issue)

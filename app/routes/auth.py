@@ -1,20 +1,30 @@
 """Login (bearer token + HttpOnly cookie), logout, password change and who-am-I.
 
-Guessing is limited twice: per client address (every attempt counts), and per account for
-browsers the account has not logged in from (a device cookie marks those it has), so a student
-hammering the teacher's email can't lock the teacher out of their own browser.
+Failed logins are limited, correct ones never (a whole school logs in from one NAT address):
+per client address and per account for browsers the account has not logged in from, and per
+account on their own count for browsers it has (a device cookie marks those), so a student
+hammering the teacher's email can lock out neither the teacher's own browser nor the school.
+Every other check of a password (a password change, an admin's re-authentication) goes against
+the same counts.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app.accounts import UserOut, revoke
+from app.accounts import (
+    UserOut,
+    check_current_password,
+    login_limits,
+    refund_attempt,
+    reserve_attempt,
+    revoke,
+)
 from app.auth import (
     ACCESS_COOKIE,
     DEVICE_COOKIE,
@@ -22,10 +32,8 @@ from app.auth import (
     client_address,
     create_access_token,
     create_device_token,
-    device_email,
 )
 from app.deps import CurrentUser, DbSession, Res, current_user
-from app.ratelimit import count_in_window
 from app.text_rules import TeacherName
 from classpulse import audit
 from classpulse.accounts import (
@@ -34,11 +42,11 @@ from classpulse.accounts import (
     redeem_password_link,
     set_display_name,
     set_password,
-    verify_password,
 )
 from classpulse.db import User, utcnow
 from classpulse.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
@@ -105,34 +113,14 @@ async def login(
     db: DbSession,
 ) -> LoginOut:
     """Exchange email and password for an access token, also set as the `cp_access` cookie."""
-    settings, redis, refused = res.settings, res.redis, res.metrics.rate_limited
+    settings = res.settings
     email = body.email.strip().lower()
-    account_key = "cp:login:email:" + email
-    # Count before checking the password so parallel guesses cannot all slip under a limit.
-    limit = settings.login_attempts_per_minute
-    known_device = device_email(settings, request) == email
-    try:
-        ip_attempts, ip_ttl = await count_in_window(
-            redis, "cp:login:ip:" + (client_address(request) or "unknown")
-        )
-        if ip_attempts > limit:
-            refused.labels("login_address").inc()
-            raise _too_many("too many login attempts from this address; wait a minute", ip_ttl)
-        if not known_device:
-            attempts, ttl = await count_in_window(redis, account_key)
-            if attempts > limit:
-                refused.labels("login_account").inc()
-                raise _too_many(
-                    "too many login attempts for this account; wait a minute, or log in from"
-                    " a browser that has logged in to it before",
-                    ttl,
-                )
-    except RedisError as exc:
-        raise HTTPException(
-            503, "login is unavailable: the rate limiter cannot reach Redis"
-        ) from exc
-    # argon2 verification costs tens of milliseconds of CPU: keep it off the event loop.
+    # Failures are what count: an attempt is counted before its password is checked (parallel
+    # guesses cannot all slip under a limit) and taken back when it was right.
+    limits = login_limits(settings, request, email)
+    await reserve_attempt(res, limits, "login")
 
+    # argon2 verification costs tens of milliseconds of CPU: keep it off the event loop.
     def check() -> User | None:
         user = authenticate(db, body.email, body.password)
         if user is not None:
@@ -143,7 +131,7 @@ async def login(
     user = await run_in_threadpool(check)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
-    await redis.delete(account_key)  # a success clears this account's count (not the address's)
+    await refund_attempt(res, limits)
     response.set_cookie(
         DEVICE_COOKIE,
         create_device_token(settings, email),
@@ -173,13 +161,18 @@ async def logout(request: Request, response: Response, res: Res, db: DbSession) 
 
 @router.post("/password", response_model=LoginOut)
 async def change_password(
-    body: PasswordIn, user: CurrentUser, response: Response, res: Res, db: DbSession
+    body: PasswordIn,
+    user: CurrentUser,
+    request: Request,
+    response: Response,
+    res: Res,
+    db: DbSession,
 ) -> LoginOut:
-    """Change your password: every other token of the account ends; this browser gets a new one."""
+    """Change your password: every other token of the account ends; this browser gets a new one.
+    A wrong current password counts as a failed login."""
+    await check_current_password(res, request, user, body.current_password)
 
     def change() -> None:
-        if not verify_password(user.password_hash, body.current_password):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
         try:
             set_password(user, body.new_password)
         except AccountError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -16,12 +17,14 @@ from app.auth import client_address, create_student_token
 from app.consent import CONSENT_TEXT, CONSENT_VERSION
 from app.deps import CurrentStudent, DbSession, RedisDep, Res
 from app.presence import publish_presence
-from app.ratelimit import count_in_window
+from app.ratelimit import Limit, Refused, address_key, refund, reserve
+from app.resources import Resources
 from app.students import withdraw_student
 from app.text_rules import DisplayNameError, clean_display_name
 from classpulse.db import ClassSession, ConsentRecord, Student, User, utcnow
 from classpulse.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["join"])
 JoinCode = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -51,24 +54,73 @@ class JoinOut(BaseModel):
     analysis: bool  # False: consent declined, frames are refused, presence only
 
 
+# Unknown and ended codes get the same answer: someone guessing codes cannot tell a code that
+# was used once from one that never was. A student whose class ended while their page is open
+# learns it from their socket ("session ended"), which needs their token, not from this answer.
+NO_OPEN_SESSION = (
+    "no open class session has this join code: check the link with your teacher"
+    " (a class that has ended can't be joined)"
+)
+
+
 def open_session(db: Session, code: str) -> ClassSession:
-    """The session of a join code: 404 unknown, 410 ended."""
+    """The open session of a join code; 404 for an unknown code and an ended session alike."""
     code = code.strip().upper()
     if not (code.isascii() and code.isalnum()):  # join codes are letters and digits only
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no class session has this join code")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_OPEN_SESSION)
     session = db.scalar(select(ClassSession).where(ClassSession.join_code == code))
-    if session is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no class session has this join code")
-    if session.ended_at is not None:
-        raise HTTPException(status.HTTP_410_GONE, "this class session has ended")
+    if session is None or session.ended_at is not None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_OPEN_SESSION)
+    return session
+
+
+def _too_many(refused: Refused, res: Resources) -> HTTPException:
+    res.metrics.rate_limited.labels(refused.limit.metric).inc()
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        refused.limit.message,
+        headers={"Retry-After": str(refused.retry_after)},
+    )
+
+
+def _unavailable() -> HTTPException:
+    return HTTPException(503, "joining is unavailable: Redis cannot be reached")
+
+
+async def _checked_code(
+    request: Request, res: Resources, db: Session, code: str, *also: Limit
+) -> ClassSession:
+    """The open session of ``code``, with the per-address limit on wrong codes (and ``also``)
+    applied: the lookup counts as a failure until the code turned out right, so a valid code
+    (a student's join, a teacher reloading the join page) never counts, and 1,000 guesses
+    from one address are refused after ``join_failures_per_minute_per_address``."""
+    address = address_key(client_address(request))
+    failures = Limit(
+        f"cp:join:fail:{address}",
+        res.settings.join_failures_per_minute_per_address,
+        "join_address",
+        "too many wrong or ended join codes from this address; wait a minute and try again",
+    )
+    try:
+        await reserve(res.redis, failures, *also)
+    except Refused as refused:
+        raise _too_many(refused, res) from None
+    except RedisError as exc:
+        raise _unavailable() from exc
+    session = await run_in_threadpool(open_session, db, code)  # 404: stays counted
+    try:
+        await refund(res.redis, failures.key)
+    except RedisError as exc:  # one valid lookup stays counted: harmless
+        log.warning("join: cannot take back a valid code's count: %s", exc)
     return session
 
 
 @router.get("/join/{code}", response_model=JoinInfo)
-def join_info(code: JoinCode, db: DbSession, res: Res) -> JoinInfo:
-    """What a student reads before joining: the class, its teacher and the consent notice."""
-    session = open_session(db, code)
-    owner = db.get(User, session.owner_id)
+async def join_info(code: JoinCode, request: Request, db: DbSession, res: Res) -> JoinInfo:
+    """What a student reads before joining: the class, its teacher and the consent notice.
+    Unknown and ended codes are answered alike (404); wrong codes count against the address."""
+    session = await _checked_code(request, res, db, code)
+    owner = await run_in_threadpool(db.get, User, session.owner_id)
     return JoinInfo(
         session_title=session.title,
         teacher=owner.display_name if owner else "",
@@ -76,28 +128,6 @@ def join_info(code: JoinCode, db: DbSession, res: Res) -> JoinInfo:
         consent_text=CONSENT_TEXT,
         emotion_mode=res.policy.mode,
     )
-
-
-async def _limit_joins(request: Request, res: Res, code: str) -> None:
-    """Joins per client address and per join code, per minute, across gateways: a script that
-    floods a session with fake students is refused long before the session's cap."""
-    settings = res.settings
-    limits = (
-        ("address", client_address(request) or "unknown", settings.joins_per_minute_per_address),
-        ("code", code.strip().upper()[:64], settings.joins_per_minute_per_session),
-    )
-    try:
-        for what, value, limit in limits:
-            count, ttl = await count_in_window(res.redis, f"cp:join:{what}:{value}")
-            if count > limit:
-                res.metrics.rate_limited.labels("join_" + what).inc()
-                raise HTTPException(
-                    status.HTTP_429_TOO_MANY_REQUESTS,
-                    f"too many joins from this {what}; wait a minute and try again",
-                    headers={"Retry-After": str(ttl)},
-                )
-    except RedisError as exc:
-        raise HTTPException(503, "joining is unavailable: Redis cannot be reached") from exc
 
 
 @router.post("/join/{code}", response_model=JoinOut, status_code=status.HTTP_201_CREATED)
@@ -109,9 +139,37 @@ async def join(
     res: Res,
 ) -> JoinOut:
     """Join with a display name: ``consent: true`` after reading the notice, or ``false`` to
-    attend without analysis. Either answer is recorded (a consent record per join)."""
-    await _limit_joins(request, res, code)
-    return await run_in_threadpool(_join, db, res.settings, code, body)
+    attend without analysis. Either answer is recorded (a consent record per join).
+
+    Limits (per minute, in Redis, across gateways): wrong or ended codes per address; every join
+    per address (sized for a whole school behind one address); join attempts per session (twice
+    the session's student cap unless set), and the cap itself. A reconnecting page never joins again:
+    its socket reuses the token it has."""
+    settings = res.settings
+    address = address_key(client_address(request))
+    flood = Limit(
+        f"cp:join:address:{address}",
+        settings.joins_per_minute_per_address,
+        "join_address",
+        "too many joins from this address; wait a minute and try again",
+    )
+    session = await _checked_code(request, res, db, code, flood)
+    per_session = settings.joins_per_minute_per_session or 2 * settings.max_students_per_session
+    try:
+        await reserve(
+            res.redis,
+            Limit(
+                f"cp:join:session:{session.id}",
+                per_session,
+                "join_code",
+                "too many joins to this class session; wait a minute and try again",
+            ),
+        )
+    except Refused as refused:
+        raise _too_many(refused, res) from None
+    except RedisError as exc:
+        raise _unavailable() from exc
+    return await run_in_threadpool(_join, db, settings, code, body)
 
 
 def _join(db: Session, settings: Settings, code: str, body: JoinIn) -> JoinOut:

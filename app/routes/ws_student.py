@@ -16,12 +16,13 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 import msgspec
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app import ingest
+from app import ingest, students
 from app import ws_common as wsc
 from app.auth import StudentClaims, TokenError, decode_student_token
 from app.deps import Res
@@ -376,17 +377,27 @@ async def student_socket(ws: WebSocket, res: Res) -> None:
     gauge = res.metrics.sockets.labels("student")
     await wsc.accept(ws)
     gauge.inc()
+    # One socket per student: a newer one (another tab, a reloaded page) replaces this one.
+    scope = anyio.CancelScope()
+
+    def replaced() -> None:
+        conn.close_with = (students.REPLACED, students.REPLACED_REASON)
+        scope.cancel()
+
+    sockets = students.student_sockets(ws.app)
+    held = sockets.open(conn.student_id, replaced)
     try:
-        with res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
+        with scope, res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
             await res.hub.joined(conn.session_id)
             await ws.send_json(conn.config())
             await conn.presence("present" if conn.analysis else "no_analysis")
             await wsc.run_pair(conn.receive, conn.send)
     finally:
+        sockets.close(held)
         gauge.dec()
         with wsc.shielded(2.0):
             await res.frame_flow.close(conn.counts)
-        if not conn.withdrawn:
+        if not conn.withdrawn and not held.replaced:  # a replacing socket speaks for them
             with wsc.shielded(2.0):
                 await conn.presence("disconnected")
         with wsc.shielded(2.0):

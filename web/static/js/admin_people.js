@@ -121,16 +121,71 @@
     await patch(user, { role: role }, user.email + " is now " + (role === "admin" ? "an admin." : "a teacher."));
   }
 
-  async function newLink(user) {
-    const result = await A.call("/api/admin/users/" + user.id + "/password-link", { method: "POST" });
-    if (!result) return;
-    if (!result.ok) {
-      status.textContent = CP.errorText(result, "Couldn't make a link (HTTP " + result.status + ").");
+  // A set-password link takes over the account: the admin enters their own password again
+  // (app/routes/admin.py). Not through A.call: its 403 is "wrong password" here, not "not an
+  // admin", and the dialog stays open to try again.
+  const reauth = document.getElementById("reauth-dialog");
+  const reauthForm = document.getElementById("reauth-form");
+  const reauthPassword = document.getElementById("reauth-password");
+  const reauthError = document.getElementById("reauth-error");
+  let reauthUser = null;
+
+  function newLink(user) {
+    reauthUser = user;
+    document.getElementById("reauth-for").textContent = user.email;
+    reauthForm.reset();
+    CP.setError(reauthError, "");
+    reauth.showModal();
+    reauthPassword.focus();
+  }
+
+  document.getElementById("reauth-cancel").addEventListener("click", function () {
+    reauth.close();
+  });
+
+  reauth.addEventListener("close", function () {
+    reauthPassword.value = ""; // never left in the page
+  });
+
+  reauthForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const user = reauthUser;
+    if (!user) return;
+    if (!reauthPassword.value) {
+      CP.setError(reauthError, "Enter your password.");
+      reauthPassword.focus();
       return;
     }
+    const ok = document.getElementById("reauth-ok");
+    ok.disabled = true;
+    let result;
+    try {
+      result = await CP.api("/api/admin/users/" + user.id + "/password-link", {
+        method: "POST",
+        body: { current_password: reauthPassword.value },
+      });
+    } catch (err) {
+      CP.setError(reauthError, "Can't reach the server.");
+      return;
+    } finally {
+      ok.disabled = false;
+    }
+    if (result.status === 401) {
+      CP.toLogin();
+      return;
+    }
+    if (!result.ok) {
+      const fallback = result.status === 403
+        ? "Your password is wrong."
+        : "Couldn't make a link (HTTP " + result.status + ").";
+      CP.setError(reauthError, CP.errorText(result, fallback));
+      reauthPassword.select();
+      return;
+    }
+    reauth.close();
     showLink(user.email, result.data);
     status.textContent = "New set-password link for " + user.email + "; older links of the account no longer work.";
-  }
+  });
 
   form.addEventListener("submit", async function (event) {
     event.preventDefault();

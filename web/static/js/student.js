@@ -81,8 +81,8 @@
   }
 
   function joinFailure(status, fallback) {
-    if (status === 404) return "This join link is unknown. Check the link with your teacher.";
-    if (status === 410) return "This session has ended.";
+    // Unknown codes and ended classes get the same answer (no oracle for code guessing).
+    if (status === 404 || status === 410) return "This join link is unknown, or its class has ended. Check the link with your teacher.";
     if (status === 429) return "Too many attempts. Wait a minute, then try again.";
     return fallback;
   }
@@ -759,6 +759,18 @@
       }
       if (sessionOver || event.reason === "session ended") {
         expire("This session has ended. Thank you for taking part.", "session ended");
+        return false;
+      }
+      if (event.code === 4409) {
+        // A newer socket of this student took over (another tab or window: app/students.py).
+        // Stop without reconnecting, or two tabs would take the class from each other; the join
+        // is kept, so reloading this tab continues the class here.
+        finished = true;
+        stopCamera(false);
+        live.stop();
+        setConn("closed", "open in another tab");
+        CP.setError(streamError, "This class is open in another tab or window, so this page stopped. Reload this page to continue here instead.");
+        setButtons();
         return false;
       }
       if (event.code === 4401 || event.code === 4403 || event.code === 4404) {
