@@ -29,31 +29,6 @@ from training.data import IMAGE_SUFFIXES, LABELS, DataError, load_split, resize
 Predict = Callable[[np.ndarray], np.ndarray]  # uint8 N×H×W → probabilities N×C
 
 
-def onnx_predictor(path: Path) -> tuple[Predict, tuple[str, ...], int, None]:
-    """Run with onnxruntime as the service does: size, layout, scaling and labels from metadata."""
-    import onnxruntime as ort
-
-    from classpulse.modelmeta import ModelContract
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    c = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
-    if c.input_height != c.input_width:
-        raise ValueError(f"{path}: non-square input {c.input_height}×{c.input_width}")
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        x = (images.astype(np.float32) - c.mean) / c.std
-        x = np.repeat(x[..., None], c.channels, axis=-1)  # grey data for an RGB model
-        if c.layout == "NCHW":
-            x = x.transpose(0, 3, 1, 2)
-        out = session.run(None, {c.input_name: np.ascontiguousarray(x)})[0]
-        if c.output == "logits":
-            e = np.exp(out - out.max(1, keepdims=True))
-            out = e / e.sum(1, keepdims=True)
-        return out
-
-    return predict, c.labels, c.input_height, None
-
-
 def torch_predictor(path: Path) -> tuple[Predict, tuple[str, ...], int, list | None]:
     import torch
 

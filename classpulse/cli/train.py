@@ -101,6 +101,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             detector=args.detector,
             dataset_name=args.dataset_name,
         )
+    except ImportError:  # onnx, to write the metadata
+        return _missing_torch()
     except (ValueError, FileNotFoundError) as exc:
         return _fail(exc)
     print(json.dumps(result))
