@@ -104,7 +104,9 @@ _serial = itertools.count(1)
 _GENEROUS = {
     "joins_per_minute_per_address": 1_000_000,
     "joins_per_minute_per_session": 1_000_000,
+    "join_failures_per_minute_per_address": 1_000_000,
     "login_attempts_per_minute": 1_000_000,
+    "login_failures_per_minute_per_address": 1_000_000,
 }
 
 

@@ -313,7 +313,11 @@ ACCESS: dict[tuple[str, str], Call] = {
     ("PATCH", "/api/admin/users/{user_id}"): Call(
         "admin_only", 200, json={"active": False}, fresh=True
     ),
-    ("POST", "/api/admin/users/{user_id}/password-link"): Call("admin_only", 201),
+    # A link takes over the account: the acting admin's own password again (a wrong one: 403,
+    # test_refusals_of_the_security_pass below).
+    ("POST", "/api/admin/users/{user_id}/password-link"): Call(
+        "admin_only", 201, json={"current_password": PASSWORD}
+    ),
     ("GET", "/api/admin/students"): Call("admin_only", 200),
     ("GET", "/api/admin/sessions/{session_id}/data"): Call("admin_only", 200),
     ("GET", "/api/admin/status"): Call("admin_only", 200),
@@ -529,7 +533,9 @@ def test_access_matrix(settings, clean_redis):
         update={
             "joins_per_minute_per_address": 100_000,
             "joins_per_minute_per_session": 100_000,
+            "join_failures_per_minute_per_address": 100_000,
             "login_attempts_per_minute": 100_000,
+            "login_failures_per_minute_per_address": 100_000,
         }
     )
     # A live worker, so /readyz answers 200 rather than 503 "no worker".
@@ -557,3 +563,55 @@ def test_access_matrix(settings, clean_redis):
     assert not problems, f"{len(problems)} of {calls} calls wrong:\n  " + "\n  ".join(problems)
     # Not vacuous: every served route was called as every caller.
     assert calls == len(served) * len(IDENTITIES)
+
+
+def test_refusals_of_the_security_pass(settings, clean_redis):
+    """The refusals added by the second security pass, as every caller: a join code that never
+    existed and one whose class ended are answered alike (no oracle, whoever asks); a
+    set-password link with a wrong password of the acting admin is refused; a second socket of
+    a student replaces the first (4409)."""
+    problems: list[str] = []
+    with client_for(settings) as client:
+        w = build_world(client, settings)
+        ended = new_session(client, w.headers[TEACHER_A], "Ended class")
+        r = client.post(f"/api/sessions/{ended['id']}/end", headers=w.headers[TEACHER_A])
+        assert r.status_code == 200
+        link = f"/api/admin/users/{w.user_ids[TEACHER_A]}/password-link"
+        wrong_password = {
+            ANON: 401,
+            STUDENT_A: 401,
+            STUDENT_B: 401,
+            TEACHER_A: 403,
+            TEACHER_B: 403,
+            ADMIN: 403,
+        }
+        for who in IDENTITIES:
+            headers = w.headers[who]
+            answers = []
+            for code in ("NEVERUSED", ended["join_code"]):
+                for method, body in (
+                    ("GET", None),
+                    ("POST", {"display_name": "X", "consent": True}),
+                ):
+                    r = client.request(method, f"/api/join/{code}", headers=headers, json=body)
+                    answers.append((r.status_code, r.text))
+            if len(set(answers)) != 1 or answers[0][0] != 404:
+                problems.append(f"{who}: unknown and ended codes answered {answers}")
+            r = client.post(link, headers=headers, json={"current_password": "not it"})
+            if r.status_code != wrong_password[who]:
+                problems.append(f"{who}: link with a wrong password: {r.status_code} {r.text}")
+            elif who == ADMIN and r.json()["detail"] != "the current password is wrong":
+                problems.append(f"{who}: link with a wrong password: {r.text}")
+            client.cookies.clear()
+        protocols = token_protocols(w.students["A"]["token"])
+        with client.websocket_connect("/ws/student", subprotocols=protocols) as first:
+            assert first.receive_json()["type"] == "config"
+            with client.websocket_connect("/ws/student", subprotocols=protocols) as second:
+                assert second.receive_json()["type"] == "config"
+                try:
+                    while True:
+                        first.receive_json()
+                except WebSocketDisconnect as exc:
+                    if exc.code != 4409:
+                        problems.append(f"the replaced student socket closed with {exc.code}")
+    assert not problems, "\n  ".join(problems)

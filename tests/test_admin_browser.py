@@ -1,7 +1,7 @@
 """The admin pages end to end in headless Chromium against the whole service as deployed.
 
-One test runs accounts and the policy: the admin adds a teacher, the teacher sets a password
-through the one-time link, creates a session and renames themself on the account page; a
+One test runs accounts and the policy: the admin adds a teacher, makes a new link (their own
+password asked for again), the teacher sets a password through the one-time link, creates a session and renames themself on the account page; a
 teacher gets the "administrators only" state and 403s; the admin loosens the policy through the
 confirmation dialog. The other runs reports, the audit log, erasure and the system status. Each
 admin page is checked with axe-core and screenshotted to artifacts/screenshots/<page>.png.
@@ -60,6 +60,22 @@ def test_admin_manages_people_and_policy_in_chromium(server):
             "never"
         )
         check_page(admin, "admin-people")
+
+        # A new link for an existing account asks for the admin's own password first; a wrong
+        # one is refused in the dialog. The newer link ends the first.
+        first_link = link
+        admin.get_by_role("button", name=f"New set-password link for {NEW_TEACHER}").click()
+        expect(admin.locator("#reauth-dialog")).to_be_visible()
+        admin.fill("#reauth-password", "not my password")
+        admin.click("#reauth-ok")
+        expect(admin.locator("#reauth-error")).to_contain_text("the current password is wrong")
+        check_page(admin, "admin-people-reauth")
+        admin.fill("#reauth-password", ADMIN_PASSWORD)
+        admin.click("#reauth-ok")
+        expect(admin.locator("#reauth-dialog")).to_be_hidden()
+        expect(admin.locator("#link-url")).not_to_have_attribute("href", first_link)
+        link = admin.locator("#link-url").get_attribute("href") or ""
+        assert "/set-password#token=" in link
 
         # The teacher follows the link, sets a password, is logged in and creates a session.
         teacher = browser.new_context().new_page()

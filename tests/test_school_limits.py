@@ -254,3 +254,26 @@ def test_reconnects_never_count_and_a_newer_socket_replaces_the_older(settings, 
                         contracts.presence_key(session["id"]), ada["student_id"]
                     )
                     assert b'"present"' in presence  # the replaced socket said nothing
+
+
+@pytest.mark.slow
+def test_fuzzing_the_limited_operations_with_the_shipped_limits(settings):
+    """Schemathesis (tests/fuzz_harness.py) over the operations these limits guard, with the
+    shipped limits rather than the harness's generous ones: the fuzzer's random codes and
+    passwords run into the failure limits, and every answer, 429s included, is a 4xx that
+    matches its schema."""
+    from tests.fuzz_harness import Fuzzer, serve
+
+    operations = ("/api/join/", "/api/auth/login", "/api/auth/password", "password-link")
+    with serve(settings) as (base_url, errors):
+        fuzz = Fuzzer(settings, base_url, errors, examples=8, hostile_examples=1, seconds=150)
+        try:
+            for only in operations:
+                fuzz.run(only=only)
+            figures = fuzz.figures
+            print(figures.summary())
+            assert not figures.findings, figures.summary() + "\n\n" + figures.report()
+            assert figures.statuses[429] > 0, "no limit was reached"
+            assert all(status < 500 for status in figures.statuses)
+        finally:
+            fuzz.close()
