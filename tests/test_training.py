@@ -465,3 +465,38 @@ def test_fine_tune_from_shipped_and_evaluate_shipped(tmp_path, capsys):
         capsys=capsys,
     )
     assert code == 2 and "mini_xception" in err
+
+
+def test_export_without_a_held_out_split_stays_not_calibrated(tmp_path, capsys):
+    data, out = write_folders(tmp_path / "ds"), tmp_path / "run"  # train/ and test/, no val/
+    code, _, err = run(
+        "train",
+        "--data",
+        data,
+        "--arch",
+        "simple_cnn",
+        "--epochs",
+        1,
+        "--out",
+        out,
+        capsys=capsys,
+    )
+    assert code == 0, err
+    model = tmp_path / "m.onnx"
+    code, res, err = run(
+        "export-onnx",
+        "--checkpoint",
+        out / "best.pt",
+        "--out",
+        model,
+        "--data",
+        data,
+        "--split",
+        "test",
+        capsys=capsys,
+    )
+    assert code == 0, err
+    assert res["calibration"] is None and "no val/ folder" in res["not_calibrated"]
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert "classpulse.temperature" not in meta
+    assert ModelContract.from_metadata(meta).calibration is None

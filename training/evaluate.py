@@ -324,9 +324,14 @@ def compare_ensemble(got: Labelled, models: Sequence[Path], out: Path) -> list[d
         f"{got.kind}: {got.source} ({len(got.y)} faces)",
         f"{'model':<58} {'accuracy':>8} {'ECE':>7} {'ms/face':>8} calibrated",
     ]
+
+    def said(r: dict) -> str:
+        if r["temperature"]:
+            return f"yes (T={r['temperature']:.3f})"
+        return "members are" if r["calibrated"] else "no"
+
     lines += [
-        f"{r['model']:<58} {r['accuracy']:8.3f} {r['ece']:7.3f} {r['ms_per_face']:8.3f} "
-        f"{'yes (T=' + format(r['temperature'], '.3f') + ')' if r['temperature'] else 'no'}"
+        f"{r['model']:<58} {r['accuracy']:8.3f} {r['ece']:7.3f} {r['ms_per_face']:8.3f} {said(r)}"
         for r in rows
     ]
     (out / "ensemble.txt").write_text("\n".join(lines) + "\n")

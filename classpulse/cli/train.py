@@ -125,11 +125,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.data and args.calibrate_split != "none":
             # Temperature from a held-out split (not the test split the report is made on).
             from training.calibrate import calibrate_onnx
+            from training.data import DataError
 
-            cal = calibrate_onnx(
-                args.out, args.data, args.out, args.calibrate_split, args.target_accuracy
-            )
-            result |= {"sha256": cal["sha256"], "calibration": cal["calibration"]}
+            try:
+                cal = calibrate_onnx(
+                    args.out, args.data, args.out, args.calibrate_split, args.target_accuracy
+                )
+                result |= {"sha256": cal["sha256"], "calibration": cal["calibration"]}
+            except DataError as exc:  # no such split: the model stays "not calibrated"
+                result |= {"calibration": None, "not_calibrated": str(exc)}
     except (ExportError, ValueError, FileNotFoundError) as exc:
         return _fail(exc)
     print(json.dumps(result))
