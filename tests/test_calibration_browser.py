@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from classpulse import contracts as c
+from classpulse.cli.devserver import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.browser import chromium, create_teacher, teacher_logged_in
 from tests.history_helpers import seed_session
 from tests.test_calibration import MINI, overconfident
@@ -89,6 +90,13 @@ def test_tile_and_history_say_what_the_percentage_means(calibrated_server, setti
             f"estimate, calibrated: right about {round(accuracy * 100)} % of the time at this"
             f" confidence on synthetic test set ({count} of 500 images)",
         )
+        # The admin's status page summarises it (not the whole reliability table).
+        admin = teacher_logged_in(browser, server, (ADMIN_EMAIL, ADMIN_PASSWORD))
+        admin.goto(server.base + "/admin/status")
+        expect(admin.locator("#models-list")).to_contain_text(
+            f"calibrated on synthetic test set (500 images): T = {cal.temperature}"
+        )
+        admin.close()
 
         # A worker with the shipped (uncalibrated) model publishes so; the pages say so.
         shipped = EmotionClassifier([OnnxModel(MINI, providers=("cpu",))]).published()

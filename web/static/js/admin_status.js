@@ -87,6 +87,16 @@
         } catch (err) {
           /* shown as published */
         }
+      } else if (k === "calibration") {
+        try {
+          const c = JSON.parse(value); // worker/classifier.py published(): a summary, not the table
+          value = c.calibrated
+            ? "calibrated on " + c.dataset + " (" + c.size + " images): T = " + c.temperature +
+              ", ECE " + c.ece_before.toFixed(3) + " → " + c.ece_after.toFixed(3) + ", accuracy " + Math.round(c.accuracy * 100) + " %"
+            : "not calibrated (" + c.why + ")";
+        } catch (err) {
+          /* shown as published */
+        }
       }
       return [k, value];
     });
