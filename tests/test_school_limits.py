@@ -10,6 +10,7 @@ verification reads them) so 50 logins take milliseconds each instead of a fifth 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -17,9 +18,11 @@ from functools import cache
 import psycopg
 import pytest
 from argon2 import PasswordHasher
+from redis import asyncio as aioredis
 from sqlalchemy.orm import Session
 from starlette.websockets import WebSocketDisconnect
 
+from app.ratelimit import Limit, Refused, address_key, refund, reserve
 from app.students import REPLACED, REPLACED_REASON
 from classpulse import contracts
 from classpulse.db import User, make_engine
@@ -78,6 +81,34 @@ def test_the_shipped_numbers():
     assert DEFAULTS.max_students_per_session == 250
     assert DEFAULTS.login_failures_per_minute_per_address == 30
     assert DEFAULTS.login_attempts_per_minute == 10
+
+
+def test_counting_by_address_and_taking_back(redis_url, clean_redis):
+    """IPv6 clients count by their /64 (one host gets a whole one); a count taken back after its
+    window ended leaves nothing behind (a bare DECR would leave -1 without a TTL, for ever)."""
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2:ffff::1")
+    assert address_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1" == address_key("192.0.2.1")
+    assert address_key(None) == "unknown"
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        limit = Limit("cp:test:limit", 2, "join_address", "too many")
+        try:
+            await reserve(client, limit)
+            await reserve(client, limit)
+            with pytest.raises(Refused) as refused:
+                await reserve(client, limit)
+            assert refused.value.limit is limit and 1 <= refused.value.retry_after <= 60
+            await refund(client, limit.key)
+            assert int(await client.get(limit.key)) == 2
+            await client.delete(limit.key)  # the window ended while the attempt was checked
+            await refund(client, limit.key)
+            assert await client.exists(limit.key) == 0
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 def test_600_students_join_20_sessions_from_one_address_within_a_minute(settings, clean_redis):
