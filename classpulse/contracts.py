@@ -205,7 +205,8 @@ class LiveUpdate(msgspec.Struct):
     session_id: str
     student_id: str
     t: float  # epoch seconds
-    # present | no_face | camera_off | disconnected | withdrawn | no_analysis (declined consent)
+    # present | no_face | camera_off | disconnected | reconnecting (dropped without a goodbye:
+    # the page is retrying) | withdrawn | no_analysis (declined consent)
     presence: str = "present"
     emotion: str | None = None  # label, "uncertain", or None when there is no face / no data
     confidence: float | None = None

@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 import httpx
 import websockets
 
-# What student.js and edge.js fetch besides the page's own <script>/<link> references.
+from app.routes.edge_files import ORT_WASM_URL
+
+# What student.js and edge.js fetch besides the page's own <script>/<link> references: the
+# runtime's loader and its 3.7 MB (gzipped) WebAssembly, served with a one-year immutable cache.
 RUNTIME = [
     "/static/vendor/onnxruntime-web/ort.wasm.min.js",
     "/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.mjs",
+    ORT_WASM_URL,
 ]
 
 

@@ -86,6 +86,7 @@ class StudentSocket:
         # halves stopped. Closing from inside a half races with the other half's cancellation
         # (Starlette marks the socket closed before the close frame is out).
         self.close_with: tuple[int, str] | None = None
+        self.close_code: int | None = None  # the page's close code, when it closed the socket
 
     def config(self) -> dict[str, Any]:
         s = self.res.settings
@@ -306,11 +307,20 @@ class StudentSocket:
         await self.presence("withdrawn")
         self.close_with = (1000, "withdrawn")
 
+    def left_as(self) -> str:
+        """The presence a closed socket leaves: ``disconnected`` when the page said goodbye (1000,
+        or 1001 as a tab closes or reloads) or the server ended it; else ``reconnecting``: the
+        network dropped it (1006, a silent socket) and the page is retrying with backoff."""
+        if self.close_with is not None or self.close_code in (1000, 1001):
+            return "disconnected"
+        return "reconnecting"
+
     # --- the two halves -------------------------------------------------------------------
     async def receive(self) -> None:
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
+                self.close_code = message.get("code")
                 return
             if message.get("bytes") is not None:
                 self.frame(message["bytes"])
@@ -399,6 +409,6 @@ async def student_socket(ws: WebSocket, res: Res) -> None:
             await res.frame_flow.close(conn.counts)
         if not conn.withdrawn and not held.replaced:  # a replacing socket speaks for them
             with wsc.shielded(2.0):
-                await conn.presence("disconnected")
+                await conn.presence(conn.left_as())
         with wsc.shielded(2.0):
             await wsc.close(ws, *(conn.close_with or (1000, "")))

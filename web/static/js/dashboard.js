@@ -14,6 +14,8 @@
     no_face: "no face",
     camera_off: "camera off",
     disconnected: "disconnected",
+    // The socket dropped without a goodbye (Wi-Fi, a sleeping device): the page is retrying.
+    reconnecting: "reconnecting…",
     withdrawn: "withdrawn",
     waiting: "not started",
   };
@@ -161,7 +163,7 @@
   const NEGATIVE = ["angry", "disgust", "fear", "sad"];
   function lookReason(v) {
     if (v.presence === "no_face") return "no face";
-    if (v.presence === "disconnected" || v.stale) return "stalled";
+    if (v.presence === "disconnected" || v.presence === "reconnecting" || v.stale) return "stalled";
     if (v.presence !== "present" || !v.emotion) return "";
     if (NEGATIVE.includes(v.emotion)) return "negative";
     if (!labels.includes(v.emotion)) return "uncertain"; // uncertain, face too small
