@@ -21,7 +21,9 @@
     setForm.addEventListener("submit", async function (event) {
       event.preventDefault();
       const first = document.getElementById("new-password").value;
-      const problem = token ? passwordsProblem(first, document.getElementById("repeat-password").value) : "This page needs the whole link the administrator gave you.";
+      const problem = token
+        ? passwordsProblem(first, document.getElementById("repeat-password").value)
+        : "This page needs the whole link the administrator gave you.";
       if (problem) {
         CP.setError(error, problem);
         return;
@@ -39,7 +41,7 @@
           return;
         }
         CP.setError(error, CP.errorText(result, "Couldn't set the password (HTTP " + result.status + ")."));
-      } catch (err) {
+      } catch (_err) {
         CP.setError(error, "Can't reach the server.");
       } finally {
         submit.disabled = false;
@@ -76,7 +78,7 @@
     if (!result) return;
     if (result.ok) {
       nameInput.value = result.data.display_name;
-      done.textContent = "Saved: students now see \"Teacher: " + result.data.display_name + "\".";
+      done.textContent = 'Saved: students now see "Teacher: ' + result.data.display_name + '".';
     } else {
       CP.setError(error, CP.errorText(result, "Couldn't save the name (HTTP " + result.status + ")."));
     }
@@ -90,7 +92,9 @@
     done.textContent = "";
     const current = document.getElementById("current-password").value;
     const first = document.getElementById("new-password").value;
-    const problem = current ? passwordsProblem(first, document.getElementById("repeat-password").value) : "Enter your current password.";
+    const problem = current
+      ? passwordsProblem(first, document.getElementById("repeat-password").value)
+      : "Enter your current password.";
     if (problem) {
       CP.setError(error, problem);
       return;

@@ -11,7 +11,7 @@
   const older = document.getElementById("audit-older");
   const newer = document.getElementById("audit-newer");
   const pageLabel = document.getElementById("audit-page");
-  let pages = [null];  // the before_id of each page seen so far (null: the newest)
+  let pages = [null]; // the before_id of each page seen so far (null: the newest)
   let next = null;
 
   function nextDay(day) {
@@ -26,7 +26,11 @@
     const to = document.getElementById("audit-to").value;
     if (from) params.set("from", from + "T00:00:00Z");
     if (to) params.set("to", nextDay(to) + "T00:00:00Z");
-    [["audit-action", "action"], ["audit-actor", "actor"], ["audit-target", "target"]].forEach(function (pair) {
+    [
+      ["audit-action", "action"],
+      ["audit-actor", "actor"],
+      ["audit-target", "target"],
+    ].forEach(function (pair) {
       const value = document.getElementById(pair[0]).value.trim();
       if (value) params.set(pair[1], value);
     });
@@ -55,7 +59,7 @@
     let result;
     try {
       result = await A.call("/api/admin/audit?" + params.toString());
-    } catch (err) {
+    } catch (_err) {
       statusEl.textContent = "Can't reach the server.";
       return;
     }
@@ -65,18 +69,17 @@
       return;
     }
     const entries = result.data.entries;
-    tbody.replaceChildren.apply(tbody, entries.map(function (e) {
-      const tr = A.row([
-        CP.formatTime(e.at, true),
-        e.actor_email || "system",
-        e.action,
-        subject(e),
-        e.ip || "—",
-        details(e.detail),
-      ], true);
-      tr.dataset.action = e.action;
-      return tr;
-    }));
+    tbody.replaceChildren.apply(
+      tbody,
+      entries.map(function (e) {
+        const tr = A.row(
+          [CP.formatTime(e.at, true), e.actor_email || "system", e.action, subject(e), e.ip || "—", details(e.detail)],
+          true,
+        );
+        tr.dataset.action = e.action;
+        return tr;
+      }),
+    );
     pages = pages.slice(0, index + 1);
     next = result.data.next_before_id;
     older.disabled = !next;
@@ -120,7 +123,7 @@
       const name = A.fileName(response, "classpulse-audit.csv");
       A.saveBlob(blob, name);
       statusEl.textContent = "Downloaded " + name + " (the download is itself in the audit log).";
-    } catch (err) {
+    } catch (_err) {
       statusEl.textContent = "Can't reach the server.";
     } finally {
       button.disabled = false;

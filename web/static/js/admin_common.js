@@ -53,7 +53,7 @@
     try {
       const data = await response.json();
       if (data && typeof data.detail === "string") return data.detail;
-    } catch (err) {
+    } catch (_err) {
       /* not JSON */
     }
     return fallback;
@@ -119,7 +119,7 @@
           if (opener && typeof opener.focus === "function") opener.focus();
           resolve(dialog.returnValue === "ok");
         },
-        { once: true }
+        { once: true },
       );
       dialog.showModal();
       document.getElementById("confirm-cancel").focus();

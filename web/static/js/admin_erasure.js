@@ -20,9 +20,12 @@
     const list = await A.call("/api/sessions?all=1&limit=500");
     if (!list || !list.ok) return;
     sessions = list.data;
-    A.options(sessionSelect, sessions.map(function (s) {
-      return [s.id, s.title + " (" + CP.formatTime(s.created_at, true) + ")"];
-    }));
+    A.options(
+      sessionSelect,
+      sessions.map(function (s) {
+        return [s.id, s.title + " (" + CP.formatTime(s.created_at, true) + ")"];
+      }),
+    );
   }
 
   sessionSelect.addEventListener("change", function () {
@@ -36,8 +39,9 @@
         {
           heading: "Deleted now, for good:",
           items: [
-            "the name \"" + st.display_name + "\" and the record that this student joined " + st.session_title,
-            plural(st.emotion_buckets, "stored time bucket", "stored time buckets") + " of presence and expression estimates",
+            'the name "' + st.display_name + '" and the record that this student joined ' + st.session_title,
+            plural(st.emotion_buckets, "stored time bucket", "stored time buckets") +
+              " of presence and expression estimates",
             plural(st.consent_records, "consent record", "consent records"),
             plural(st.alerts, "alert", "alerts") + " about this student",
             "their live connection, if they are still connected",
@@ -74,7 +78,7 @@
     }
     const d = r.data;
     const yes = await A.confirm({
-      title: "Erase all student data of \"" + d.title + "\"?",
+      title: 'Erase all student data of "' + d.title + '"?',
       body: [
         {
           heading: "Deleted now, for good:",
@@ -89,7 +93,8 @@
         {
           heading: "Kept:",
           items: [
-            "the session itself (title, teacher, times), listed as ended, with nobody in it" + (d.ended_at ? "" : "; it ends now"),
+            "the session itself (title, teacher, times), listed as ended, with nobody in it" +
+              (d.ended_at ? "" : "; it ends now"),
             "an audit entry recording this erasure with the counts above",
           ],
         },
@@ -103,7 +108,7 @@
       statusEl.textContent = CP.errorText(del, "Couldn't erase (HTTP " + del.status + ").");
       return;
     }
-    await search("The data of \"" + d.title + "\" was erased; the audit log records it.");
+    await search('The data of "' + d.title + '" was erased; the audit log records it.');
   });
 
   async function search(message) {
@@ -118,25 +123,38 @@
       statusEl.textContent = CP.errorText(r, "Couldn't search (HTTP " + r.status + ").");
       return;
     }
-    tbody.replaceChildren.apply(tbody, r.data.map(function (st) {
-      const erase = A.button("Erase…", function () {
-        eraseStudent(st);
-      }, "small danger");
-      erase.setAttribute("aria-label", "Erase " + st.display_name + " (" + st.session_title + ")");
-      const stored = plural(st.emotion_buckets, "bucket", "buckets") + ", " +
-        plural(st.consent_records, "consent record", "consent records") + ", " +
-        plural(st.alerts, "alert", "alerts");
-      const tr = A.row([
-        st.display_name + (st.withdrawn_at ? " (withdrawn)" : ""),
-        st.session_title,
-        st.teacher_email,
-        CP.formatTime(st.joined_at, true),
-        stored,
-        erase,
-      ], true);
-      tr.dataset.studentId = st.id;
-      return tr;
-    }));
+    tbody.replaceChildren.apply(
+      tbody,
+      r.data.map(function (st) {
+        const erase = A.button(
+          "Erase…",
+          function () {
+            eraseStudent(st);
+          },
+          "small danger",
+        );
+        erase.setAttribute("aria-label", "Erase " + st.display_name + " (" + st.session_title + ")");
+        const stored =
+          plural(st.emotion_buckets, "bucket", "buckets") +
+          ", " +
+          plural(st.consent_records, "consent record", "consent records") +
+          ", " +
+          plural(st.alerts, "alert", "alerts");
+        const tr = A.row(
+          [
+            st.display_name + (st.withdrawn_at ? " (withdrawn)" : ""),
+            st.session_title,
+            st.teacher_email,
+            CP.formatTime(st.joined_at, true),
+            stored,
+            erase,
+          ],
+          true,
+        );
+        tr.dataset.studentId = st.id;
+        return tr;
+      }),
+    );
     const found = r.data.length ? plural(r.data.length, "student", "students") + " found." : "No student matches.";
     statusEl.textContent = message ? message + " " + found : found;
   }

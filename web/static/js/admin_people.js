@@ -29,17 +29,29 @@
     const box = document.createElement("div");
     box.className = "row-actions";
     const label = user.email;
-    const toggle = A.button(user.active ? "Deactivate" : "Reactivate", function () {
-      setActive(user, !user.active);
-    }, user.active ? "small danger" : "small");
+    const toggle = A.button(
+      user.active ? "Deactivate" : "Reactivate",
+      function () {
+        setActive(user, !user.active);
+      },
+      user.active ? "small danger" : "small",
+    );
     toggle.setAttribute("aria-label", (user.active ? "Deactivate " : "Reactivate ") + label);
-    const role = A.button(user.role === "admin" ? "Make teacher" : "Make admin", function () {
-      setRole(user, user.role === "admin" ? "teacher" : "admin");
-    }, "small");
+    const role = A.button(
+      user.role === "admin" ? "Make teacher" : "Make admin",
+      function () {
+        setRole(user, user.role === "admin" ? "teacher" : "admin");
+      },
+      "small",
+    );
     role.setAttribute("aria-label", role.textContent + ": " + label);
-    const link = A.button("Set-password link", function () {
-      newLink(user);
-    }, "small");
+    const link = A.button(
+      "Set-password link",
+      function () {
+        newLink(user);
+      },
+      "small",
+    );
     link.setAttribute("aria-label", "New set-password link for " + label);
     link.disabled = !user.active;
     box.append(toggle, role, link);
@@ -47,29 +59,32 @@
   }
 
   function render() {
-    tbody.replaceChildren.apply(tbody, people.map(function (u) {
-      const tr = A.row(
-        [
-          u.email,
-          u.display_name,
-          u.role,
-          u.active ? "yes" : "no (deactivated)",
-          u.last_login_at ? CP.formatTime(u.last_login_at, true) : "never",
-          u.sessions_owned,
-          actions(u),
-        ],
-        true
-      );
-      tr.dataset.email = u.email;
-      return tr;
-    }));
+    tbody.replaceChildren.apply(
+      tbody,
+      people.map(function (u) {
+        const tr = A.row(
+          [
+            u.email,
+            u.display_name,
+            u.role,
+            u.active ? "yes" : "no (deactivated)",
+            u.last_login_at ? CP.formatTime(u.last_login_at, true) : "never",
+            u.sessions_owned,
+            actions(u),
+          ],
+          true,
+        );
+        tr.dataset.email = u.email;
+        return tr;
+      }),
+    );
   }
 
   async function load(message) {
     let result;
     try {
       result = await A.call("/api/admin/users");
-    } catch (err) {
+    } catch (_err) {
       status.textContent = "Can't reach the server.";
       return;
     }
@@ -105,14 +120,20 @@
       });
       if (!yes) return;
     }
-    await patch(user, { active: active }, user.email + (active ? " reactivated." : " deactivated: its tokens no longer work."));
+    await patch(
+      user,
+      { active: active },
+      user.email + (active ? " reactivated." : " deactivated: its tokens no longer work."),
+    );
   }
 
   async function setRole(user, role) {
     if (role === "admin") {
       const yes = await A.confirm({
         title: "Make " + user.email + " an admin?",
-        body: ["Admins manage accounts, the privacy policy, exports, the audit log and erasure, and see every session."],
+        body: [
+          "Admins manage accounts, the privacy policy, exports, the audit log and erasure, and see every session.",
+        ],
         confirm: "Make admin",
         danger: false,
       });
@@ -164,7 +185,7 @@
         method: "POST",
         body: { current_password: reauthPassword.value },
       });
-    } catch (err) {
+    } catch (_err) {
       CP.setError(reauthError, "Can't reach the server.");
       return;
     } finally {
@@ -175,9 +196,8 @@
       return;
     }
     if (!result.ok) {
-      const fallback = result.status === 403
-        ? "Your password is wrong."
-        : "Couldn't make a link (HTTP " + result.status + ").";
+      const fallback =
+        result.status === 403 ? "Your password is wrong." : "Couldn't make a link (HTTP " + result.status + ").";
       CP.setError(reauthError, CP.errorText(result, fallback));
       reauthPassword.select();
       return;
@@ -214,7 +234,7 @@
       } else if (result) {
         CP.setError(addError, CP.errorText(result, "Couldn't add the account (HTTP " + result.status + ")."));
       }
-    } catch (err) {
+    } catch (_err) {
       CP.setError(addError, "Can't reach the server.");
     } finally {
       submit.disabled = false;

@@ -15,8 +15,14 @@
   let saved = null;
 
   function describe(p) {
-    let text = "Now: emotion estimates " + NAMES[p.emotion_mode] + "; minimum group size " +
-      p.min_group_size + "; kept " + p.retention_days + " days.";
+    let text =
+      "Now: emotion estimates " +
+      NAMES[p.emotion_mode] +
+      "; minimum group size " +
+      p.min_group_size +
+      "; kept " +
+      p.retention_days +
+      " days.";
     if (p.updated_at) {
       text += " Last changed " + CP.formatTime(p.updated_at, true) + (p.updated_by ? " by " + p.updated_by : "") + ".";
     }
@@ -45,12 +51,24 @@
   function loosening(before, next) {
     const out = [];
     if (RANK[next.emotion_mode] < RANK[before.emotion_mode]) {
-      out.push("Emotion estimates go from " + NAMES[before.emotion_mode] + " to " + NAMES[next.emotion_mode] +
-        (next.emotion_mode === "per_student" ? ": teachers will see each student's estimated expression." : ": the class's mix will be estimated and shown."));
+      out.push(
+        "Emotion estimates go from " +
+          NAMES[before.emotion_mode] +
+          " to " +
+          NAMES[next.emotion_mode] +
+          (next.emotion_mode === "per_student"
+            ? ": teachers will see each student's estimated expression."
+            : ": the class's mix will be estimated and shown."),
+      );
     }
     if (next.min_group_size < before.min_group_size) {
-      out.push("The minimum group size goes down from " + before.min_group_size + " to " + next.min_group_size +
-        ": class figures show with fewer students present, which makes single students easier to pick out.");
+      out.push(
+        "The minimum group size goes down from " +
+          before.min_group_size +
+          " to " +
+          next.min_group_size +
+          ": class figures show with fewer students present, which makes single students easier to pick out.",
+      );
     }
     if (next.retention_days > before.retention_days) {
       out.push("Data is kept longer: " + next.retention_days + " days instead of " + before.retention_days + ".");
@@ -107,7 +125,7 @@
       } else {
         CP.setError(error, CP.errorText(r, "Couldn't save the policy (HTTP " + r.status + ")."));
       }
-    } catch (err) {
+    } catch (_err) {
       CP.setError(error, "Can't reach the server.");
     } finally {
       button.disabled = false;

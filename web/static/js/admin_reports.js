@@ -23,17 +23,23 @@
     const mine = sessions.filter(function (s) {
       return !teacher || String(s.owner_id) === teacher;
     });
-    A.options(sessionSelect, mine.map(function (s) {
-      return [s.id, s.title + " (" + CP.formatTime(s.created_at, true) + ")"];
-    }));
+    A.options(
+      sessionSelect,
+      mine.map(function (s) {
+        return [s.id, s.title + " (" + CP.formatTime(s.created_at, true) + ")"];
+      }),
+    );
   }
 
   async function load() {
     const users = await A.call("/api/admin/users");
     if (!users || !users.ok) return;
-    A.options(teacherSelect, users.data.map(function (u) {
-      return [String(u.id), u.display_name + " <" + u.email + ">"];
-    }));
+    A.options(
+      teacherSelect,
+      users.data.map(function (u) {
+        return [String(u.id), u.display_name + " <" + u.email + ">"];
+      }),
+    );
     const list = await A.call("/api/sessions?all=1&limit=500");
     if (!list || !list.ok) return;
     sessions = list.data;
@@ -61,7 +67,8 @@
       if (chunk.done) break;
       parts.push(chunk.value);
       received += chunk.value.length;
-      if (Date.now() - lastShown > 1500) {  // often enough to show life, rarely enough to read
+      if (Date.now() - lastShown > 1500) {
+        // often enough to show life, rarely enough to read
         lastShown = Date.now();
         statusEl.textContent = "Exporting… " + Math.round(received / 1024) + " KB received.";
       }
@@ -105,9 +112,17 @@
       const blob = await readAll(response);
       const name = A.fileName(response, "classpulse-export." + fmt);
       A.saveBlob(blob, name);
-      working(false, "Downloaded " + name + ": " + count + (count === 1 ? " session, " : " sessions, ") +
-        Math.max(1, Math.round(blob.size / 1024)) + " KB.");
-    } catch (err) {
+      working(
+        false,
+        "Downloaded " +
+          name +
+          ": " +
+          count +
+          (count === 1 ? " session, " : " sessions, ") +
+          Math.max(1, Math.round(blob.size / 1024)) +
+          " KB.",
+      );
+    } catch (_err) {
       working(false);
       CP.setError(error, "The export was interrupted: can't reach the server.");
     }

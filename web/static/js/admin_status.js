@@ -45,14 +45,23 @@
   function countersTable(s) {
     const windows = s.windows || [];
     const names = Object.keys(s.counters || {}).sort();
-    const headers = ["Counter"].concat(windows.map(function (w) {
-      const label = "Last " + Math.round(w.window_s / 60) + " min";
-      return w.covered_s + 1 < w.window_s ? label + " (" + Math.round(w.covered_s) + " s so far)" : label;
-    }), ["Total"]);
+    const headers = ["Counter"].concat(
+      windows.map(function (w) {
+        const label = "Last " + Math.round(w.window_s / 60) + " min";
+        return w.covered_s + 1 < w.window_s ? label + " (" + Math.round(w.covered_s) + " s so far)" : label;
+      }),
+      ["Total"],
+    );
     const rows = names.map(function (name) {
-      return A.row([name].concat(windows.map(function (w) {
-        return w.counts[name] === undefined ? 0 : w.counts[name];
-      }), [s.counters[name]]), true);
+      return A.row(
+        [name].concat(
+          windows.map(function (w) {
+            return w.counts[name] === undefined ? 0 : w.counts[name];
+          }),
+          [s.counters[name]],
+        ),
+        true,
+      );
     });
     if (!rows.length) rows.push(A.row(["No counters yet: no frame has been processed."], true));
     A.fill(document.getElementById("counters-table"), headers, rows);
@@ -66,58 +75,88 @@
       ["Inference workers alive", s.workers.length, s.workers.length ? "ok" : "unavailable"],
       ["Aggregators alive", s.aggregators.length, s.aggregators.length ? "ok" : "unavailable"],
     ]);
-    const dropped = Object.keys(s.gateway_dropped).filter(function (k) {
-      return s.gateway_dropped[k] > 0;
-    }).map(function (k) {
-      return k + " " + s.gateway_dropped[k];
-    });
+    const dropped = Object.keys(s.gateway_dropped)
+      .filter(function (k) {
+        return s.gateway_dropped[k] > 0;
+      })
+      .map(function (k) {
+        return k + " " + s.gateway_dropped[k];
+      });
     dl(document.getElementById("flow-list"), [
       ["Worker lag (slowest)", ms(s.worker_lag_ms)],
       ["Target frame rate", s.target_fps + " fps"],
       ["Backpressure", s.pressure],
       ["Refused by this gateway", dropped.length ? dropped.join(", ") : "none"],
     ]);
-    const models = Object.keys(s.models).sort().filter(function (k) {
-      return k !== "providers";
-    }).map(function (k) {
-      let value = s.models[k];
-      if (k === "labels") {
-        try {
-          value = JSON.parse(value).join(", ");
-        } catch (err) {
-          /* shown as published */
+    const models = Object.keys(s.models)
+      .sort()
+      .filter(function (k) {
+        return k !== "providers";
+      })
+      .map(function (k) {
+        let value = s.models[k];
+        if (k === "labels") {
+          try {
+            value = JSON.parse(value).join(", ");
+          } catch (_err) {
+            /* shown as published */
+          }
+        } else if (k === "calibration") {
+          try {
+            const c = JSON.parse(value); // worker/classifier.py published(): a summary, not the table
+            value = c.calibrated
+              ? "calibrated on " +
+                c.dataset +
+                " (" +
+                c.size +
+                " images): T = " +
+                c.temperature +
+                ", ECE " +
+                c.ece_before.toFixed(3) +
+                " → " +
+                c.ece_after.toFixed(3) +
+                ", accuracy " +
+                Math.round(c.accuracy * 100) +
+                " %"
+              : "not calibrated (" + c.why + ")";
+          } catch (_err) {
+            /* shown as published */
+          }
         }
-      } else if (k === "calibration") {
-        try {
-          const c = JSON.parse(value); // worker/classifier.py published(): a summary, not the table
-          value = c.calibrated
-            ? "calibrated on " + c.dataset + " (" + c.size + " images): T = " + c.temperature +
-              ", ECE " + c.ece_before.toFixed(3) + " → " + c.ece_after.toFixed(3) + ", accuracy " + Math.round(c.accuracy * 100) + " %"
-            : "not calibrated (" + c.why + ")";
-        } catch (err) {
-          /* shown as published */
-        }
-      }
-      return [k, value];
-    });
+        return [k, value];
+      });
     models.push([
       "Execution providers",
       s.execution_providers ? s.execution_providers.join(", ") : "not published by the workers (see their logs)",
     ]);
     dl(document.getElementById("models-list"), models);
 
-    const services = s.workers.map(function (w) {
-      return A.row([w.name, "inference worker", seconds(w.last_beat_s_ago), ms(w.lag_ms)], true);
-    }).concat(s.aggregators.map(function (w) {
-      return A.row([w.name, "aggregator", seconds(w.last_beat_s_ago), "—"], true);
-    }));
+    const services = s.workers
+      .map(function (w) {
+        return A.row([w.name, "inference worker", seconds(w.last_beat_s_ago), ms(w.lag_ms)], true);
+      })
+      .concat(
+        s.aggregators.map(function (w) {
+          return A.row([w.name, "aggregator", seconds(w.last_beat_s_ago), "—"], true);
+        }),
+      );
     if (!services.length) services.push(A.row(["None alive", "", "", ""], true));
-    A.fill(document.getElementById("services-table"), ["Name", "Kind", "Last heartbeat", "Frame age when read"], services);
+    A.fill(
+      document.getElementById("services-table"),
+      ["Name", "Kind", "Last heartbeat", "Frame age when read"],
+      services,
+    );
 
-    A.fill(document.getElementById("streams-table"), ["Stream", "Length (backlog)", "Consumer group", "Pending (unacknowledged)", "Not yet read"],
+    A.fill(
+      document.getElementById("streams-table"),
+      ["Stream", "Length (backlog)", "Consumer group", "Pending (unacknowledged)", "Not yet read"],
       s.streams.map(function (st) {
-        return A.row([st.stream, st.length, st.group, st.pending === null ? "—" : st.pending, st.lag === null ? "—" : st.lag], true);
-      }));
+        return A.row(
+          [st.stream, st.length, st.group, st.pending === null ? "—" : st.pending, st.lag === null ? "—" : st.lag],
+          true,
+        );
+      }),
+    );
     countersTable(s);
     updated.textContent = "Updated " + CP.formatTime(s.at) + ".";
     const text = summary(s);
@@ -133,10 +172,10 @@
     if (paused || document.hidden) return;
     try {
       const r = await A.call("/api/admin/status");
-      if (!r) return;  // login or admins only: stop polling
+      if (!r) return; // login or admins only: stop polling
       if (r.ok) render(r.data);
       else updated.textContent = CP.errorText(r, "Couldn't read the status (HTTP " + r.status + ").");
-    } catch (err) {
+    } catch (_err) {
       const text = "Can't reach the gateway.";
       if (text !== lastSummary) alertEl.textContent = lastSummary = text;
     }

@@ -29,7 +29,7 @@
     if (type.includes("application/json")) {
       try {
         data = await response.json();
-      } catch (err) {
+      } catch (_err) {
         data = null;
       }
     }
@@ -161,7 +161,7 @@
       if (sock) {
         try {
           sock.close(code || 4000, reason || "");
-        } catch (err) {
+        } catch (_err) {
           /* already closing */
         }
       }
@@ -244,7 +244,7 @@
   function formatTime(value, withDate) {
     if (value === null || value === undefined || value === "") return "";
     const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
-    if (isNaN(d.getTime())) return String(value);
+    if (Number.isNaN(d.getTime())) return String(value);
     return withDate ? d.toLocaleString() : d.toLocaleTimeString();
   }
 
@@ -269,7 +269,7 @@
           button.textContent = label;
         }, 1500);
       }
-    } catch (err) {
+    } catch (_err) {
       window.prompt("Copy the link:", text);
     }
   }
@@ -310,7 +310,7 @@
   function emotionColor(label, labels) {
     if (EMOTION_COLORS[label]) return EMOTION_COLORS[label];
     const i = labels ? labels.indexOf(label) : -1;
-    return SPARE_COLORS[(i < 0 ? 0 : i) % SPARE_COLORS.length];
+    return SPARE_COLORS[Math.max(i, 0) % SPARE_COLORS.length];
   }
 
   /* Fill a <table> (with a <thead> and a <tbody>): a header row, then one row per array of
@@ -324,16 +324,19 @@
       head.appendChild(th);
     });
     table.tHead.replaceChildren(head);
-    table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows.map(function (values) {
-      if (values instanceof Element) return values;
-      const tr = document.createElement("tr");
-      values.forEach(function (value) {
-        const td = document.createElement("td");
-        td.textContent = String(value);
-        tr.appendChild(td);
-      });
-      return tr;
-    }));
+    table.tBodies[0].replaceChildren.apply(
+      table.tBodies[0],
+      rows.map(function (values) {
+        if (values instanceof Element) return values;
+        const tr = document.createElement("tr");
+        values.forEach(function (value) {
+          const td = document.createElement("td");
+          td.textContent = String(value);
+          tr.appendChild(td);
+        });
+        return tr;
+      }),
+    );
   }
 
   window.ClassPulse = {

@@ -96,7 +96,7 @@
       const o = dy * rowLen;
       for (let i = 0; i < rowLen; i++) {
         const v = ((((r0[i] >> 4) * b0) >> 16) + (((r1[i] >> 4) * b1) >> 16) + 2) >> 2;
-        dst[o + i] = v < 0 ? 0 : v > 255 ? 255 : v;
+        dst[o + i] = v < 0 ? 0 : Math.min(v, 255);
       }
     }
     return dst;
@@ -328,7 +328,9 @@
       const regs = result[this.outputs.regressors].data;
       const logits = result[this.outputs.scores].data;
       const faces = this.decode(regs, logits, width, height, scale, padX, padY);
-      Object.values(result).forEach((t) => t.dispose && t.dispose());
+      Object.values(result).forEach((t) => {
+        if (t.dispose) t.dispose();
+      });
       return { faces: faces, ms: performance.now() - t0 };
     }
 
@@ -361,18 +363,20 @@
       const offX = f32(padX / scale);
       const offY = f32(padY / scale);
       const faces = [];
-      weightedNms(cands, this.iou).slice(0, this.maxFaces).forEach((m) => {
-        const x1 = Math.max(0, f32(f32(m.box[0] * toPx) - offX));
-        const y1 = Math.max(0, f32(f32(m.box[1] * toPx) - offY));
-        const x2 = Math.min(width, f32(f32(m.box[2] * toPx) - offX));
-        const y2 = Math.min(height, f32(f32(m.box[3] * toPx) - offY));
-        if (x2 - x1 < this.minFaceSize || y2 - y1 < this.minFaceSize) return;
-        const keypoints = [];
-        for (let j = 0; j < k; j++) {
-          keypoints.push([f32(f32(m.extra[2 * j] * toPx) - offX), f32(f32(m.extra[2 * j + 1] * toPx) - offY)]);
-        }
-        faces.push({ box: [x1, y1, f32(x2 - x1), f32(y2 - y1)], score: m.score, keypoints: keypoints });
-      });
+      weightedNms(cands, this.iou)
+        .slice(0, this.maxFaces)
+        .forEach((m) => {
+          const x1 = Math.max(0, f32(f32(m.box[0] * toPx) - offX));
+          const y1 = Math.max(0, f32(f32(m.box[1] * toPx) - offY));
+          const x2 = Math.min(width, f32(f32(m.box[2] * toPx) - offX));
+          const y2 = Math.min(height, f32(f32(m.box[3] * toPx) - offY));
+          if (x2 - x1 < this.minFaceSize || y2 - y1 < this.minFaceSize) return;
+          const keypoints = [];
+          for (let j = 0; j < k; j++) {
+            keypoints.push([f32(f32(m.extra[2 * j] * toPx) - offX), f32(f32(m.extra[2 * j + 1] * toPx) - offY)]);
+          }
+          faces.push({ box: [x1, y1, f32(x2 - x1), f32(y2 - y1)], score: m.score, keypoints: keypoints });
+        });
       return faces;
     }
   }
@@ -392,10 +396,12 @@
   function encodeFaces(width, height, faces, crops, cropSize, detectorMs, captureMs, packed) {
     const n = faces.length;
     const size = crops ? cropSize : 0;
-    const tail = crops ? (packed || crops) : null;
+    const tail = crops ? packed || crops : null;
     const buffer = new ArrayBuffer(HEADER + FACE_BYTES * n + (tail ? tail.length : 0));
     const view = new DataView(buffer);
-    MAGIC.forEach((b, i) => view.setUint8(i, b));
+    MAGIC.forEach((b, i) => {
+      view.setUint8(i, b);
+    });
     view.setUint8(4, VERSION);
     view.setUint8(5, crops ? (packed ? FLAG_CROPS | FLAG_PACKED : FLAG_CROPS) : 0);
     view.setUint8(6, n);
@@ -441,10 +447,7 @@
     let model;
     let contract;
     try {
-      [model, contract] = await Promise.all([
-        fetchOk(url, "bytes"),
-        fetchOk(url.replace(/\.onnx$/, ".json"), "json"),
-      ]);
+      [model, contract] = await Promise.all([fetchOk(url, "bytes"), fetchOk(url.replace(/\.onnx$/, ".json"), "json")]);
     } catch (err) {
       throw err.reason ? err : edgeError("model_load_failed", String(err));
     }
@@ -471,6 +474,7 @@
     packCrops: packCrops,
     // For tests: the OpenCV-exact pieces on their own.
     resizeLinear: resizeLinear,
+    greyRegion: greyRegion,
     squareCropBox: squareCropBox,
   };
 })();

@@ -88,8 +88,10 @@
     const note = document.getElementById("policy-note");
     const p = data.policy;
     if (p.emotion_mode === "aggregate_only") {
-      note.textContent = "Class aggregates only (organisation policy): no per-student view, and time buckets with fewer than " +
-        p.min_group_size + " students present show no expressions.";
+      note.textContent =
+        "Class aggregates only (organisation policy): no per-student view, and time buckets with fewer than " +
+        p.min_group_size +
+        " students present show no expressions.";
     } else if (p.emotion_mode === "off") {
       note.textContent = "Emotion inference is off (organisation policy): presence only.";
     }
@@ -108,14 +110,28 @@
       anchor.parentNode.insertBefore(note, anchor.nextSibling);
     }
     if (!c || !c.calibrated) {
-      note.textContent = "Expressions: estimate (not calibrated). A percentage is the model's own score, not how often it is right.";
+      note.textContent =
+        "Expressions: estimate (not calibrated). A percentage is the model's own score, not how often it is right.";
     } else if (typeof c.uncertain_below === "number" && typeof c.accuracy_above === "number") {
-      note.textContent = "Expressions: estimate, calibrated: right about " + pct(c.accuracy_above) +
-        " of the time at a confidence of " + pct(c.uncertain_below) + " or more on " + c.dataset +
-        " (" + c.size + " images); the figures below are averages of such estimates.";
+      note.textContent =
+        "Expressions: estimate, calibrated: right about " +
+        pct(c.accuracy_above) +
+        " of the time at a confidence of " +
+        pct(c.uncertain_below) +
+        " or more on " +
+        c.dataset +
+        " (" +
+        c.size +
+        " images); the figures below are averages of such estimates.";
     } else {
-      note.textContent = "Expressions: estimate, calibrated on " + c.dataset + " (" + c.size + " images, accuracy " +
-        pct(c.accuracy) + " there); the figures below are averages of such estimates.";
+      note.textContent =
+        "Expressions: estimate, calibrated on " +
+        c.dataset +
+        " (" +
+        c.size +
+        " images, accuracy " +
+        pct(c.accuracy) +
+        " there); the figures below are averages of such estimates.";
     }
     note.hidden = mode === "off"; // presence only: no estimates to qualify
   }
@@ -136,7 +152,8 @@
       li.dataset.rule = a.rule;
       const when = document.createElement("span");
       when.className = "muted";
-      when.textContent = CP.formatTime(a.started_at) + " – " + (a.ended_at ? CP.formatTime(a.ended_at) : "open") + " · ";
+      when.textContent =
+        CP.formatTime(a.started_at) + " – " + (a.ended_at ? CP.formatTime(a.ended_at) : "open") + " · ";
       const text = document.createElement("span");
       text.textContent = a.message;
       li.append(when, text);
@@ -150,9 +167,9 @@
       ["time", "present", "frames", "with face"].concat(labels),
       rows.map((r) =>
         [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face].concat(
-          labels.map((l) => (r.probs ? pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—"))
-        )
-      )
+          labels.map((l) => (r.probs ? pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—")),
+        ),
+      ),
     );
   }
 
@@ -178,7 +195,8 @@
         return;
       }
       const rows = result.data.rows || [];
-      st.textContent = rows.length ? rows.length + " time buckets for " + result.data.display_name + "."
+      st.textContent = rows.length
+        ? rows.length + " time buckets for " + result.data.display_name + "."
         : "No stored data for " + result.data.display_name + ".";
       const box = document.getElementById("student-chart-box");
       box.hidden = !rows.length;
@@ -192,21 +210,26 @@
     let result;
     try {
       result = await CP.teacherApi(sessionPath + "/history");
-    } catch (err) {
+    } catch (_err) {
       CP.setError(errorBox, "Can't reach the server.");
       return;
     }
     if (!result) return;
     if (!result.ok) {
       statusEl.textContent = "";
-      CP.setError(errorBox, result.status === 404 ? "This session doesn't exist." : CP.errorText(result, "Couldn't load the history."));
+      CP.setError(
+        errorBox,
+        result.status === 404 ? "This session doesn't exist." : CP.errorText(result, "Couldn't load the history."),
+      );
       return;
     }
     const data = result.data;
     const s = data.session;
     document.getElementById("session-title").textContent = s.title + " · history";
     document.title = s.title + " · history · ClassPulse";
-    document.getElementById("session-meta").textContent = "Started " + CP.formatTime(s.created_at, true) +
+    document.getElementById("session-meta").textContent =
+      "Started " +
+      CP.formatTime(s.created_at, true) +
       (s.ended_at ? " · ended " + CP.formatTime(s.ended_at, true) : " · still running");
     document.getElementById("live-link").href = "/sessions/" + encodeURIComponent(sessionId);
     ["csv", "json", "pdf"].forEach(function (fmt) {
@@ -219,19 +242,26 @@
     const rows = data.rows || [];
     renderTable(data.labels, rows);
     setupStudents(data);
-    statusEl.textContent = rows.length ? rows.length + " time buckets of " + data.bucket_seconds + " s." : "No stored data for this session yet.";
+    statusEl.textContent = rows.length
+      ? rows.length + " time buckets of " + data.bucket_seconds + " s."
+      : "No stored data for this session yet.";
     if (!chartsAvailable() || !rows.length) return;
     mixChart(document.getElementById("mix-chart"), data.labels, rows);
     new Chart(document.getElementById("presence-chart"), {
       type: "bar",
       data: {
         labels: rows.map((r) => CP.formatTime(r.bucket_start)),
-        datasets: [{ label: "students present", data: rows.map((r) => r.students_present), backgroundColor: "#1565c0" }],
+        datasets: [
+          { label: "students present", data: rows.map((r) => r.students_present), backgroundColor: "#1565c0" },
+        ],
       },
       options: {
         animation: false,
         maintainAspectRatio: false,
-        scales: { x: { ticks: { maxTicksLimit: 8, autoSkip: true } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+        scales: {
+          x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
+          y: { beginAtZero: true, ticks: { precision: 0 } },
+        },
         plugins: { legend: { display: false } },
       },
     });

@@ -15,7 +15,7 @@
     let url;
     try {
       url = new URL(next, location.origin);
-    } catch (err) {
+    } catch (_err) {
       return "/sessions";
     }
     if (url.origin !== location.origin) return "/sessions";
@@ -48,7 +48,7 @@
       } else {
         CP.setError(error, CP.errorText(result, "Login failed (HTTP " + result.status + ")."));
       }
-    } catch (err) {
+    } catch (_err) {
       CP.setError(error, "Can't reach the server. Check your connection and try again.");
     } finally {
       submit.disabled = false;

@@ -69,7 +69,7 @@
     let result;
     try {
       result = await CP.teacherApi("/api/sessions");
-    } catch (err) {
+    } catch (_err) {
       status.textContent = "Can't reach the server.";
       return;
     }
@@ -91,7 +91,7 @@
       if (result && !result.ok) {
         status.textContent = CP.errorText(result, "Couldn't end the session.");
       }
-    } catch (err) {
+    } catch (_err) {
       status.textContent = "Can't reach the server.";
     }
     button.disabled = false;
@@ -117,7 +117,7 @@
       } else if (result) {
         CP.setError(createError, CP.errorText(result, "Couldn't create the session (HTTP " + result.status + ")."));
       }
-    } catch (err) {
+    } catch (_err) {
       CP.setError(createError, "Can't reach the server.");
     } finally {
       button.disabled = false;

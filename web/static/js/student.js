@@ -28,14 +28,26 @@
   let join = null; // {token, student_id, session_id, session_title, display_name, expires_at}
   let consentVersion = null;
   let config = {
-    fps: 2, max_fps: 5, max_in_flight: 2, width: 320, height: 240, jpeg_quality: 0.7,
+    fps: 2,
+    max_fps: 5,
+    max_in_flight: 2,
+    width: 320,
+    height: 240,
+    jpeg_quality: 0.7,
     // Edge capture (docs/edge-wire.md); a server that doesn't say "edge" gets JPEG frames.
-    capture: "frames", detector_url: "/models/face_detection_short_range.onnx",
+    capture: "frames",
+    detector_url: "/models/face_detection_short_range.onnx",
     // false: the school requires edge capture, and a page that can't run the detector sends
     // nothing (never frames). Under the policy "off" frames are at most presence_width x height.
-    frames_allowed: true, presence_width: 192, presence_height: 144,
-    crop_size: 64, crop_scale: 1.1, max_faces: 32,
-    min_face_size: 20, detector_iou_threshold: 0.3, detector_score_threshold: null,
+    frames_allowed: true,
+    presence_width: 192,
+    presence_height: 144,
+    crop_size: 64,
+    crop_scale: 1.1,
+    max_faces: 32,
+    min_face_size: 20,
+    detector_iou_threshold: 0.3,
+    detector_score_threshold: null,
   };
   let stream = null;
   let starting = null;
@@ -73,7 +85,7 @@
     try {
       const stored = JSON.parse(sessionStorage.getItem(STORE_KEY) || "null");
       if (stored && stored.token && stored.expires_at > Date.now()) return stored;
-    } catch (err) {
+    } catch (_err) {
       /* unreadable: start over */
     }
     sessionStorage.removeItem(STORE_KEY);
@@ -82,7 +94,8 @@
 
   function joinFailure(status, fallback) {
     // Unknown codes and ended classes get the same answer (no oracle for code guessing).
-    if (status === 404 || status === 410) return "This join link is unknown, or its class has ended. Check the link with your teacher.";
+    if (status === 404 || status === 410)
+      return "This join link is unknown, or its class has ended. Check the link with your teacher.";
     if (status === 429) return "Too many attempts. Wait a minute, then try again.";
     return fallback;
   }
@@ -91,7 +104,7 @@
     let result;
     try {
       result = await CP.api("/api/join/" + encodeURIComponent(code));
-    } catch (err) {
+    } catch (_err) {
       CP.setError($("join-error"), "Can't reach the server. Check your connection and reload.");
       return;
     }
@@ -103,7 +116,8 @@
     $("class-title").textContent = info.session_title;
     $("class-teacher").textContent = info.teacher ? "Teacher: " + info.teacher : "";
     consentVersion = info.consent_version;
-    if (info.emotion_mode) $("consent-mode").textContent = "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode);
+    if (info.emotion_mode)
+      $("consent-mode").textContent = "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode);
     $("consent-version").textContent = String(info.consent_version);
     const text = $("consent-text");
     text.replaceChildren.apply(text, noticeNodes(info.consent_text));
@@ -116,7 +130,9 @@
    * into one paragraph. */
   function noticeNodes(notice) {
     const nodes = [];
-    const blocks = String(notice || "").replace(/\r\n?/g, "\n").split(/\n\s*\n/);
+    const blocks = String(notice || "")
+      .replace(/\r\n?/g, "\n")
+      .split(/\n\s*\n/);
     blocks.forEach(function (block) {
       const lines = block.split("\n").filter((line) => line.trim());
       if (lines.length > 1 && !/^- /.test(lines[0])) {
@@ -129,7 +145,10 @@
       let item = null;
       lines.forEach(function (line) {
         if (/^- /.test(line)) {
-          if (!list) nodes.push((list = document.createElement("ul")));
+          if (!list) {
+            list = document.createElement("ul");
+            nodes.push(list);
+          }
           item = list.appendChild(document.createElement("li"));
           item.textContent = line.slice(2).trim();
           para = null;
@@ -187,7 +206,10 @@
         return;
       }
       if (!result.ok || !result.data || !result.data.token) {
-        CP.setError(error, joinFailure(result.status, CP.errorText(result, "Couldn't join (HTTP " + result.status + ").")));
+        CP.setError(
+          error,
+          joinFailure(result.status, CP.errorText(result, "Couldn't join (HTTP " + result.status + ").")),
+        );
         return;
       }
       const d = result.data;
@@ -203,7 +225,7 @@
       sessionStorage.setItem(STORE_KEY, JSON.stringify(join));
       enterStream();
       if (join.analysis) startCamera(); // consent and name given just now: that click asks for it
-    } catch (err) {
+    } catch (_err) {
       CP.setError(error, "Can't reach the server. Check your connection and try again.");
     } finally {
       button.disabled = false;
@@ -215,9 +237,11 @@
     try {
       const saved = JSON.parse(sessionStorage.getItem(COUNTS_KEY) || "null");
       if (!saved || saved.student_id !== join.student_id) return;
-      ["sent", "acked", "dropped", "skipped"].forEach((k) => (counts[k] = Number(saved[k]) || 0));
+      ["sent", "acked", "dropped", "skipped"].forEach((k) => {
+        counts[k] = Number(saved[k]) || 0;
+      });
       counts.droppedBy = saved.droppedBy && typeof saved.droppedBy === "object" ? saved.droppedBy : {};
-    } catch (err) {
+    } catch (_err) {
       /* unreadable: start from zero */
     }
   }
@@ -262,7 +286,10 @@
 
   async function openCamera() {
     if (insecure) {
-      CP.setError(streamError, "The camera is blocked: this page was opened over plain HTTP, not HTTPS. See the note at the top of the page.");
+      CP.setError(
+        streamError,
+        "The camera is blocked: this page was opened over plain HTTP, not HTTPS. See the note at the top of the page.",
+      );
       return;
     }
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -278,13 +305,18 @@
       });
     } catch (err) {
       const denied = err && (err.name === "NotAllowedError" || err.name === "SecurityError");
-      CP.setError(streamError, denied
-        ? "Camera permission was denied. You can follow the class without it, or allow the camera in the browser's site settings and press Start."
-        : "Couldn't start the camera: " + ((err && err.message) || err));
+      CP.setError(
+        streamError,
+        denied
+          ? "Camera permission was denied. You can follow the class without it, or allow the camera in the browser's site settings and press Start."
+          : "Couldn't start the camera: " + ((err && err.message) || err),
+      );
       return;
     }
     if (finished) {
-      media.getTracks().forEach((t) => t.stop());
+      media.getTracks().forEach((t) => {
+        t.stop();
+      });
       return;
     }
     stream = media;
@@ -305,7 +337,9 @@
   function stopCamera(notify) {
     clearTimeout(captureTimer);
     if (stream) {
-      stream.getTracks().forEach((t) => t.stop());
+      stream.getTracks().forEach((t) => {
+        t.stop();
+      });
       stream = null;
       video.srcObject = null;
       if (notify !== false) sendJson({ type: "camera", state: "off" });
@@ -366,11 +400,15 @@
     canvas.height = Math.round(video.videoHeight * scale);
     canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
     encoding = true;
-    canvas.toBlob(function (blob) {
-      encoding = false;
-      if (!blob || live.open() !== ws || !stream) return;
-      sendCapture(ws, blob);
-    }, "image/jpeg", config.jpeg_quality);
+    canvas.toBlob(
+      function (blob) {
+        encoding = false;
+        if (!blob || live.open() !== ws || !stream) return;
+        sendCapture(ws, blob);
+      },
+      "image/jpeg",
+      config.jpeg_quality,
+    );
   }
 
   /** Edge capture: the faces found on this device, at the camera's own resolution, and their
@@ -390,23 +428,37 @@
     encoding = true;
     let found = null;
     let crops = null;
-    detector.detect(pixels, w, h).then(function (result) {
-      found = result;
-      if (edge.detector !== detector) return null; // fell back meanwhile
-      crops = policyMode === "off"
-        ? null
-        : ClassPulseEdge.cropFaces(pixels, w, h, found.faces, config.crop_size, config.crop_scale);
-      return ClassPulseEdge.packCrops(crops, config.crop_size);
-    }).then(function (packed) {
-      encoding = false;
-      if (edge.detector !== detector) return;
-      const message = ClassPulseEdge.encodeFaces(w, h, found.faces, crops, config.crop_size, found.ms, capturedAt, packed);
-      noteDetectorTime(found.ms);
-      if (live.open() === ws && stream) sendCapture(ws, message);
-    }).catch(function (err) {
-      encoding = false;
-      fallBack("error", err);
-    });
+    detector
+      .detect(pixels, w, h)
+      .then(function (result) {
+        found = result;
+        if (edge.detector !== detector) return null; // fell back meanwhile
+        crops =
+          policyMode === "off"
+            ? null
+            : ClassPulseEdge.cropFaces(pixels, w, h, found.faces, config.crop_size, config.crop_scale);
+        return ClassPulseEdge.packCrops(crops, config.crop_size);
+      })
+      .then(function (packed) {
+        encoding = false;
+        if (edge.detector !== detector) return;
+        const message = ClassPulseEdge.encodeFaces(
+          w,
+          h,
+          found.faces,
+          crops,
+          config.crop_size,
+          found.ms,
+          capturedAt,
+          packed,
+        );
+        noteDetectorTime(found.ms);
+        if (live.open() === ws && stream) sendCapture(ws, message);
+      })
+      .catch(function (err) {
+        encoding = false;
+        fallBack("error", err);
+      });
   }
 
   function sendCapture(ws, data) {
@@ -491,25 +543,34 @@
     }
     edge.state = "loading";
     renderCapture();
-    const timeout = new Promise(function (resolve, reject) {
-      setTimeout(() => reject(Object.assign(new Error("timed out"), { reason: "model_load_failed" })), EDGE_LOAD_TIMEOUT_MS);
+    const timeout = new Promise(function (_resolve, reject) {
+      setTimeout(
+        () => reject(Object.assign(new Error("timed out"), { reason: "model_load_failed" })),
+        EDGE_LOAD_TIMEOUT_MS,
+      );
     });
-    Promise.race([ClassPulseEdge.load(config.detector_url), timeout]).then(function (detector) {
-      if (edge.state !== "loading") return;
-      tuneDetector(detector);
-      edge.detector = detector;
-      edge.state = "ready";
-      renderCapture();
-      // A camera opened before the detector was ready: ask it for the edge resolution.
-      if (stream) {
-        stream.getVideoTracks().forEach(function (track) {
-          track.applyConstraints({ width: { ideal: EDGE_CAMERA.width }, height: { ideal: EDGE_CAMERA.height } })
-            .catch(function () { /* keep the resolution it has */ });
-        });
-      }
-    }, function (err) {
-      fallBack((err && err.reason) || "model_load_failed", err);
-    });
+    Promise.race([ClassPulseEdge.load(config.detector_url), timeout]).then(
+      function (detector) {
+        if (edge.state !== "loading") return;
+        tuneDetector(detector);
+        edge.detector = detector;
+        edge.state = "ready";
+        renderCapture();
+        // A camera opened before the detector was ready: ask it for the edge resolution.
+        if (stream) {
+          stream.getVideoTracks().forEach(function (track) {
+            track
+              .applyConstraints({ width: { ideal: EDGE_CAMERA.width }, height: { ideal: EDGE_CAMERA.height } })
+              .catch(function () {
+                /* keep the resolution it has */
+              });
+          });
+        }
+      },
+      function (err) {
+        fallBack((err && err.reason) || "model_load_failed", err);
+      },
+    );
   }
 
   function fallBack(reason, err) {
@@ -538,25 +599,37 @@
   /** What leaves this device now, in plain words. */
   function captureText() {
     const box = frameBox();
-    const frames = "small pictures from the camera (at most " + box.width + "×" + box.height +
+    const frames =
+      "small pictures from the camera (at most " +
+      box.width +
+      "×" +
+      box.height +
       ") go to the server, are analysed in memory and are never stored.";
     if (!configSeen) return "Connecting to the server: nothing is sent yet.";
     if (edgeBlocked()) {
-      return "Nothing is sent: your school allows only on-device face detection, and " +
+      return (
+        "Nothing is sent: your school allows only on-device face detection, and " +
         (FALLBACK_TEXT[edge.reason] || "on-device detection is off") +
-        ". You still attend the class; try another browser or device to share your camera.";
+        ". You still attend the class; try another browser or device to share your camera."
+      );
     }
     if (config.capture !== "edge") return "Sending camera frames: " + frames;
     if (edge.state === "fallback") {
-      return "Sending camera frames: " + (FALLBACK_TEXT[edge.reason] || "on-device detection is off") +
-        ", so " + frames;
+      return (
+        "Sending camera frames: " + (FALLBACK_TEXT[edge.reason] || "on-device detection is off") + ", so " + frames
+      );
     }
     if (edge.state !== "ready") return "Preparing on-device face detection: nothing is sent until it is ready.";
     if (policyMode === "off") {
       return "On-device detection: only where your face is in the picture (a box) leaves this device; no picture is sent.";
     }
-    return "On-device detection: only where your face is (a box) and a small grey picture of it (" +
-      config.crop_size + "×" + config.crop_size + " pixels) leave this device; the camera picture is not sent.";
+    return (
+      "On-device detection: only where your face is (a box) and a small grey picture of it (" +
+      config.crop_size +
+      "×" +
+      config.crop_size +
+      " pixels) leave this device; the camera picture is not sent."
+    );
   }
 
   function renderCapture() {
@@ -566,12 +639,21 @@
     mode.dataset.fallback = edge.reason || "";
     mode.textContent = (stream || waiting ? "" : "While the camera is on: ") + captureText();
     $("capture-kind").textContent = sendingFaces()
-      ? (policyMode === "off" ? "face boxes only" : "face boxes and grey face crops")
-      : edgeBlocked() ? "nothing (on-device detection required)" : waiting ? "nothing yet" : "camera frames";
+      ? policyMode === "off"
+        ? "face boxes only"
+        : "face boxes and grey face crops"
+      : edgeBlocked()
+        ? "nothing (on-device detection required)"
+        : waiting
+          ? "nothing yet"
+          : "camera frames";
     const recent = edge.recent.length ? median(edge.recent) : null;
-    $("detector-time").textContent = recent === null
-      ? (config.capture === "edge" ? "—" : "on the server")
-      : Math.round(recent) + " ms per frame on this device" + (edge.reason === "too_slow" ? " (too slow)" : "");
+    $("detector-time").textContent =
+      recent === null
+        ? config.capture === "edge"
+          ? "—"
+          : "on the server"
+        : Math.round(recent) + " ms per frame on this device" + (edge.reason === "too_slow" ? " (too slow)" : "");
     setButtons();
   }
 
@@ -584,7 +666,7 @@
     if (join && join.student_id) {
       try {
         sessionStorage.setItem(COUNTS_KEY, JSON.stringify(Object.assign({ student_id: join.student_id }, counts)));
-      } catch (err) {
+      } catch (_err) {
         /* storage full or off: the counts start again with the next page */
       }
     }
@@ -603,10 +685,23 @@
 
   function applyConfig(msg) {
     const next = Object.assign({}, config);
-    ["fps", "max_fps", "max_in_flight", "width", "height", "jpeg_quality", "crop_size", "crop_scale", "max_faces",
-      "min_face_size", "detector_iou_threshold", "presence_width", "presence_height"].forEach(function (key) {
+    [
+      "fps",
+      "max_fps",
+      "max_in_flight",
+      "width",
+      "height",
+      "jpeg_quality",
+      "crop_size",
+      "crop_scale",
+      "max_faces",
+      "min_face_size",
+      "detector_iou_threshold",
+      "presence_width",
+      "presence_height",
+    ].forEach(function (key) {
       const value = Number(msg[key]);
-      if (msg[key] !== undefined && msg[key] !== null && isFinite(value) && value >= 0) next[key] = value;
+      if (msg[key] !== undefined && msg[key] !== null && Number.isFinite(value) && value >= 0) next[key] = value;
     });
     next.max_in_flight = Math.max(1, Math.floor(next.max_in_flight));
     next.width = Math.max(16, Math.floor(next.width)) || 320;
@@ -641,11 +736,10 @@
   // exceeds the cap), and for the normal rate again once they caught up.
   function applyRate(msg) {
     const fps = Number(msg.fps);
-    if (!isFinite(fps) || fps < 0) return;
+    if (!Number.isFinite(fps) || fps < 0) return;
     config = Object.assign({}, config, { fps: fps });
-    connState.title = msg.reason && msg.reason !== "normal"
-      ? "server asked for " + fps + " frames/s (" + msg.reason + ")"
-      : "";
+    connState.title =
+      msg.reason && msg.reason !== "normal" ? "server asked for " + fps + " frames/s (" + msg.reason + ")" : "";
     scheduleCapture();
   }
 
@@ -666,8 +760,7 @@
     const emotion = $("self-emotion");
     emotion.dataset.emotion = v.emotion || "none";
     emotion.textContent = v.emotion || "—";
-    $("self-confidence").textContent =
-      v.emotion && v.confidence !== null ? Math.round(v.confidence * 100) + " %" : "—";
+    $("self-confidence").textContent = v.emotion && v.confidence !== null ? Math.round(v.confidence * 100) + " %" : "—";
     const face = $("self-presence");
     face.dataset.presence = v.presence;
     if (v.presence === "present" && v.faces !== null) {
@@ -735,7 +828,7 @@
       let msg;
       try {
         msg = JSON.parse(event.data);
-      } catch (err) {
+      } catch (_err) {
         return;
       }
       if (msg.type === "ack") onAck(msg);
@@ -769,7 +862,10 @@
         stopCamera(false);
         live.stop();
         setConn("closed", "open in another tab");
-        CP.setError(streamError, "This class is open in another tab or window, so this page stopped. Reload this page to continue here instead.");
+        CP.setError(
+          streamError,
+          "This class is open in another tab or window, so this page stopped. Reload this page to continue here instead.",
+        );
         setButtons();
         return false;
       }
@@ -820,7 +916,7 @@
     try {
       const result = await CP.api("/api/student/withdraw", { method: "POST", token: join.token, body: {} });
       recorded = result.ok;
-    } catch (err) {
+    } catch (_err) {
       recorded = false;
     }
     const ws = live.open();
@@ -842,7 +938,8 @@
   // --- privacy (issue 5): the policy in force, consent state, and the data kept so far ---------
   const MODE_TEXT = {
     per_student: "Your teacher sees your estimated expression. It is kept per student for the retention period.",
-    aggregate_only: "Your school keeps class totals only: your teacher sees no estimate about you, and none is stored about you.",
+    aggregate_only:
+      "Your school keeps class totals only: your teacher sees no estimate about you, and none is stored about you.",
     off: "Emotion estimates are switched off at your school: only whether you are connected and a face is seen.",
   };
   const SO_FAR_EVERY_MS = 15000;
@@ -865,9 +962,12 @@
 
   function renderSoFar(me) {
     applyPolicy(me.policy);
-    const consent = me.consent === "accepted"
-      ? "given (notice version " + me.consent_version + ")"
-      : me.consent === "declined" ? "declined: you attend without analysis" : "withdrawn: analysis stopped";
+    const consent =
+      me.consent === "accepted"
+        ? "given (notice version " + me.consent_version + ")"
+        : me.consent === "declined"
+          ? "declined: you attend without analysis"
+          : "withdrawn: analysis stopped";
     $("self-consent").textContent = consent;
     $("sofar-frames").textContent = String(me.frames);
     $("sofar-faced").textContent = String(me.frames_with_face);
@@ -888,7 +988,7 @@
     try {
       const result = await CP.api("/api/student/me", { token: join.token });
       if (result.ok && result.data) renderSoFar(result.data);
-    } catch (err) {
+    } catch (_err) {
       /* offline: the next refresh tries again */
     } finally {
       soFarLoading = false;
@@ -907,6 +1007,7 @@
   renderCapture();
   renderCounts();
   join = loadStored();
-  if (join) enterStream(); // a reload: the camera waits for the Start button again
+  if (join)
+    enterStream(); // a reload: the camera waits for the Start button again
   else loadInvitation();
 })();
