@@ -4,7 +4,9 @@ Broadcaster style: however many dashboards and students watch a session, this pr
 subscription to ``cp:live:{session}`` for each session with a socket here (and one per account
 topic), taken when the first socket of it arrives and dropped after the last one leaves. Each
 message is parsed at most once, to route it to the sockets of the student it concerns; teachers
-get every message of their session as is.
+get every message of their session. What the policy in force forbids is taken out once, here,
+before any socket gets the message (``classpulse.views.live_message``): a student's estimate
+published before a policy change reaches neither a dashboard nor the student's page.
 
 Why not one pattern subscription to ``cp:live:*``: then every gateway receives every update of
 every session and Redis pays for each gateway per publish (docs/capacity.md: the first ceiling
@@ -32,7 +34,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from app.tasks import stop_task
-from classpulse import contracts
+from classpulse import contracts, views
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,15 @@ _route = msgspec.json.Decoder(_Route)
 class Hub:
     """Routes messages of ``cp:live:{session}`` to subscribed queues. Bytes are from Redis."""
 
-    def __init__(self, redis: Redis, on_drop: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        on_drop: Callable[[], None] = lambda: None,
+        mode: Callable[[], str] = lambda: "off",
+    ) -> None:
         self._redis = redis
         self._on_drop = on_drop
+        self._mode = mode  # the policy's emotion mode in force now (PolicyCache)
         # session id -> student id (None: the whole session, i.e. dashboards) -> queues
         self._subs: dict[str, dict[str | None, set[DropOldestQueue]]] = defaultdict(
             lambda: defaultdict(set)
@@ -124,6 +132,7 @@ class Hub:
         by_student = self._subs.get(session_id)
         if not by_student:
             return
+        data = views.live_message(data, self._mode())
         targets = set(by_student.get(None, ()))
         if len(by_student) > 1 or None not in by_student:  # some student of it listens here
             try:

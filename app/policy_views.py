@@ -1,7 +1,7 @@
-"""Policy enforcement on the read side: what the gateway may show of per-student data, and the
-audit entries for showing it. Writers (the aggregator) enforce the same policy on their side;
-these helpers make sure data stored under an earlier, looser policy is not shown under a
-stricter one.
+"""The gateway's side of the policy on reads: the class mix per bucket, the audit entries for
+showing per-student data, and the policy message. What a view may show under each mode is
+``classpulse.views``'s rule, which the aggregator applies too; reads apply it with the mode in
+force now, so data stored under an earlier, looser policy is not shown under a stricter one.
 """
 
 from __future__ import annotations
@@ -16,18 +16,9 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from classpulse import audit, contracts
+from classpulse import audit, contracts, views
 from classpulse.db import ClassBucket, ClassSession, EmotionBucket, User
 from classpulse.policy import Policy
-
-# LiveUpdate fields that carry a per-student emotion estimate (quality: why it is uncertain).
-
-
-def redact_update(update: dict[str, Any] | None, policy: Policy) -> dict[str, Any] | None:
-    """A stored per-student update as the policy allows it to be shown now."""
-    if update is None or policy.per_student:
-        return update
-    return {**update, **dict.fromkeys(contracts.EMOTION_FIELDS)}
 
 
 def record_view(
@@ -90,9 +81,7 @@ def class_mix(db: Session, session_id: uuid.UUID, policy: Policy) -> list[ClassM
     for bucket, students in db.execute(query):
         sums = bucket.prob_sums or {}
         total = sum(sums.values())
-        # Per student, everything is visible anyway; class-level only, small groups are not.
-        small = not policy.per_student and students < policy.min_group_size
-        suppressed = not policy.emotions_on or small
+        suppressed = not views.shows_class(policy, students)
         probs = None if suppressed or total <= 0 else {k: v / total for k, v in sums.items()}
         out.append(
             ClassMix(

@@ -63,7 +63,6 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
     )
     metrics = Metrics()
-    hub = Hub(redis, on_drop=metrics.live_dropped.inc)
     sink = FrameSink(
         redis,
         settings.frames_stream_maxlen,
@@ -75,6 +74,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     metrics.worker_lag.set_function(lambda: frame_flow.worker_lag_ms)
     make_session = sessionmaker(engine, expire_on_commit=False)
     policy = PolicyCache(redis, make_session)
+    hub = Hub(redis, on_drop=metrics.live_dropped.inc, mode=lambda: policy.mode)
     await policy.start()
     await hub.start()
     sink.start()

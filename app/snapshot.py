@@ -13,8 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.policy_views import redact_update
-from classpulse import contracts
+from classpulse import contracts, views
 from classpulse.db import Student
 from classpulse.policy import Policy
 
@@ -90,7 +89,7 @@ async def build_snapshot(
         # A withdrawn student's last estimate is not shown, even if an update the aggregator
         # had in flight re-stored it after the withdrawal dropped it from the hash.
         latest = None if s["withdrawn"] else _latest(emotions, s["student_id"])
-        s["emotion"] = redact_update(latest, policy)
+        s["emotion"] = views.update_view(latest, policy)
     class_now = None
     if class_raw and policy.emotion_mode == "aggregate_only":
         class_now = _latest({b"c": class_raw}, "c")

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from classpulse import views
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
 from records.csvsafe import safe_row
@@ -264,17 +265,15 @@ def build_report(
         if start in stored_class:  # the class row's own counts, as the aggregator wrote them
             frames, faced = stored_class[start].frames, stored_class[start].frames_with_face
         n = present.get(start, 0)
-        probs = mean_probs(sums, faced, labels) if policy.emotions_on else None
-        suppressed = (
-            policy.emotion_mode == "aggregate_only" and n < policy.min_group_size and faced > 0
-        )
-        class_rows.append(
-            Row(start, frames, faced, n, None if suppressed else probs, suppressed=suppressed)
-        )
+        shown = views.shows_class(policy, n)
+        probs = mean_probs(sums, faced, labels) if shown else None
+        # Withheld for a small group (not for emotions off: then there is nothing to withhold).
+        suppressed = policy.emotions_on and not shown and faced > 0
+        class_rows.append(Row(start, frames, faced, n, probs, suppressed=suppressed))
 
     student_rows: list[Row] = []
     roster: list[dict[str, Any]] = []
-    if policy.per_student:
+    if views.shows_students(policy):  # a student's rows show their estimates: nowhere else
         student_rows = [Row.of_student(b, labels, name) for b, name in students]
         roster = [
             {"student_id": str(s.id), "display_name": s.display_name}
@@ -294,7 +293,7 @@ def build_report(
         class_rows=class_rows,
         student_rows=student_rows,
         students=roster,
-        alerts=_alerts(db, session.id, policy.per_student),
+        alerts=_alerts(db, session.id, views.shows_students(policy)),
     )
     report.summary = _summary(db, report, students)
     return report
@@ -470,7 +469,7 @@ def session_summaries(
     alerts: dict[uuid.UUID, int] = {sid: n for sid, n in db.execute(_ALERTS, {"ids": ids})}
     sums: dict[uuid.UUID, dict[str, float]] = defaultdict(dict)
     if policy.emotions_on:
-        min_n = policy.min_group_size if policy.emotion_mode == "aggregate_only" else 0
+        min_n = views.class_min_group(policy)
         for sid, key, value in db.execute(_CLASS_SUMS, {"ids": ids, "min_n": min_n}):
             sums[sid][key] = value
     for s in sessions:

@@ -5,11 +5,13 @@ neither kept for nor shown to dashboards that connect later."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from classpulse import contracts as c
+from classpulse.policy import Policy, write_mirror
 from tests.privacy_helpers import a_class, rows
 from tests.test_gateway_helpers import next_json, student_update, token_protocols
 
@@ -65,10 +67,24 @@ def test_a_per_student_update_reaching_an_unaudited_dashboard_is_audited(setting
             clean_redis.publish(c.live_channel(k.session["id"]), c.encoder.encode(plain))
             next_json(ws, lambda m: m.get("type") == "student")
             assert rows(settings, VIEW_LIVE) == [(0,)]
-            # An estimate gets through (e.g. the aggregator applied per_student first): audited.
+            # An estimate published while this gateway's policy is aggregate_only (e.g. the
+            # aggregator applied per_student first): the hub withholds it, nothing to audit.
             happy = student_update(k.session, ada, emotion="happy", probs={"happy": 1.0}, faces=1)
             clean_redis.publish(c.live_channel(k.session["id"]), c.encoder.encode(happy))
-            assert next_json(ws, lambda m: m.get("type") == "student")["emotion"] == "happy"
+            withheld = next_json(ws, lambda m: m.get("type") == "student")
+            assert withheld["emotion"] is None and withheld["probs"] is None
+            assert withheld["faces"] == 1 and rows(settings, VIEW_LIVE) == [(0,)]
+            # The gateway reads per_student from the mirror before the policy message reaches
+            # this socket: the estimate gets through, audited before it is sent.
+            write_mirror(clean_redis, Policy("per_student"), stamp=2**62)
+            deadline = time.monotonic() + 5
+            while True:  # until the gateway's policy cache has read the mirror (0.5 s)
+                clean_redis.publish(c.live_channel(k.session["id"]), c.encoder.encode(happy))
+                if next_json(ws, lambda m: m.get("type") == "student")["emotion"] == "happy":
+                    break
+                assert rows(settings, VIEW_LIVE) == [(0,)]
+                assert time.monotonic() < deadline, "the gateway never read the mirror"
+                time.sleep(0.05)
             assert rows(settings, VIEW_LIVE) == [(1,)]
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from classpulse import contracts as c
+from classpulse import views
 from classpulse.db import make_engine
 from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
 from classpulse.streams import (
@@ -41,7 +42,7 @@ from records.retention import Retention
 from worker.alerts import AlertEngine
 from worker.buckets import Delta, fold, main_face, write_buckets
 from worker.class_mix import ClassMix, publish_class
-from worker.policy_reader import PolicyReader, apply_mode, redact
+from worker.policy_reader import PolicyReader, apply_mode
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
@@ -248,7 +249,7 @@ class Aggregator:
         for res in sorted(applied, key=lambda r: r.received_ms):
             update = self.live_update(res)
             self.class_mix.observe(update)  # in memory only: the class's mix without names
-            latest[res.student_id] = redact(update, res.mode)
+            latest[res.student_id] = views.redact_update(update, res.mode)
         publish_class(self.r, self.class_mix.updates(self.policy))
         pipe = self.r.pipeline(transaction=False)
         for update in latest.values():

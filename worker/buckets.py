@@ -12,6 +12,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 
 from classpulse import contracts as c
+from classpulse import views
 
 
 def _upsert(table: str, keys: tuple[str, ...]) -> TextClause:
@@ -72,7 +73,7 @@ def fold(
     k.frames_with_face += 1
     for label, p in (face.probs or {}).items():
         k.prob_sums[label] += p
-        if res.mode == "per_student":
+        if views.shows_students(res.mode):  # kept per student only where shown per student
             d.prob_sums[label] += p
 
 

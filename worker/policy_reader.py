@@ -1,5 +1,5 @@
-"""The aggregator's side of the privacy policy: which mode each result is folded under, and
-what a live update may carry out of the aggregator.
+"""The aggregator's side of the privacy policy: which mode each result is folded under (what a
+live update may carry out of the aggregator is ``classpulse.views``'s rule).
 
 - ``per_student``: per-student buckets keep the summed probabilities; so do the class buckets.
 - ``aggregate_only``: per-student buckets keep presence only (frame counts, empty sums); the
@@ -53,11 +53,3 @@ def apply_mode(results: list[c.FrameResult], policy: Policy) -> None:
         if res.mode == "off":  # e.g. analysed just before the switch: keep no probabilities
             for face in res.faces:
                 face.probs = None
-
-
-def redact(update: c.LiveUpdate, mode: str) -> c.LiveUpdate:
-    """The per-student update as the mode allows it to leave the aggregator."""
-    if mode != "per_student":  # quality says why a label is uncertain: about the estimate too
-        for name in c.EMOTION_FIELDS:
-            setattr(update, name, None)
-    return update

@@ -20,7 +20,7 @@ from app.auth import client_address
 from app.deps import CurrentTeacher, DbSession, RedisDep, SettingsDep
 from app.session_access import visible_session
 from app.snapshot import model_calibration
-from classpulse import alert_rules, audit
+from classpulse import alert_rules, audit, views
 from classpulse import policy as org_policy
 from classpulse.db import Alert, Student
 from records import reports
@@ -51,7 +51,7 @@ def student_history(
     student = db.get(Student, student_id)
     if student is None or student.session_id != session.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "student not found in this session")
-    if not org_policy.load(db).per_student:
+    if not views.shows_students(org_policy.load(db)):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "the organisation's policy keeps no per-student emotions"
         )

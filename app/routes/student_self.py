@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import CurrentStudent, DbSession, Res
 from app.snapshot import model_labels
+from classpulse import views
 from classpulse.db import ClassSession, ConsentRecord, EmotionBucket, Student
 
 router = APIRouter(prefix="/api/student", tags=["join"])
@@ -97,16 +98,15 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
             consent = "accepted" if student.consent_version else "declined"
         shown = []
         for b in buckets:
-            mean = _mean([b], labels) if policy.per_student else None
-            dominant = max(mean, key=mean.__getitem__) if mean else None
-            shown.append(
-                SelfBucket(
-                    bucket_start=b.bucket_start,
-                    frames=b.frames,
-                    frames_with_face=b.frames_with_face,
-                    dominant=dominant,
-                )
-            )
+            mean = _mean([b], labels)
+            bucket = {
+                "bucket_start": b.bucket_start,
+                "frames": b.frames,
+                "frames_with_face": b.frames_with_face,
+                "dominant": max(mean, key=mean.__getitem__) if mean else None,
+            }
+            shown.append(SelfBucket(**views.student_view("bucket", bucket, policy)))
+        own = {"probs": _mean(buckets, labels)}
         return SelfView(
             student_id=student.id,
             display_name=student.display_name,
@@ -122,7 +122,7 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
             bucket_seconds=res.settings.bucket_seconds,
             frames=sum(b.frames for b in buckets),
             frames_with_face=sum(b.frames_with_face for b in buckets),
-            probs=_mean(buckets, labels) if policy.per_student else None,
+            probs=views.student_view("self", own, policy)["probs"],
             buckets=shown,
         )
 

@@ -16,7 +16,9 @@ from app.deps import CurrentTeacher, DbSession, RedisDep, Res, SettingsDep
 from app.policy_views import record_view
 from app.session_access import visible_session
 from app.snapshot import model_labels
+from classpulse import views
 from classpulse.db import EmotionBucket, Student
+from classpulse.policy import Policy
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -52,19 +54,23 @@ def _rows(
     return [(b, name) for b, name in db.execute(query)]
 
 
-def bucket_out(bucket: EmotionBucket, display_name: str, labels: list[str]) -> BucketOut:
+def bucket_out(
+    bucket: EmotionBucket, display_name: str, labels: list[str], policy: Policy
+) -> BucketOut:
+    """One student's stored bucket as the timeline shows it under the policy in force."""
     faced = bucket.frames_with_face
     sums = bucket.prob_sums or {}
     probs = {k: sums.get(k, 0.0) / faced for k in labels} if faced else {}
-    return BucketOut(
-        student_id=bucket.student_id,
-        display_name=display_name,
-        bucket_start=bucket.bucket_start,
-        frames=bucket.frames,
-        frames_with_face=faced,
-        probs=probs,
-        dominant=max(probs, key=probs.__getitem__) if probs else None,
-    )
+    point = {
+        "student_id": bucket.student_id,
+        "display_name": display_name,
+        "bucket_start": bucket.bucket_start,
+        "frames": bucket.frames,
+        "frames_with_face": faced,
+        "probs": probs,
+        "dominant": max(probs, key=probs.__getitem__) if probs else None,
+    }
+    return BucketOut(**views.student_view("timeline", point, policy))
 
 
 @router.get("/{session_id}/timeline", response_model=TimelineOut)
@@ -90,12 +96,10 @@ async def timeline(
     labels = await model_labels(redis)
     if labels is None:
         labels = sorted({k for b, _ in rows for k in (b.prob_sums or {})})
-    buckets = [bucket_out(b, name, labels) for b, name in rows]
-    if policy.per_student:
+    buckets = [bucket_out(b, name, labels, policy) for b, name in rows]
+    if views.shows_students(policy):
         ip = client_address(request)
         await run_in_threadpool(record_view, db, user, "view.timeline", session.id, ip)
-    else:
-        buckets = [b.model_copy(update={"probs": {}, "dominant": None}) for b in buckets]
     return TimelineOut(
         session_id=session.id,
         bucket_seconds=settings.bucket_seconds,

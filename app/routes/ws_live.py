@@ -29,7 +29,7 @@ from app.policy_views import record_view
 from app.resources import Resources
 from app.session_access import can_watch, find_session
 from app.snapshot import build_snapshot
-from classpulse import contracts
+from classpulse import contracts, views
 from classpulse.db import User
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _check(
         if not can_watch(user, session):
             # The same answer as for a session that does not exist, as the HTTP routes give.
             return wsc.NOT_FOUND, "session not found"
-        audited = res.policy.policy.per_student
+        audited = views.shows_students(res.policy.policy)
         if audited:  # a view of per-student data: audited
             record_view(db, user, "view.live", session.id, client_address(ws))
         return _Allowed(session.id, audited)
@@ -76,16 +76,12 @@ def _audit_late(res: Resources, ip: str | None, user_id: int, session_id: uuid.U
             record_view(db, user, "view.live", session_id, ip, reason="policy changed")
 
 
-# Substrings of the hub messages worth decoding to see whether they show per-student data.
-_PER_STUDENT_HINTS = (b'"policy"', b'"emotion":"', b'"probs":{')
-
-
 def _shows_per_student(item: bytes | str) -> bool:
     """Whether a hub message starts a per-student view: a policy change to ``per_student``, or
     a student's update that carries an emotion estimate (the aggregator may apply the new
     policy before the policy message gets here). Cheap for the many updates that are neither:
     only candidates are decoded."""
-    if isinstance(item, str) or not any(k in item for k in _PER_STUDENT_HINTS):
+    if isinstance(item, str) or not (b'"policy"' in item or views.may_carry_estimate(item)):
         return False
     try:
         msg = msgspec.json.decode(item)
@@ -94,8 +90,8 @@ def _shows_per_student(item: bytes | str) -> bool:
     if not isinstance(msg, dict):
         return False
     if msg.get("type") == "policy":
-        return msg.get("emotion_mode") == "per_student"
-    return msg.get("type") == "student" and any(msg.get(f) for f in contracts.EMOTION_FIELDS)
+        return views.shows_students(msg.get("emotion_mode"))
+    return views.carries_estimate(msg)
 
 
 @router.websocket("/ws/sessions/{session_id}/live")
@@ -134,7 +130,7 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res) -> None:
             except RedisError as exc:
                 log.warning("live socket: no snapshot, Redis unavailable: %s", exc)
                 return await wsc.close(ws, 1011, "Redis unavailable; reconnect later")
-            if policy.per_student:  # the policy changed to per_student since the check
+            if views.shows_students(policy):  # the policy changed to per_student since the check
                 await audit_if_needed()
             await ws.send_text(msgspec.json.encode(snapshot).decode())
 
