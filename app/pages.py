@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.auth import ACCESS_COOKIE, TokenError, decode_access_token
 from app.deps import SettingsDep, Templates, get_resources
+from records.reports import NEGATIVE
 
 router = APIRouter(include_in_schema=False)
 
@@ -92,8 +93,15 @@ def sessions_page(request: Request, templates: Templates) -> HTMLResponse:
 
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 def dashboard_page(request: Request, templates: Templates, session_id: SessionId) -> HTMLResponse:
+    # The labels the reports and alerts count as negative: the tiles' "needs a look" uses the same.
     return _page(
-        templates, request, "dashboard.html", page="dashboard", teacher=True, session_id=session_id
+        templates,
+        request,
+        "dashboard.html",
+        page="dashboard",
+        teacher=True,
+        session_id=session_id,
+        negative=" ".join(NEGATIVE),
     )
 
 

@@ -1,9 +1,13 @@
-// The shared page helpers (api.js) that need no DOM: backoff, the student view, wording.
+// The shared page helpers that need no DOM (web/static/js/lib/): backoff, the student view,
+// wording, URLs.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { loadScript } from "./load_script.js";
+import { errorText } from "../static/js/lib/http.js";
+import { backoff, tokenProtocols, wsUrl } from "../static/js/lib/socket.js";
+import { ago, emotionColor, formatTime, studentView } from "../static/js/lib/wording.js";
 
-const CP = loadScript("api.js").ClassPulse;
+const CP = { backoff, tokenProtocols, wsUrl, errorText, ago, emotionColor, formatTime, studentView };
+globalThis.location = { protocol: "https:", host: "class.example:8443", pathname: "/", search: "" };
 
 test("backoff doubles from 1 s up to 30 s, each delay drawn from [d/2, d]", () => {
   const retry = CP.backoff(1000, 30000);

@@ -1,0 +1,66 @@
+/* The privacy policy in force (issue 5) decides what this page may show. The server already
+ * strips what a mode forbids; this page says why something is absent, and forgets estimates it
+ * received under an earlier, more open mode. */
+
+import { show } from "../lib/dom.js";
+import { scheduleDistribution } from "./charts.js";
+import { root, state } from "./state.js";
+import { renderTile, showCalibration } from "./tiles.js";
+
+const POLICY_TEXT = {
+  per_student: "Policy: per-student estimates. Views of this page are recorded in the audit log.",
+  aggregate_only: "Policy: class aggregates only. No per-student estimates are shown or stored.",
+  off: "Policy: emotion inference off. Presence only: no estimates are made, shown or stored.",
+};
+
+/** A policy from the snapshot or a live "policy" message; ``klass``: the snapshot's class mix. */
+export function applyPolicy(p, klass) {
+  const policy = state.policy;
+  if (p?.emotion_mode) {
+    policy.mode = p.emotion_mode;
+    policy.minGroup = Number(p.min_group_size) || policy.minGroup;
+  }
+  showCalibration();
+  if (klass !== undefined) policy.klass = klass;
+  if (policy.mode !== "per_student") {
+    // Estimates received under the earlier mode go too.
+    state.students.forEach((s) => {
+      if (s.emotion) s.emotion = Object.assign({}, s.emotion, { emotion: null, confidence: null, probs: null });
+      renderTile(s);
+    });
+  }
+  if (policy.mode !== "aggregate_only") policy.klass = null;
+  renderPolicy();
+  scheduleDistribution();
+}
+
+/** The aggregator's class mix (aggregate_only). */
+export function applyClassUpdate(msg) {
+  if (state.policy.mode !== "aggregate_only") return;
+  state.policy.klass = msg;
+  renderPolicy();
+  scheduleDistribution();
+}
+
+function renderPolicy() {
+  const policy = state.policy;
+  root.dataset.emotionMode = policy.mode;
+  const banner = document.getElementById("policy-banner");
+  banner.dataset.mode = policy.mode;
+  banner.textContent = POLICY_TEXT[policy.mode] || "Policy: " + policy.mode;
+  show(banner, true);
+  let note = "";
+  if (policy.mode === "off") {
+    note = "Emotion inference is off: there is no class mix to show.";
+  } else if (policy.mode === "aggregate_only") {
+    const k = policy.klass;
+    const present = k ? Number(k.present) || 0 : 0;
+    note =
+      !k || k.suppressed
+        ? "Fewer than " + policy.minGroup + " students present (" + present + " now): the class mix is not shown."
+        : present + " students present.";
+  }
+  const el = document.getElementById("class-note");
+  el.textContent = note;
+  show(el, Boolean(note));
+}
