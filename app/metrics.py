@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app import pipeline_state
 from classpulse import contracts, edge_wire
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,7 @@ class Metrics:
 
     async def render(self, redis: Redis, shards: int = 1) -> bytes:
         """Exposition text: this process's metrics, then the pipeline's shared counters."""
-        gateway_drops = {
-            sample.labels["reason"]: sample.value
-            for family in self.frames_dropped.collect()
-            for sample in family.samples
-            if sample.name.endswith("_total")
-        }
+        gateway_drops = pipeline_state.gateway_drops(self)
         pipeline = await _pipeline_registry(redis, gateway_drops, shards)
         return generate_latest(self.registry) + generate_latest(pipeline)
 
@@ -138,7 +134,7 @@ async def _pipeline_registry(
     )
     try:
         stats = await redis.hgetall(contracts.STATS_KEY)
-        alive = await count_keys(redis, contracts.WORKER_HEARTBEAT_PREFIX + "*")
+        alive = await pipeline_state.workers_alive(redis)
         length = 0
         for stream in contracts.frames_streams(shards):
             length += await redis.xlen(stream)
@@ -177,8 +173,3 @@ class _Fixed:
 
     def collect(self):
         return iter(self.families)
-
-
-async def count_keys(redis: Redis, pattern: str) -> int:
-    """Number of keys matching pattern, by SCAN (never KEYS, which blocks Redis)."""
-    return sum([1 async for _ in redis.scan_iter(match=pattern, count=500)])

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from classpulse import audit, contracts, views
 from classpulse.db import ClassBucket, ClassSession, EmotionBucket, User
 from classpulse.policy import Policy
+from records.bucket_stats import shares
 
 
 def record_view(
@@ -79,10 +80,8 @@ def class_mix(db: Session, session_id: uuid.UUID, policy: Policy) -> list[ClassM
     )
     out = []
     for bucket, students in db.execute(query):
-        sums = bucket.prob_sums or {}
-        total = sum(sums.values())
         suppressed = not views.shows_class(policy, students)
-        probs = None if suppressed or total <= 0 else {k: v / total for k, v in sums.items()}
+        probs = None if suppressed else shares(bucket.prob_sums or {})
         out.append(
             ClassMix(
                 bucket.bucket_start,

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -26,12 +25,12 @@ from sqlalchemy.orm import Session
 from classpulse import views
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
+from records.bucket_stats import DIGITS, dominant, mean_probs
 from records.csvsafe import safe_row
 
 # The FER2013 order, which the emotion model uses too; unknown labels are appended sorted.
 DEFAULT_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEGATIVE = ("angry", "disgust", "fear", "sad")
-DIGITS = 4  # probabilities are rounded to this many decimals in every output
 
 # How each format travels over HTTP (report downloads and admin exports).
 MEDIA_TYPES = {
@@ -44,16 +43,6 @@ MEDIA_TYPES = {
 def order_labels(keys: set[str]) -> list[str]:
     """The default labels (always, so a CSV's columns don't depend on the data), then extras."""
     return list(DEFAULT_LABELS) + sorted(keys - set(DEFAULT_LABELS))
-
-
-def mean_probs(sums: dict[str, float], faced: int, labels: list[str]) -> dict[str, float] | None:
-    if faced <= 0 or not sums:
-        return None
-    return {k: round(sums.get(k, 0.0) / faced, DIGITS) for k in labels}
-
-
-def dominant(probs: dict[str, float] | None) -> str | None:
-    return max(probs, key=probs.__getitem__) if probs else None
 
 
 @dataclass
@@ -365,59 +354,6 @@ def sessions_between(
     if session_id is not None:
         query = query.where(ClassSession.id == session_id)
     return list(db.scalars(query.order_by(ClassSession.created_at, ClassSession.id)))
-
-
-# --- exports across sessions, streamed ----------------------------------------------------
-
-
-def each_report(
-    make_session: Callable[[], Session], ids: list[uuid.UUID], policy: Policy, bucket_seconds: int
-) -> Iterator[Report]:
-    """One session's report at a time, so a year of a district streams in flat memory."""
-    with make_session() as db:
-        for session_id in ids:
-            session = db.get(ClassSession, session_id)
-            if session is not None:  # deleted since the export started
-                yield build_report(db, session, policy, bucket_seconds)
-            db.expunge_all()
-
-
-def _csv(
-    built: Iterator[Report], make_session: Callable[[], Session], ids: list[uuid.UUID]
-) -> Iterator[str]:
-    with make_session() as db:
-        labels = labels_of(db, ids)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(csv_header(labels))
-    for report in built:
-        writer.writerows(csv_rows(report, labels))
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
-    yield out.getvalue()
-
-
-def _json(built: Iterator[Report], start: date, end: date, policy: Policy) -> Iterator[str]:
-    head = {"from": start.isoformat(), "to": end.isoformat(), "policy": policy.as_dict()}
-    yield json.dumps(head)[:-1] + ', "sessions": ['
-    for i, report in enumerate(built):
-        yield ("," if i else "") + json.dumps(report.as_json())
-    yield "]}"
-
-
-def stream_export(
-    make_session: Callable[[], Session],
-    ids: list[uuid.UUID],
-    policy: Policy,
-    bucket_seconds: int,
-    fmt: str,
-    start: date,
-    end: date,
-) -> Iterator[str]:
-    """The export of these sessions as CSV or JSON text, in pieces, one session at a time."""
-    built = each_report(make_session, ids, policy, bucket_seconds)
-    return _csv(built, make_session, ids) if fmt == "csv" else _json(built, start, end, policy)
 
 
 # --- session list figures ----------------------------------------------------------------------

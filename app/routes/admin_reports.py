@@ -13,9 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import client_address
 from app.deps import CurrentAdmin, DbSession, Res, SettingsDep
-from classpulse import audit
 from classpulse import policy as org_policy
-from records import reports
+from records import exports, reports
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 MAX_DAYS = 366
@@ -60,8 +59,7 @@ async def export_reports(
         )
 
     def prepare() -> tuple[org_policy.Policy, list[uuid.UUID]]:
-        found = reports.sessions_between(db, start, end, session)
-        ids = [s.id for s in found if teacher is None or s.owner_id == teacher]
+        ids = exports.session_ids(db, start, end, session, teacher)
         if not ids and fmt == "pdf":
             which = " of this teacher" if teacher is not None else ""
             which += " matching this session" if session is not None else ""
@@ -75,11 +73,9 @@ async def export_reports(
                 " or download CSV or JSON",
             )
         policy = org_policy.load(db)
-        # Audited before the first byte leaves: an export without its entry cannot happen.
-        audit.record(
+        exports.record(
             db,
             user,
-            "export.report",
             "export",
             None,
             {
@@ -92,7 +88,6 @@ async def export_reports(
             },
             client_address(request),
         )
-        db.commit()
         return policy, ids
 
     policy, ids = await run_in_threadpool(prepare)
@@ -101,18 +96,11 @@ async def export_reports(
         "Content-Disposition": f'attachment; filename="{name}"',
         SESSIONS_HEADER: str(len(ids)),  # the admin page says "nothing in this range" by it
     }
-    if fmt == "pdf":
-
-        def draw() -> bytes:
-            from records import report_pdf  # matplotlib: only when a PDF is asked for
-
-            built = reports.each_report(res.sessionmaker, ids, policy, settings.bucket_seconds)
-            return report_pdf.render(list(built))
-
-        pdf = await run_in_threadpool(draw)
-        return Response(pdf, media_type=reports.MEDIA_TYPES["pdf"], headers=disposition)
-    # A sync generator: Starlette iterates it in its thread pool, off the event loop.
-    body = reports.stream_export(
+    body = exports.export_file(
         res.sessionmaker, ids, policy, settings.bucket_seconds, fmt, start, end
     )
+    if fmt == "pdf":  # drawn whole (matplotlib, bounded by MAX_PDF_SESSIONS), off the event loop
+        pdf = await run_in_threadpool(b"".join, body)
+        return Response(pdf, media_type=reports.MEDIA_TYPES["pdf"], headers=disposition)
+    # A sync generator: Starlette iterates it in its thread pool, off the event loop.
     return StreamingResponse(body, media_type=reports.MEDIA_TYPES[fmt], headers=disposition)

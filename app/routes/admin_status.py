@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from app import pipeline_state
 from app.deps import CurrentAdmin, Res
+from app.pipeline_state import as_text as _text
 from app.resources import Resources
 from classpulse import contracts
 
@@ -86,36 +89,12 @@ def _database(res: Resources) -> tuple[bool, float | None, str | None]:
         return False, None, None
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 async def _beats(redis: Redis, prefix: str, lags: dict[str, float]) -> list[ServiceBeat]:
-    now = time.time()
-    keys = sorted([_text(k) async for k in redis.scan_iter(match=prefix + "*", count=500)])
-    values = await redis.mget(keys) if keys else []
-    out = []
-    for key, value in zip(keys, values, strict=True):
-        name = key[len(prefix) :]
-        try:
-            ago: float | None = round(max(0.0, now - float(_text(value))), 1)
-        except (TypeError, ValueError):
-            ago = None
-        out.append(ServiceBeat(name=name, last_beat_s_ago=ago, lag_ms=lags.get(name)))
-    return out
-
-
-async def _stream(redis: Redis, stream: str, group: str) -> StreamState:
-    length = await redis.xlen(stream)
-    pending = lag = None
-    try:
-        for info in await redis.xinfo_groups(stream):
-            if _text(info.get("name")) == group:
-                pending = int(info.get("pending") or 0)
-                lag = None if info.get("lag") is None else int(info["lag"])
-    except ResponseError:  # no stream yet: nothing was ever sent
-        pass
-    return StreamState(stream=stream, length=length, group=group, pending=pending, lag=lag)
+    beats = await pipeline_state.heartbeats(redis, prefix)
+    return [
+        ServiceBeat(name=name, last_beat_s_ago=ago, lag_ms=lags.get(name))
+        for name, ago in beats.items()
+    ]
 
 
 def _ints(raw: dict[Any, Any]) -> dict[str, int]:
@@ -180,12 +159,10 @@ async def _redis_part(res: Resources) -> dict[str, Any]:
         "workers": await _beats(redis, contracts.WORKER_HEARTBEAT_PREFIX, lags),
         "aggregators": await _beats(redis, contracts.AGGREGATOR_HEARTBEAT_PREFIX, {}),
         "streams": [
-            await _stream(redis, stream, group)
-            for streams, group in (
-                (contracts.frames_streams(shards), contracts.WORKER_GROUP),
-                (contracts.results_streams(shards), contracts.AGGREGATOR_GROUP),
+            StreamState(**{**asdict(state), "length": state.length or 0})
+            for state in await pipeline_state.stream_groups(
+                redis, pipeline_state.shard_groups(shards)
             )
-            for stream in streams
         ],
         "counters": counters,
         "windows": await _windows(redis, time.time(), counters),
@@ -222,12 +199,7 @@ async def system_status(_admin: CurrentAdmin, res: Res) -> StatusOut:
             return False, None, None
 
     (db_ok, db_ms, revision), (redis_ok, part) = await asyncio.gather(database(), redis_or_empty())
-    dropped = {
-        sample.labels["reason"]: int(sample.value)
-        for family in res.metrics.frames_dropped.collect()
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    dropped = {k: int(v) for k, v in pipeline_state.gateway_drops(res.metrics).items()}
     flow = res.frame_flow
     return StatusOut(
         at=time.time(),

@@ -13,10 +13,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from app import pipeline_state
 from app.deps import Res
-from app.metrics import _Fixed, count_keys
+from app.metrics import _Fixed
 from app.resources import Resources
-from classpulse import contracts
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
@@ -40,7 +40,7 @@ def _db_ok(res: Resources) -> bool:
 async def _redis_state(res: Resources) -> tuple[bool, int]:
     try:
         await res.redis.ping()
-        return True, await count_keys(res.redis, contracts.WORKER_HEARTBEAT_PREFIX + "*")
+        return True, await pipeline_state.workers_alive(res.redis)
     except (RedisError, OSError):
         return False, 0
 
@@ -78,8 +78,6 @@ async def stream_shard_metrics(redis: Redis, shards: int) -> bytes:
     """Length, pending and lag (entries not yet delivered to the group; Redis 7) of every frames
     and results stream shard, labelled by stream and consumer group: the backlog per shard, so
     a shard whose workers or aggregator are missing shows. Empty when Redis does not answer."""
-    streams = [(s, contracts.WORKER_GROUP) for s in contracts.frames_streams(shards)]
-    streams += [(s, contracts.AGGREGATOR_GROUP) for s in contracts.results_streams(shards)]
     labels = ["stream", "group"]
     length = GaugeMetricFamily(
         "classpulse_stream_length", "Entries kept in each stream shard", labels=labels
@@ -95,25 +93,18 @@ async def stream_shard_metrics(redis: Redis, shards: int) -> bytes:
         labels=labels,
     )
     try:
-        pipe = redis.pipeline(transaction=False)
-        for stream, _group in streams:
-            pipe.xlen(stream)
-            pipe.xinfo_groups(stream)
-        replies = await pipe.execute(raise_on_error=False)
+        states = await pipeline_state.stream_groups(redis, pipeline_state.shard_groups(shards))
     except (RedisError, OSError):
         return b""
-    for i, (stream, group) in enumerate(streams):
-        n, groups = replies[2 * i], replies[2 * i + 1]
-        if isinstance(n, Exception):
-            continue  # no such stream yet
-        length.add_metric([stream, group], float(n))
-        for info in groups if isinstance(groups, list) else []:
-            name = info.get("name")
-            if (name.decode() if isinstance(name, bytes) else name) != group:
-                continue
-            pending.add_metric([stream, group], float(info.get("pending") or 0))
-            if info.get("lag") is not None:  # Redis 7; unknown after some deletions
-                lag.add_metric([stream, group], float(info["lag"]))
+    for state in states:
+        where = [state.stream, state.group]
+        if state.length is None:
+            continue  # not a stream
+        length.add_metric(where, float(state.length))
+        if state.pending is not None:
+            pending.add_metric(where, float(state.pending))
+        if state.lag is not None:  # Redis 7; unknown after some deletions
+            lag.add_metric(where, float(state.lag))
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_Fixed([length, pending, lag]))
     return generate_latest(registry)

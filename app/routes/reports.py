@@ -7,7 +7,6 @@ history read is written to the audit log before the data is returned.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -23,7 +22,7 @@ from app.snapshot import model_calibration
 from classpulse import alert_rules, audit, views
 from classpulse import policy as org_policy
 from classpulse.db import Alert, Student
-from records import reports
+from records import exports, reports
 
 router = APIRouter(prefix="/api/sessions", tags=["reports"])
 
@@ -93,25 +92,15 @@ def report(
     session = visible_session(db, user, session_id)
     policy = org_policy.load(db)
     built = reports.build_report(db, session, policy, settings.bucket_seconds)
-    if fmt == "csv":
-        body: bytes = reports.write_csv([built]).encode()
-    elif fmt == "pdf":
-        # matplotlib loads with the first PDF, not with the gateway (~60 MB it rarely needs).
-        from records import report_pdf
-
-        body = report_pdf.render([built])
-    else:
-        body = json.dumps(built.as_json()).encode()
-    audit.record(
+    body = exports.report_file(built, fmt)
+    exports.record(
         db,
         user,
-        "export.report",
         "session",
         session.id,
         {"format": fmt, "mode": policy.emotion_mode},
         client_address(request),
     )
-    db.commit()
     name = f"classpulse-{session.created_at:%Y%m%d}-{str(session.id)[:8]}.{fmt}"
     return Response(
         body,

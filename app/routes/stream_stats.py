@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from app import pipeline_state
 from app.deps import CurrentTeacher, DbSession, Res
 from app.frame_flow import parse
 from app.session_access import visible_session
@@ -71,12 +72,8 @@ async def stream_stats(
 async def _backlog(res: Res, stream: str) -> int | None:
     """Entries of the stream not yet delivered to the workers' group (XINFO GROUPS "lag")."""
     try:
-        groups = await res.redis.xinfo_groups(stream)
+        pair = [(stream, contracts.WORKER_GROUP)]
+        (state,) = await pipeline_state.stream_groups(res.redis, pair)
     except (RedisError, OSError):
-        return None  # no stream (nothing sent yet), or Redis away
-    for info in groups:
-        name = info.get("name")
-        if (name.decode() if isinstance(name, bytes) else name) == contracts.WORKER_GROUP:
-            lag = info.get("lag")
-            return None if lag is None else int(lag)
-    return None
+        return None  # Redis away
+    return state.lag  # None: no stream or group yet (nothing sent)

@@ -19,6 +19,7 @@ from app.deps import CurrentStudent, DbSession, Res
 from app.snapshot import model_labels
 from classpulse import views
 from classpulse.db import ClassSession, ConsentRecord, EmotionBucket, Student
+from records.bucket_stats import DIGITS, dominant, shares, summed
 
 router = APIRouter(prefix="/api/student", tags=["join"])
 
@@ -53,15 +54,8 @@ class SelfView(BaseModel):
 
 
 def _mean(buckets: list[EmotionBucket], labels: list[str]) -> dict[str, float] | None:
-    sums: dict[str, float] = {}
-    for b in buckets:
-        for k, v in (b.prob_sums or {}).items():
-            sums[k] = sums.get(k, 0.0) + v
-    total = sum(sums.values())  # each classified frame adds 1
-    if total <= 0:
-        return None
-    keys = labels or sorted(sums)
-    return {k: round(sums.get(k, 0.0) / total, 4) for k in keys}
+    sums = summed(b.prob_sums for b in buckets)
+    return shares(sums, labels or sorted(sums), DIGITS)
 
 
 @router.get("/me", response_model=SelfView)
@@ -103,7 +97,7 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
                 "bucket_start": b.bucket_start,
                 "frames": b.frames,
                 "frames_with_face": b.frames_with_face,
-                "dominant": max(mean, key=mean.__getitem__) if mean else None,
+                "dominant": dominant(mean),
             }
             shown.append(SelfBucket(**views.student_view("bucket", bucket, policy)))
         own = {"probs": _mean(buckets, labels)}

@@ -19,6 +19,7 @@ from app.snapshot import model_labels
 from classpulse import views
 from classpulse.db import EmotionBucket, Student
 from classpulse.policy import Policy
+from records.bucket_stats import dominant, mean_probs
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -59,8 +60,7 @@ def bucket_out(
 ) -> BucketOut:
     """One student's stored bucket as the timeline shows it under the policy in force."""
     faced = bucket.frames_with_face
-    sums = bucket.prob_sums or {}
-    probs = {k: sums.get(k, 0.0) / faced for k in labels} if faced else {}
+    probs = mean_probs(bucket.prob_sums or {}, faced, labels, digits=None) or {}
     point = {
         "student_id": bucket.student_id,
         "display_name": display_name,
@@ -68,7 +68,7 @@ def bucket_out(
         "frames": bucket.frames,
         "frames_with_face": faced,
         "probs": probs,
-        "dominant": max(probs, key=probs.__getitem__) if probs else None,
+        "dominant": dominant(probs),
     }
     return BucketOut(**views.student_view("timeline", point, policy))
 

@@ -34,12 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from sqlalchemy.orm import sessionmaker
 
-    from classpulse import audit
     from classpulse import policy as org_policy
     from classpulse.cli.services import _need
     from classpulse.db import make_engine
     from classpulse.settings import keyless_settings
-    from records import reports
+    from records import exports
 
     settings = keyless_settings()
     _need(settings, "database_url")
@@ -54,48 +53,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         with make_session() as db:
             policy = org_policy.load(db)
-            sessions = reports.sessions_between(db, args.start, args.end, args.session)
-            ids = [s.id for s in sessions]
-            # Audited before anything is written: an export without its entry cannot happen.
-            entry = audit.record(
-                db,
-                None,
-                "export.report",
-                "export",
-                args.session,
-                {
-                    "from": args.start.isoformat(),
-                    "to": args.end.isoformat(),
-                    "format": args.format,
-                    "sessions": [str(i) for i in ids],
-                },
-            )
-            entry.actor_email = "cli"
-            db.commit()
+            ids = exports.session_ids(db, args.start, args.end, args.session)
+            detail = {
+                "from": args.start.isoformat(),
+                "to": args.end.isoformat(),
+                "format": args.format,
+                "sessions": [str(i) for i in ids],
+            }
+            exports.record(db, None, "export", args.session, detail, actor_email="cli")
         out = sys.stdout.buffer if args.out is None else args.out.open("wb")
         try:
-            if args.format == "pdf":
-                from records import report_pdf
-
-                with make_session() as db:
-                    built = [
-                        reports.build_report(db, s, policy, settings.bucket_seconds)
-                        for s in reports.sessions_between(db, args.start, args.end, args.session)
-                    ]
-                    out.write(report_pdf.render(built))
-            else:  # CSV and JSON stream one session at a time
-                for piece in reports.stream_export(
-                    make_session,
-                    ids,
-                    policy,
-                    settings.bucket_seconds,
-                    args.format,
-                    args.start,
-                    args.end,
-                ):
-                    out.write(piece.encode())
-                if args.format == "json":
-                    out.write(b"\n")
+            for piece in exports.export_file(
+                make_session,
+                ids,
+                policy,
+                settings.bucket_seconds,
+                args.format,
+                args.start,
+                args.end,
+            ):
+                out.write(piece)
+            if args.format == "json":
+                out.write(b"\n")
         finally:
             if args.out is None:
                 out.flush()
