@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import or_, select
 
 from app.auth import client_address
@@ -62,7 +63,24 @@ def _to_csv(entries: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-@router.get("/audit", responses={200: {"content": {"text/csv": {}}}})
+class AuditEntryOut(BaseModel):
+    id: int
+    at: str
+    actor_id: int | None
+    actor_email: str
+    action: str
+    target_type: str
+    target_id: str | None
+    detail: dict[str, Any] | None
+    ip: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut]  # newest first
+    next_before_id: int | None  # ?before_id= for the next page; None: this was the last
+
+
+@router.get("/audit", response_model=AuditPage, responses={200: {"content": {"text/csv": {}}}})
 def read_audit(
     admin: CurrentAdmin,
     db: DbSession,

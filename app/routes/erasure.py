@@ -146,7 +146,18 @@ def session_data(session_id: uuid.UUID, _admin: CurrentAdmin, db: DbSession) -> 
     )
 
 
-@router.delete("/students/{student_id}")
+class StudentErased(BaseModel):
+    student_id: str
+    session_id: str
+    deleted: dict[str, int]  # table -> rows deleted
+
+
+class SessionDataErased(BaseModel):
+    session_id: str
+    deleted: dict[str, int]  # table -> rows deleted
+
+
+@router.delete("/students/{student_id}", response_model=StudentErased)
 async def delete_student(
     student_id: uuid.UUID, admin: CurrentAdmin, db: DbSession, res: Res, request: Request
 ) -> dict[str, Any]:
@@ -162,7 +173,7 @@ async def delete_student(
     return out
 
 
-@router.delete("/sessions/{session_id}/data")
+@router.delete("/sessions/{session_id}/data", response_model=SessionDataErased)
 async def delete_session_data(
     session_id: uuid.UUID, admin: CurrentAdmin, db: DbSession, res: Res, request: Request
 ) -> dict[str, Any]:

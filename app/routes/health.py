@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -22,7 +24,18 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
 
 
-@router.get("/healthz")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: Literal["ok", "unavailable"]
+    redis: Literal["ok", "unavailable"]
+    workers: int  # inference workers with a live heartbeat
+
+
+@router.get("/healthz", response_model=HealthOut)
 async def healthz() -> dict[str, str]:
     """The process is alive (and its event loop answers)."""
     return {"status": "ok"}
@@ -47,7 +60,13 @@ async def _redis_state(res: Resources) -> tuple[bool, int]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "Not ready: the database, Redis or every worker is away"}},
+    response_model=ReadyOut,
+    responses={
+        503: {
+            "model": ReadyOut,
+            "description": "Not ready: the database, Redis or every worker is away",
+        }
+    },
 )
 async def readyz(res: Res) -> JSONResponse:
     """Ready when the database and Redis answer and at least one inference worker is alive."""
@@ -58,13 +77,13 @@ async def readyz(res: Res) -> JSONResponse:
     except TimeoutError:
         db_ok, redis_ok, workers = False, False, 0
     ready = db_ok and redis_ok and workers > 0
-    body = {
-        "status": "ready" if ready else "not ready",
-        "database": "ok" if db_ok else "unavailable",
-        "redis": "ok" if redis_ok else "unavailable",
-        "workers": workers,
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    body = ReadyOut(
+        status="ready" if ready else "not ready",
+        database="ok" if db_ok else "unavailable",
+        redis="ok" if redis_ok else "unavailable",
+        workers=workers,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)  # Prometheus' text format

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import anyio.from_thread
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from app.auth import client_address
@@ -25,9 +26,114 @@ from classpulse.db import Alert, Student
 from records import exports, reports
 
 router = APIRouter(prefix="/api/sessions", tags=["reports"])
+Number = int | float  # as stored: an integer stays one in the JSON
 
 
-@router.get("/{session_id}/history")
+# --- what the JSON routes answer (records.reports builds it; the pages read these shapes) ------
+class ReportSession(BaseModel):
+    id: str
+    title: str
+    owner: str  # the owner's email
+    created_at: str
+    ended_at: str | None
+
+
+class ShownPolicy(BaseModel):
+    emotion_mode: str
+    min_group_size: int
+    retention_days: int
+
+
+class ReportRow(BaseModel):
+    """One bucket of the class (``scope`` "class") or of one student."""
+
+    scope: Literal["class", "student"]
+    student_id: str | None
+    display_name: str | None
+    bucket_start: str
+    frames: int
+    frames_with_face: int
+    students_present: int
+    probs: dict[str, float] | None  # None: no faced frame, withheld, or emotions off
+    dominant: str | None
+    suppressed: bool  # withheld for a group below min_group_size
+
+
+class AlertOut(BaseModel):
+    id: int
+    rule: str
+    message: str
+    student_id: str | None
+    display_name: str | None
+    started_at: str
+    ended_at: str | None
+    detail: dict[str, Any]
+
+
+class ReportSummary(BaseModel):
+    duration_s: Number
+    students_joined: int
+    students_seen: int
+    frames: int
+    frames_with_face: int
+    buckets: int
+    peak_present: int
+    mean_present: Number
+    emotion_shares: dict[str, float] | None  # frame-weighted means over the shown buckets
+    negative_share: float | None
+    dominant: str | None
+    suppressed_buckets: int
+    alerts: int
+
+
+class RosterEntry(BaseModel):
+    student_id: str
+    display_name: str
+
+
+class HistoryOut(BaseModel):
+    session: ReportSession
+    policy: ShownPolicy
+    bucket_seconds: int
+    labels: list[str]
+    summary: ReportSummary
+    alerts: list[AlertOut]
+    students: list[RosterEntry]  # per_student mode only
+    rows: list[ReportRow]  # the class's (students: the drill-down)
+    calibration: dict[str, Any] | None  # the serving model's, as the worker published it
+
+
+class StudentHistoryOut(BaseModel):
+    student_id: str
+    display_name: str
+    rows: list[ReportRow]
+
+
+class NegativeShareRule(BaseModel):
+    enabled: bool
+    threshold: Number
+    sustain_s: Number
+
+
+class NoFaceRule(BaseModel):
+    enabled: bool
+    sustain_s: Number
+
+
+class StalledRule(BaseModel):
+    enabled: bool
+    stall_s: Number
+
+
+class AlertRulesOut(BaseModel):
+    """The session's rules: classpulse.alert_rules.DEFAULT_RULES with its overrides."""
+
+    negative_share: NegativeShareRule
+    no_face: NoFaceRule
+    stalled: StalledRule
+
+
+@router.get("/{session_id}/history", response_model=HistoryOut)
 def history(
     session_id: str, user: CurrentTeacher, db: DbSession, settings: SettingsDep, redis: RedisDep
 ) -> dict[str, Any]:
@@ -41,7 +147,7 @@ def history(
     return data
 
 
-@router.get("/{session_id}/history/students/{student_id}")
+@router.get("/{session_id}/history/students/{student_id}", response_model=StudentHistoryOut)
 def student_history(
     session_id: str, student_id: uuid.UUID, user: CurrentTeacher, db: DbSession, request: Request
 ) -> dict[str, Any]:
@@ -109,7 +215,7 @@ def report(
     )
 
 
-@router.get("/{session_id}/alerts")
+@router.get("/{session_id}/alerts", response_model=list[AlertOut])
 def list_alerts(
     session_id: str,
     user: CurrentTeacher,
@@ -129,14 +235,14 @@ def list_alerts(
     return [reports.alert_dict(a, name) for a, name in db.execute(query)]
 
 
-@router.get("/{session_id}/alert-rules")
+@router.get("/{session_id}/alert-rules", response_model=AlertRulesOut)
 def get_alert_rules(session_id: str, user: CurrentTeacher, db: DbSession) -> dict[str, Any]:
     """The session's rules: defaults with its overrides applied."""
     session = visible_session(db, user, session_id)
     return alert_rules.merged(session.alert_rules)
 
 
-@router.put("/{session_id}/alert-rules")
+@router.put("/{session_id}/alert-rules", response_model=AlertRulesOut)
 def put_alert_rules(
     session_id: str, user: CurrentTeacher, db: DbSession, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
