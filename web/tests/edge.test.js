@@ -1,12 +1,13 @@
-// edge.js's OpenCV-exact pieces against values cv2 4.14 computed (opencv_golden.json), and the
-// faces message layout (docs/edge-wire.md).
+// Edge capture's OpenCV-exact pieces (edge/image.js) against values cv2 4.14 computed
+// (opencv_golden.json), and the faces message layout (edge/wire.js, docs/edge-wire.md).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { inflateRawSync } from "node:zlib";
-import { loadScript } from "./load_script.js";
+import { cropFaces, greyRegion, resizeLinear, squareCropBox } from "../static/js/edge/image.js";
+import { encodeFaces, packCrops } from "../static/js/edge/wire.js";
 
-const Edge = loadScript("edge.js").ClassPulseEdge;
+const Edge = { cropFaces, greyRegion, resizeLinear, squareCropBox, encodeFaces, packCrops };
 const golden = JSON.parse(readFileSync(new URL("opencv_golden.json", import.meta.url), "utf8"));
 const bytes = (a) => Uint8Array.from(a);
 
