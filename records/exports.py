@@ -21,6 +21,10 @@ from classpulse.policy import Policy
 from records import reports
 
 ACTION = "export.report"
+# How the file routes document their answers (OpenAPI): JSON by default, CSV and PDF on request.
+FILE_RESPONSE: dict[str, Any] = {
+    "content": {reports.MEDIA_TYPES["csv"].split(";")[0]: {}, reports.MEDIA_TYPES["pdf"]: {}}
+}
 
 
 def session_ids(

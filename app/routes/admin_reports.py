@@ -27,12 +27,7 @@ SESSIONS_HEADER = "X-ClassPulse-Sessions"
 @router.get(
     "/reports",
     responses={
-        200: {
-            "content": {
-                reports.MEDIA_TYPES["csv"].split(";")[0]: {},
-                reports.MEDIA_TYPES["pdf"]: {},
-            }
-        },
+        200: exports.FILE_RESPONSE,
         404: {"description": "A PDF of no session: the range (and filters) hold nothing"},
         413: {"description": "Too many sessions for one PDF: narrow the range, or use CSV"},
     },

@@ -176,15 +176,7 @@ def student_history(
 
 @router.get(
     "/{session_id}/report",
-    # Documented as they are sent: JSON by default, CSV and PDF on request.
-    responses={
-        200: {
-            "content": {
-                reports.MEDIA_TYPES["csv"].split(";")[0]: {},
-                reports.MEDIA_TYPES["pdf"]: {},
-            }
-        }
-    },
+    responses={200: exports.FILE_RESPONSE},
 )
 def report(
     session_id: str,

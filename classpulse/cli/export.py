@@ -11,20 +11,11 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export session reports (CSV, JSON or PDF)")
-    p.add_argument(
-        "--from",
-        dest="start",
-        type=date.fromisoformat,
-        required=True,
-        help="first day, YYYY-MM-DD (UTC; sessions by creation day)",
-    )
-    p.add_argument(
-        "--to",
-        dest="end",
-        type=date.fromisoformat,
-        required=True,
-        help="last day, YYYY-MM-DD (inclusive)",
-    )
+    for flag, dest, what in (
+        ("--from", "start", "first day, YYYY-MM-DD (UTC; sessions by creation day)"),
+        ("--to", "end", "last day, YYYY-MM-DD (inclusive)"),
+    ):
+        p.add_argument(flag, dest=dest, type=date.fromisoformat, required=True, help=what)
     p.add_argument("--session", type=uuid.UUID, help="only this session id")
     p.add_argument("--format", choices=["csv", "json", "pdf"], default="csv")
     p.add_argument("--out", type=Path, help="output file (default: stdout; PDF needs --out)")
