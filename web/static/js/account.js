@@ -1,56 +1,56 @@
 /* Your account (display name, password change) and the set-password page a one-time link
  * leads to (its token is in the URL's fragment, which browsers never send to the server). */
-(function () {
-  "use strict";
-  const CP = window.ClassPulse;
+import * as CP from "./lib/all.js";
 
-  function passwordsProblem(first, second) {
-    if (first.length < 10) return "The new password needs at least 10 characters.";
-    if (first !== second) return "The two new passwords differ.";
-    return "";
-  }
+function passwordsProblem(first, second) {
+  if (first.length < 10) return "The new password needs at least 10 characters.";
+  if (first !== second) return "The two new passwords differ.";
+  return "";
+}
 
-  // --- the set-password page -------------------------------------------------------------
-  const setForm = document.getElementById("set-form");
-  if (setForm) {
-    const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
-    // Out of the address bar (and the history) at once: the link works once anyway.
-    history.replaceState(null, "", location.pathname);
-    const error = document.getElementById("set-error");
-    if (!token) CP.setError(error, "This page needs the whole link the administrator gave you.");
-    setForm.addEventListener("submit", async function (event) {
-      event.preventDefault();
-      const first = document.getElementById("new-password").value;
-      const problem = token
-        ? passwordsProblem(first, document.getElementById("repeat-password").value)
-        : "This page needs the whole link the administrator gave you.";
-      if (problem) {
-        CP.setError(error, problem);
+// --- the set-password page -------------------------------------------------------------
+const setForm = document.getElementById("set-form");
+if (setForm) {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+  // Out of the address bar (and the history) at once: the link works once anyway.
+  history.replaceState(null, "", location.pathname);
+  const error = document.getElementById("set-error");
+  if (!token) CP.setError(error, "This page needs the whole link the administrator gave you.");
+  setForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const first = document.getElementById("new-password").value;
+    const problem = token
+      ? passwordsProblem(first, document.getElementById("repeat-password").value)
+      : "This page needs the whole link the administrator gave you.";
+    if (problem) {
+      CP.setError(error, problem);
+      return;
+    }
+    CP.setError(error, "");
+    const submit = document.getElementById("set-submit");
+    submit.disabled = true;
+    try {
+      const result = await CP.api("/api/auth/set-password", {
+        method: "POST",
+        body: { token: token, new_password: first },
+      });
+      if (result.ok) {
+        location.assign("/sessions");
         return;
       }
-      CP.setError(error, "");
-      const submit = document.getElementById("set-submit");
-      submit.disabled = true;
-      try {
-        const result = await CP.api("/api/auth/set-password", {
-          method: "POST",
-          body: { token: token, new_password: first },
-        });
-        if (result.ok) {
-          location.assign("/sessions");
-          return;
-        }
-        CP.setError(error, CP.errorText(result, "Couldn't set the password (HTTP " + result.status + ")."));
-      } catch (_err) {
-        CP.setError(error, "Can't reach the server.");
-      } finally {
-        submit.disabled = false;
-      }
-    });
-    return;
-  }
+      CP.setError(error, CP.errorText(result, "Couldn't set the password (HTTP " + result.status + ")."));
+    } catch (_err) {
+      CP.setError(error, "Can't reach the server.");
+    } finally {
+      submit.disabled = false;
+    }
+  });
+} else {
+  accountPage();
+}
 
-  // --- your account ------------------------------------------------------------------------
+// --- your account ------------------------------------------------------------------------
+function accountPage() {
   const who = document.getElementById("account-who");
   const nameInput = document.getElementById("display-name");
 
@@ -114,4 +114,4 @@
   });
 
   load();
-})();
+}

@@ -1,271 +1,259 @@
 /* A session's history: summary, class expression mix and presence over time, alerts, and a
  * per-student drill-down (only when the organisation's policy keeps per-student data). */
-(function () {
-  "use strict";
-  const CP = window.ClassPulse;
-  const root = document.getElementById("history");
-  const sessionId = root.dataset.sessionId;
-  const sessionPath = "/api/sessions/" + encodeURIComponent(sessionId);
-  const statusEl = document.getElementById("history-status");
-  const errorBox = document.getElementById("history-error");
-  let studentChart = null;
+import * as CP from "./lib/all.js";
+import { areaLayer, chartsAvailable, LEGEND_BOTTOM } from "./lib/charts.js";
 
-  function colorOf(label) {
-    return CP.emotionColor(label);
-  }
+const root = document.getElementById("history");
+const sessionId = root.dataset.sessionId;
+const sessionPath = "/api/sessions/" + encodeURIComponent(sessionId);
+const statusEl = document.getElementById("history-status");
+const errorBox = document.getElementById("history-error");
+let studentChart = null;
 
-  function duration(seconds) {
-    const m = Math.floor(seconds / 60);
-    return m >= 60 ? Math.floor(m / 60) + " h " + (m % 60) + " min" : m + " min " + Math.round(seconds % 60) + " s";
-  }
+function colorOf(label) {
+  return CP.emotionColor(label);
+}
 
-  function pct(p) {
-    return Math.round(p * 100) + " %";
-  }
+function duration(seconds) {
+  const m = Math.floor(seconds / 60);
+  return m >= 60 ? Math.floor(m / 60) + " h " + (m % 60) + " min" : m + " min " + Math.round(seconds % 60) + " s";
+}
 
-  function chartsAvailable() {
-    return typeof window.Chart === "function";
-  }
-
-  function mixChart(canvas, labels, rows) {
-    return new Chart(canvas, {
-      type: "line",
-      data: {
-        labels: rows.map((r) => CP.formatTime(r.bucket_start)),
-        datasets: labels.map(function (label, i) {
-          return {
-            label: label,
-            data: rows.map((r) => (r.probs ? r.probs[label] || 0 : null)),
-            borderColor: colorOf(label),
-            backgroundColor: colorOf(label) + "b3",
-            fill: i === 0 ? "origin" : "-1",
-            pointRadius: 0,
-            borderWidth: 1,
-            spanGaps: false,
-          };
-        }),
-      },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        interaction: { mode: "index", intersect: false },
-        scales: {
-          x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
-          y: { stacked: true, min: 0, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } },
-        },
-        plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
-      },
-    });
-  }
-
-  function renderSummary(data) {
-    const s = data.summary;
-    const figures = [
-      ["Duration", duration(s.duration_s)],
-      ["Students joined", s.students_joined],
-      ["Seen on camera", s.students_seen],
-      ["Peak present", s.peak_present],
-      ["Frames analysed", s.frames + " (" + s.frames_with_face + " with a face)"],
-      ["Most frequent class expression", s.dominant || "—"],
-      ["Negative expressions (share)", typeof s.negative_share === "number" ? pct(s.negative_share) : "—"],
-      ["Alerts", s.alerts],
-    ];
-    const dl = document.getElementById("summary");
-    dl.replaceChildren();
-    figures.forEach(function (f) {
-      const wrap = document.createElement("div");
-      const dt = document.createElement("dt");
-      const dd = document.createElement("dd");
-      dt.textContent = f[0];
-      dd.textContent = String(f[1]);
-      dd.dataset.figure = f[0];
-      wrap.append(dt, dd);
-      dl.appendChild(wrap);
-    });
-  }
-
-  function renderPolicy(data) {
-    const note = document.getElementById("policy-note");
-    const p = data.policy;
-    if (p.emotion_mode === "aggregate_only") {
-      note.textContent =
-        "Class aggregates only (organisation policy): no per-student view, and time buckets with fewer than " +
-        p.min_group_size +
-        " students present show no expressions.";
-    } else if (p.emotion_mode === "off") {
-      note.textContent = "Emotion inference is off (organisation policy): presence only.";
-    }
-    CP.show(note, p.emotion_mode !== "per_student");
-  }
-
-  // How far the estimates can be trusted, from the model's calibration metadata (the workers
-  // publish it; the history endpoint passes it on): never a fixed sentence.
-  function renderCalibration(c, mode) {
-    let note = document.getElementById("calibration-note");
-    if (!note) {
-      note = document.createElement("p");
-      note.id = "calibration-note";
-      note.className = "muted";
-      const anchor = document.getElementById("policy-note");
-      anchor.parentNode.insertBefore(note, anchor.nextSibling);
-    }
-    if (!c || !c.calibrated) {
-      note.textContent =
-        "Expressions: estimate (not calibrated). A percentage is the model's own score, not how often it is right.";
-    } else if (typeof c.uncertain_below === "number" && typeof c.accuracy_above === "number") {
-      note.textContent =
-        "Expressions: estimate, calibrated: right about " +
-        pct(c.accuracy_above) +
-        " of the time at a confidence of " +
-        pct(c.uncertain_below) +
-        " or more on " +
-        c.dataset +
-        " (" +
-        c.size +
-        " images); the figures below are averages of such estimates.";
-    } else {
-      note.textContent =
-        "Expressions: estimate, calibrated on " +
-        c.dataset +
-        " (" +
-        c.size +
-        " images, accuracy " +
-        pct(c.accuracy) +
-        " there); the figures below are averages of such estimates.";
-    }
-    note.hidden = mode === "off"; // presence only: no estimates to qualify
-  }
-
-  function renderAlerts(alerts) {
-    const list = document.getElementById("alert-list");
-    list.replaceChildren();
-    if (!alerts.length) {
-      const li = document.createElement("li");
-      li.className = "muted";
-      li.textContent = "No alerts in this session.";
-      list.appendChild(li);
-      return;
-    }
-    alerts.forEach(function (a) {
-      const li = document.createElement("li");
-      li.className = "alert-item";
-      li.dataset.rule = a.rule;
-      const when = document.createElement("span");
-      when.className = "muted";
-      when.textContent =
-        CP.formatTime(a.started_at) + " – " + (a.ended_at ? CP.formatTime(a.ended_at) : "open") + " · ";
-      const text = document.createElement("span");
-      text.textContent = a.message;
-      li.append(when, text);
-      list.appendChild(li);
-    });
-  }
-
-  function renderTable(labels, rows) {
-    CP.fillTable(
-      document.getElementById("class-table"),
-      ["time", "present", "frames", "with face"].concat(labels),
-      rows.map((r) =>
-        [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face].concat(
-          labels.map((l) => (r.probs ? pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—")),
+function mixChart(canvas, labels, rows) {
+  return new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: rows.map((r) => CP.formatTime(r.bucket_start)),
+      datasets: labels.map((label, i) =>
+        Object.assign(
+          areaLayer(
+            label,
+            i,
+            colorOf(label),
+            rows.map((r) => (r.probs ? r.probs[label] || 0 : null)),
+            "b3",
+          ),
+          { spanGaps: false },
         ),
       ),
-    );
-  }
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      interaction: { mode: "index", intersect: false },
+      scales: {
+        x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
+        y: { stacked: true, min: 0, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } },
+      },
+      plugins: { legend: LEGEND_BOTTOM },
+    },
+  });
+}
 
-  function setupStudents(data) {
-    if (data.policy.emotion_mode !== "per_student" || !data.students.length) return;
-    const section = document.getElementById("student-section");
-    const select = document.getElementById("student-select");
-    data.students.forEach(function (s) {
-      const option = document.createElement("option");
-      option.value = s.student_id;
-      option.textContent = s.display_name;
-      select.appendChild(option);
-    });
-    section.hidden = false;
-    select.addEventListener("change", async function () {
-      const st = document.getElementById("student-status");
-      if (!select.value) return;
-      st.textContent = "Loading…";
-      const result = await CP.teacherApi(sessionPath + "/history/students/" + encodeURIComponent(select.value));
-      if (!result) return;
-      if (!result.ok) {
-        st.textContent = CP.errorText(result, "Couldn't load this student's timeline.");
-        return;
-      }
-      const rows = result.data.rows || [];
-      st.textContent = rows.length
-        ? rows.length + " time buckets for " + result.data.display_name + "."
-        : "No stored data for " + result.data.display_name + ".";
-      const box = document.getElementById("student-chart-box");
-      box.hidden = !rows.length;
-      if (!chartsAvailable() || !rows.length) return;
-      if (studentChart) studentChart.destroy();
-      studentChart = mixChart(document.getElementById("student-chart"), data.labels, rows);
-    });
-  }
+function renderSummary(data) {
+  const s = data.summary;
+  const figures = [
+    ["Duration", duration(s.duration_s)],
+    ["Students joined", s.students_joined],
+    ["Seen on camera", s.students_seen],
+    ["Peak present", s.peak_present],
+    ["Frames analysed", s.frames + " (" + s.frames_with_face + " with a face)"],
+    ["Most frequent class expression", s.dominant || "—"],
+    ["Negative expressions (share)", typeof s.negative_share === "number" ? CP.pct(s.negative_share) : "—"],
+    ["Alerts", s.alerts],
+  ];
+  const dl = document.getElementById("summary");
+  dl.replaceChildren();
+  figures.forEach(function (f) {
+    const wrap = document.createElement("div");
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = f[0];
+    dd.textContent = String(f[1]);
+    dd.dataset.figure = f[0];
+    wrap.append(dt, dd);
+    dl.appendChild(wrap);
+  });
+}
 
-  async function load() {
-    let result;
-    try {
-      result = await CP.teacherApi(sessionPath + "/history");
-    } catch (_err) {
-      CP.setError(errorBox, "Can't reach the server.");
-      return;
-    }
+function renderPolicy(data) {
+  const note = document.getElementById("policy-note");
+  const p = data.policy;
+  if (p.emotion_mode === "aggregate_only") {
+    note.textContent =
+      "Class aggregates only (organisation policy): no per-student view, and time buckets with fewer than " +
+      p.min_group_size +
+      " students present show no expressions.";
+  } else if (p.emotion_mode === "off") {
+    note.textContent = "Emotion inference is off (organisation policy): presence only.";
+  }
+  CP.show(note, p.emotion_mode !== "per_student");
+}
+
+// How far the estimates can be trusted, from the model's calibration metadata (the workers
+// publish it; the history endpoint passes it on): never a fixed sentence.
+function renderCalibration(c, mode) {
+  let note = document.getElementById("calibration-note");
+  if (!note) {
+    note = document.createElement("p");
+    note.id = "calibration-note";
+    note.className = "muted";
+    const anchor = document.getElementById("policy-note");
+    anchor.parentNode.insertBefore(note, anchor.nextSibling);
+  }
+  if (!c || !c.calibrated) {
+    note.textContent =
+      "Expressions: estimate (not calibrated). A percentage is the model's own score, not how often it is right.";
+  } else if (typeof c.uncertain_below === "number" && typeof c.accuracy_above === "number") {
+    note.textContent =
+      "Expressions: estimate, calibrated: right about " +
+      CP.pct(c.accuracy_above) +
+      " of the time at a confidence of " +
+      CP.pct(c.uncertain_below) +
+      " or more on " +
+      c.dataset +
+      " (" +
+      c.size +
+      " images); the figures below are averages of such estimates.";
+  } else {
+    note.textContent =
+      "Expressions: estimate, calibrated on " +
+      c.dataset +
+      " (" +
+      c.size +
+      " images, accuracy " +
+      CP.pct(c.accuracy) +
+      " there); the figures below are averages of such estimates.";
+  }
+  note.hidden = mode === "off"; // presence only: no estimates to qualify
+}
+
+function renderAlerts(alerts) {
+  const list = document.getElementById("alert-list");
+  list.replaceChildren();
+  if (!alerts.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "No alerts in this session.";
+    list.appendChild(li);
+    return;
+  }
+  alerts.forEach(function (a) {
+    const li = document.createElement("li");
+    li.className = "alert-item";
+    li.dataset.rule = a.rule;
+    const when = document.createElement("span");
+    when.className = "muted";
+    when.textContent = CP.formatTime(a.started_at) + " – " + (a.ended_at ? CP.formatTime(a.ended_at) : "open") + " · ";
+    const text = document.createElement("span");
+    text.textContent = a.message;
+    li.append(when, text);
+    list.appendChild(li);
+  });
+}
+
+function renderTable(labels, rows) {
+  CP.fillTable(
+    document.getElementById("class-table"),
+    ["time", "present", "frames", "with face"].concat(labels),
+    rows.map((r) =>
+      [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face].concat(
+        labels.map((l) => (r.probs ? CP.pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—")),
+      ),
+    ),
+  );
+}
+
+function setupStudents(data) {
+  if (data.policy.emotion_mode !== "per_student" || !data.students.length) return;
+  const section = document.getElementById("student-section");
+  const select = document.getElementById("student-select");
+  data.students.forEach(function (s) {
+    const option = document.createElement("option");
+    option.value = s.student_id;
+    option.textContent = s.display_name;
+    select.appendChild(option);
+  });
+  section.hidden = false;
+  select.addEventListener("change", async function () {
+    const st = document.getElementById("student-status");
+    if (!select.value) return;
+    st.textContent = "Loading…";
+    const result = await CP.teacherApi(sessionPath + "/history/students/" + encodeURIComponent(select.value));
     if (!result) return;
     if (!result.ok) {
-      statusEl.textContent = "";
-      CP.setError(
-        errorBox,
-        result.status === 404 ? "This session doesn't exist." : CP.errorText(result, "Couldn't load the history."),
-      );
+      st.textContent = CP.errorText(result, "Couldn't load this student's timeline.");
       return;
     }
-    const data = result.data;
-    const s = data.session;
-    document.getElementById("session-title").textContent = s.title + " · history";
-    document.title = s.title + " · history · ClassPulse";
-    document.getElementById("session-meta").textContent =
-      "Started " +
-      CP.formatTime(s.created_at, true) +
-      (s.ended_at ? " · ended " + CP.formatTime(s.ended_at, true) : " · still running");
-    document.getElementById("live-link").href = "/sessions/" + encodeURIComponent(sessionId);
-    ["csv", "json", "pdf"].forEach(function (fmt) {
-      document.getElementById("report-" + fmt).href = sessionPath + "/report?format=" + fmt;
-    });
-    renderPolicy(data);
-    renderCalibration(data.calibration, data.policy.emotion_mode);
-    renderSummary(data);
-    renderAlerts(data.alerts || []);
-    const rows = data.rows || [];
-    renderTable(data.labels, rows);
-    setupStudents(data);
-    statusEl.textContent = rows.length
-      ? rows.length + " time buckets of " + data.bucket_seconds + " s."
-      : "No stored data for this session yet.";
+    const rows = result.data.rows || [];
+    st.textContent = rows.length
+      ? rows.length + " time buckets for " + result.data.display_name + "."
+      : "No stored data for " + result.data.display_name + ".";
+    const box = document.getElementById("student-chart-box");
+    box.hidden = !rows.length;
     if (!chartsAvailable() || !rows.length) return;
-    mixChart(document.getElementById("mix-chart"), data.labels, rows);
-    new Chart(document.getElementById("presence-chart"), {
-      type: "bar",
-      data: {
-        labels: rows.map((r) => CP.formatTime(r.bucket_start)),
-        datasets: [
-          { label: "students present", data: rows.map((r) => r.students_present), backgroundColor: "#1565c0" },
-        ],
-      },
-      options: {
-        animation: false,
-        maintainAspectRatio: false,
-        scales: {
-          x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
-          y: { beginAtZero: true, ticks: { precision: 0 } },
-        },
-        plugins: { legend: { display: false } },
-      },
-    });
-  }
+    if (studentChart) studentChart.destroy();
+    studentChart = mixChart(document.getElementById("student-chart"), data.labels, rows);
+  });
+}
 
-  load();
-})();
+async function load() {
+  let result;
+  try {
+    result = await CP.teacherApi(sessionPath + "/history");
+  } catch (_err) {
+    CP.setError(errorBox, "Can't reach the server.");
+    return;
+  }
+  if (!result) return;
+  if (!result.ok) {
+    statusEl.textContent = "";
+    CP.setError(
+      errorBox,
+      result.status === 404 ? "This session doesn't exist." : CP.errorText(result, "Couldn't load the history."),
+    );
+    return;
+  }
+  const data = result.data;
+  const s = data.session;
+  document.getElementById("session-title").textContent = s.title + " · history";
+  document.title = s.title + " · history · ClassPulse";
+  document.getElementById("session-meta").textContent =
+    "Started " +
+    CP.formatTime(s.created_at, true) +
+    (s.ended_at ? " · ended " + CP.formatTime(s.ended_at, true) : " · still running");
+  document.getElementById("live-link").href = "/sessions/" + encodeURIComponent(sessionId);
+  ["csv", "json", "pdf"].forEach(function (fmt) {
+    document.getElementById("report-" + fmt).href = sessionPath + "/report?format=" + fmt;
+  });
+  renderPolicy(data);
+  renderCalibration(data.calibration, data.policy.emotion_mode);
+  renderSummary(data);
+  renderAlerts(data.alerts || []);
+  const rows = data.rows || [];
+  renderTable(data.labels, rows);
+  setupStudents(data);
+  statusEl.textContent = rows.length
+    ? rows.length + " time buckets of " + data.bucket_seconds + " s."
+    : "No stored data for this session yet.";
+  if (!chartsAvailable() || !rows.length) return;
+  mixChart(document.getElementById("mix-chart"), data.labels, rows);
+  new Chart(document.getElementById("presence-chart"), {
+    type: "bar",
+    data: {
+      labels: rows.map((r) => CP.formatTime(r.bucket_start)),
+      datasets: [{ label: "students present", data: rows.map((r) => r.students_present), backgroundColor: "#1565c0" }],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: {
+        x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
+        y: { beginAtZero: true, ticks: { precision: 0 } },
+      },
+      plugins: { legend: { display: false } },
+    },
+  });
+}
+
+load();

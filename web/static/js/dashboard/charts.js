@@ -1,6 +1,7 @@
 /* The class's current mix (bar chart) and the last five minutes sampled from it (stacked area).
  * Chart.js is the vendored classic script (window.Chart); without it the counts still show. */
 
+import { areaLayer, chartsAvailable, LEGEND_BOTTOM } from "../lib/charts.js";
 import { classCounts } from "./logic.js";
 import { state } from "./state.js";
 import { colorOf, viewOf } from "./tiles.js";
@@ -11,10 +12,6 @@ const TIMELINE_POINTS = 150; // 5 minutes at one sample every 2 s
 let distributionChart = null;
 let timelineChart = null;
 let distributionPending = false;
-
-export function chartsAvailable() {
-  return typeof window.Chart === "function";
-}
 
 function currentCounts() {
   return classCounts(Array.from(state.students.values(), viewOf), state.labels, state.policy);
@@ -42,16 +39,9 @@ export function setupCharts() {
     type: "line",
     data: {
       labels: [],
-      datasets: labels.map((label, i) => ({
-        label: label,
-        data: [],
-        borderColor: colorOf(label),
-        backgroundColor: colorOf(label) + "99",
-        fill: i === 0 ? "origin" : "-1",
-        pointRadius: 0,
-        borderWidth: 1,
-        tension: 0.2,
-      })),
+      datasets: labels.map((label, i) =>
+        Object.assign(areaLayer(label, i, colorOf(label), [], "99"), { tension: 0.2 }),
+      ),
     },
     options: {
       animation: false,
@@ -61,7 +51,7 @@ export function setupCharts() {
         x: { ticks: { maxTicksLimit: 6, autoSkip: true } },
         y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
       },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      plugins: { legend: LEGEND_BOTTOM },
     },
   });
 }

@@ -1,10 +1,10 @@
 /* The stored history of this session, on request: dominant emotions per time bucket as a
  * stacked bar chart and a table (the full viewer is the history page). */
 
+import { chartsAvailable, LEGEND_BOTTOM } from "../lib/charts.js";
 import { fillTable, show } from "../lib/dom.js";
 import { errorText, teacherApi } from "../lib/http.js";
 import { formatTime } from "../lib/wording.js";
-import { chartsAvailable } from "./charts.js";
 import { groupBuckets } from "./logic.js";
 import { sessionPath, state } from "./state.js";
 import { colorOf } from "./tiles.js";
@@ -46,7 +46,7 @@ function renderHistory(data) {
       animation: false,
       maintainAspectRatio: false,
       scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      plugins: { legend: LEGEND_BOTTOM },
     },
   });
 }
