@@ -180,7 +180,7 @@ def websocket(
     """A WebSocket from ``source`` carrying its token as the pages do (subprotocol), with a
     browser's Origin: wss through Caddy, or ws straight to the gateway."""
     port = caddy.https_port if caddy else server.port
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
     scheme, origin = ("wss", caddy.base) if caddy else ("ws", server.base)
     with connect(
         f"{scheme}://127.0.0.1:{port}{path}",
@@ -189,7 +189,7 @@ def websocket(
         subprotocols=["classpulse", "classpulse.token." + token],  # type: ignore[list-item]
         additional_headers={"Origin": origin, **headers},
         compression=None,
-        open_timeout=10,
+        open_timeout=30,  # a loaded CI box: the handshake waits on the hub subscription
     ) as ws:
         yield ws
 
