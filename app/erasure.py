@@ -36,12 +36,14 @@ def _count(db: Session, model: Any, *where: Any) -> int:
 
 
 # Deletes from one frames stream (KEYS[1]) and its results stream (KEYS[2]) every entry of the
-# given students (ARGV[2..]) of one session (ARGV[1]): frames by their session and student fields,
-# results by their JSON holding the student's id (a UUID appears in no other student's result).
-# Entries are read in pages of 500 so a long stream never blocks Redis in one call.
+# given students (ARGV[5..]) of one session (ARGV[1]): frames by their session and student fields
+# (named by ARGV[2] and ARGV[3]), results by their data field (ARGV[4]) holding the student's id (a
+# UUID appears in no other student's result). Entries are read in pages of 500 so a long stream
+# never blocks Redis in one call.
 PURGE_STUDENTS_SCRIPT = """
-local session, wanted, removed = ARGV[1], {}, 0
-for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local session, f_session, f_student, f_data = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local wanted, removed = {}, 0
+for i = 5, #ARGV do wanted[ARGV[i]] = true end
 local function sweep(key, match)
   local start = '-'
   while true do
@@ -59,13 +61,13 @@ end
 sweep(KEYS[1], function(f)
   local s, u
   for i = 1, #f, 2 do
-    if f[i] == 's' then s = f[i + 1] elseif f[i] == 'u' then u = f[i + 1] end
+    if f[i] == f_session then s = f[i + 1] elseif f[i] == f_student then u = f[i + 1] end
   end
   return s == session and u ~= nil and wanted[u] == true
 end)
 sweep(KEYS[2], function(f)
   for i = 1, #f, 2 do
-    if f[i] == 'd' then
+    if f[i] == f_data then
       for id in pairs(wanted) do
         if string.find(f[i + 1], id, 1, true) then return true end
       end
@@ -75,7 +77,6 @@ sweep(KEYS[2], function(f)
 end)
 return removed
 """
-assert contracts.F_SESSION == b"s" and contracts.F_STUDENT == b"u" and contracts.R_DATA == b"d"
 
 
 async def purge_streams(redis: Redis, session_id: str, student_ids: list[str], shards: int) -> int:
@@ -86,7 +87,9 @@ async def purge_streams(redis: Redis, session_id: str, student_ids: list[str], s
         return 0
     shard = contracts.shard_of(session_id, shards)
     keys = [contracts.frames_stream(shard, shards), contracts.results_stream(shard, shards)]
-    return int(await redis.eval(PURGE_STUDENTS_SCRIPT, 2, *keys, session_id, *student_ids))
+    fields: list[bytes | str] = [contracts.F_SESSION, contracts.F_STUDENT, contracts.R_DATA]
+    args = [session_id, *fields, *student_ids]
+    return int(await redis.eval(PURGE_STUDENTS_SCRIPT, 2, *keys, *args))
 
 
 async def forget_live(redis: Redis, session_id: str, student_ids: list[str], shards: int) -> None:

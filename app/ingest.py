@@ -13,9 +13,9 @@ The rules:
 - A JPEG frame is at most ``frame_max_bytes`` (sized to what pages send, see settings.py), and
   its size in pixels, read from its header the way the decoder reads it
   (``classpulse.jpeg_header``: a header the worker would not accept is ``corrupt``), at least
-  16×16 and at most the worker's cap (1280×720); a faces message is at most what the wire format
-  allows for ``max_faces`` faces with crops of the workers' side (its exact length is checked when
-  it is parsed).
+  16×16 and at most 1280×720 (``frame_size``: the caps the worker applies too); a faces
+  message is at most what the wire format allows for ``max_faces`` faces with crops of the
+  workers' side (its exact length is checked when it is parsed).
 - Under the policy's emotion mode ``off`` only what presence needs is taken: faces messages
   without crops (``crops_not_allowed``, from the parser), and JPEG frames only where frames are
   allowed at all and only presence-sized: the worker's detector letterboxes every frame to
@@ -30,7 +30,10 @@ from __future__ import annotations
 from typing import Literal
 
 from classpulse import edge_wire
-from classpulse.jpeg_header import JpegHeaderError, jpeg_size
+from classpulse.jpeg_header import (
+    JpegHeaderError,
+    frame_size,
+)
 
 Kind = Literal["frame", "faces"]
 
@@ -43,11 +46,6 @@ EDGE_REQUIRED = "edge_required"  # a JPEG frame where the deployment requires ed
 PRESENCE_ONLY = "presence_only"  # a JPEG frame larger than presence needs, under "off"
 REASONS = (TOO_LARGE, TOO_SMALL, NOT_JPEG, CORRUPT, EDGE_REQUIRED, PRESENCE_ONLY)
 
-# The worker's frame caps (worker/pipeline.py; the gateway imports nothing of the worker, and
-# tests/test_ingest.py checks that the two agree): pages send 320×240.
-MIN_FRAME_SIDE = 16
-MAX_FRAME_PIXELS = 1280 * 720
-MAX_FRAME_SIDE = 1280
 
 # Settings.capture_mode: what pages are asked to send, and whether JPEG frames are taken.
 CAPTURE_SETTINGS = ("edge", "edge-only", "frames")
@@ -97,13 +95,9 @@ def refusal(
     try:
         # The header only, as the worker's decoder will read it: not_jpeg (no SOI) or corrupt
         # (truncated, or laid out otherwise than encoders write).
-        w, h = jpeg_size(data)
+        w, h = frame_size(data)
     except JpegHeaderError as exc:
         return exc.reason
-    if min(w, h) < MIN_FRAME_SIDE:
-        return TOO_SMALL
-    if w * h > MAX_FRAME_PIXELS or max(w, h) > MAX_FRAME_SIDE:
-        return TOO_LARGE
     if emotion_mode == "off" and (
         max(w, h) > PRESENCE_SIDE or len(data) > PRESENCE_FRAME_MAX_BYTES
     ):

@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classpulse.cli.devserver import DevServer  # noqa: E402
 from tests import chaos  # noqa: E402
+from tests.browser import TEACHER, create_teacher  # noqa: E402
 from tests.class_sim import pct, run_class  # noqa: E402
-
-TEACHER = ("arrival@classpulse.test", "a teacher's long passphrase")
 
 
 def main() -> int:
@@ -45,9 +44,7 @@ def main() -> int:
             Path(tmp) / "service", database_url=args.database_url, redis_url=args.redis_url
         ) as server,
     ):
-        admin = server.login()
-        user = {"email": TEACHER[0], "password": TEACHER[1], "role": "teacher"}
-        server.api("POST", "/api/admin/users", {**user, "display_name": "Ms Arrival"}, admin)
+        create_teacher(server, server.login())
         token = server.login(*TEACHER)
         session = server.api("POST", "/api/sessions", {"title": "First period"}, token)
         stats = asyncio.run(

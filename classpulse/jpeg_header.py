@@ -26,6 +26,13 @@ SEGMENTS = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xDC, *range(0xE0, 0xF0), 0xFE})
 SOS, EOI, SOI = 0xDA, 0xD9, 0xD8
 EOI_SLACK = 32  # the EOI marker must be within this many bytes of the end
 
+# The service's frame caps, for the gateway (at the door) and the worker (before decoding). Pages
+# send 320×240; a tiny JPEG can declare 65535×65535 and make the decoder allocate gigabytes, and
+# 1280×720 is ≈ 2.6 MB of BGR and a few ms of CPU, room for API clients that send more.
+MIN_FRAME_SIDE = 16
+MAX_FRAME_PIXELS = 1280 * 720
+MAX_FRAME_SIDE = 1280
+
 
 class JpegHeaderError(ValueError):
     """Not a JPEG, or one whose header this reader (and so the service) does not accept;
@@ -78,6 +85,17 @@ def jpeg_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
         if length < 2 or i + length > n:
             raise JpegHeaderError("corrupt", f"JPEG segment length {length} at byte {i}")
         i += length
+
+
+def frame_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``jpeg_size`` held to the service's frame caps: JpegHeaderError with the reason
+    ``too_small`` or ``too_large`` (besides ``not_jpeg`` and ``corrupt``)."""
+    w, h = jpeg_size(data)
+    if min(w, h) < MIN_FRAME_SIDE:
+        raise JpegHeaderError("too_small", f"frame of {w}×{h} pixels is too small to analyse")
+    if w * h > MAX_FRAME_PIXELS or max(w, h) > MAX_FRAME_SIDE:
+        raise JpegHeaderError("too_large", f"frame of {w}×{h} pixels exceeds the limit")
+    return w, h
 
 
 def _sof(data: bytes, i: int) -> tuple[int, int]:

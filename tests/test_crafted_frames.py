@@ -122,7 +122,7 @@ def test_what_encoders_write_is_read_exactly():
     ]:
         data = cv2.imencode(".jpg", cv2.resize(image, (w, h)), flags)[1].tobytes()
         assert jpeg_size(data) == (w, h)
-        assert decode_jpeg(data).shape[:2] == (h, w) or (w, h) == (17, 33)
+        assert decode_jpeg(data).shape[:2] == (h, w)
 
 
 def worker_pids(server) -> list[int]:

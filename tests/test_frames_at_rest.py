@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
@@ -108,7 +109,7 @@ def test_analysed_frames_leave_redis_and_its_disk_results_survive_a_restart(
         session, student = str(uuid.uuid4()), str(uuid.uuid4())
         marker = b"CP-FRAME-" + uuid.uuid4().hex.encode()
         frame = marked_jpeg(marker)
-        assert cv2.imdecode(__import__("numpy").frombuffer(frame, "uint8"), 1) is not None
+        assert cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR) is not None
         settings = Settings(
             redis_url=server.url, providers=["cpu"], aof_rewrite_every_s=0.2, env="test"
         )

@@ -14,17 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classpulse.jpeg_header import JpegHeaderError, jpeg_size
+from classpulse.jpeg_header import (
+    JpegHeaderError,
+    frame_size,
+    jpeg_size,
+)
 from classpulse.settings import Settings
 from worker.classifier import EmotionClassifier
 from worker.detector import Detection, FaceDetector
 from worker.runtime import OnnxModel
-
-# Pages send 320×240 (the socket's config); a larger frame is refused before it is decoded. A
-# tiny JPEG can declare 65535×65535 and make the decoder allocate gigabytes; 1280×720 is ≈ 2.6 MB
-# of BGR and a few ms of CPU, room for API clients that send more than the pages do.
-MAX_FRAME_PIXELS = 1280 * 720
-MAX_FRAME_SIDE = 1280
 
 
 class BadFrame(ValueError):
@@ -47,11 +45,10 @@ def jpeg_dimensions(data: bytes) -> tuple[int, int]:
 def decode_jpeg(data: bytes) -> np.ndarray:
     """Decode a JPEG frame to BGR after checking its declared size; BadFrame on any problem,
     whatever the decoder raises."""
-    w, h = jpeg_dimensions(data)
-    if w < 16 or h < 16:
-        raise BadFrame("too_small", f"frame of {w}×{h} pixels is too small to analyse")
-    if w * h > MAX_FRAME_PIXELS or max(w, h) > MAX_FRAME_SIDE:
-        raise BadFrame("too_large", f"frame of {w}×{h} pixels exceeds the limit")
+    try:
+        w, h = frame_size(data)
+    except JpegHeaderError as exc:
+        raise BadFrame(exc.reason, str(exc)) from exc
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as exc:  # the header check should make this unreachable; never fatal
