@@ -158,6 +158,8 @@ F_RECEIVED_MS = b"t"  # gateway receive time, epoch milliseconds
 F_EMOTION = b"e"  # b"1": run the emotion model; b"0": presence only (policy "off")
 F_MODE = b"m"  # the policy's emotion mode when the gateway took the frame (absent: per_student)
 F_JPEG = b"j"  # the JPEG of a frame entry
+# b"1": the policy observes attention (head yaw/pitch, docs/attention.md); absent or b"0": not.
+F_ATTENTION = b"a"
 F_KIND = b"k"  # KIND_FRAME or KIND_FACES (absent: a frame, as written before edge capture)
 # The faces message (classpulse.edge_wire) of a faces entry: its own field, not F_JPEG, so a
 # worker that predates edge capture drops it as malformed instead of decoding it as a JPEG.
@@ -171,6 +173,10 @@ class Face(msgspec.Struct, array_like=False):
     box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
     score: float
     probs: dict[str, float] | None = None  # label -> probability; None when emotion is off
+    # Head orientation in degrees (classpulse.head_pose; docs/attention.md); None when attention
+    # is not observed for this frame.
+    yaw: float | None = None
+    pitch: float | None = None
 
 
 class FrameResult(msgspec.Struct):
@@ -219,7 +225,18 @@ class LiveUpdate(msgspec.Struct):
     # Why "emotion" is "uncertain" rather than a label (None: it is a label, or no face):
     # low_confidence | face_too_small | few_frames (too few frames since the stream resumed).
     quality: str | None = None
+    # Attention (docs/attention.md), None when not observed: the latest face faces the screen;
+    # the share of this student's observed frames facing it over the last ATTENTION_WINDOW_S;
+    # seconds since they last faced it, while they do not now.
+    facing: bool | None = None
+    facing_share: float | None = None
+    away_s: float | None = None
     v: int = SCHEMA_VERSION
+
+
+# The live fields that carry attention: withheld everywhere when the policy does not observe it.
+ATTENTION_FIELDS = ("facing", "facing_share", "away_s")
+ATTENTION_WINDOW_S = 300.0
 
 
 class ClassUpdate(msgspec.Struct):

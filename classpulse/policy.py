@@ -41,6 +41,9 @@ class Policy:
     emotion_mode: EmotionMode = "per_student"
     min_group_size: int = 5
     retention_days: int = 30
+    # Head orientation ("facing the screen", docs/attention.md): observed only when on, whatever
+    # the emotion mode (a school may run "off" with attention on). Off unless an admin turns it on.
+    attention: bool = False
 
     @property
     def emotions_on(self) -> bool:
