@@ -126,6 +126,10 @@ class EmotionBucket(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
     frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
     prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    # Faced frames whose head orientation was observed, and of those, facing the screen
+    # (docs/attention.md); 0 while attention is off.
+    attention_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    facing_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -149,6 +153,10 @@ class ClassBucket(Base):
     frames: Mapped[int] = mapped_column(Integer, default=0)
     frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
     prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    # Faced frames whose head orientation was observed, and of those, facing the screen
+    # (docs/attention.md); 0 while attention is off.
+    attention_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    facing_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -164,6 +172,8 @@ class OrgPolicy(Base):
     updated_by_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
+    # Head orientation observed ("facing the screen", docs/attention.md); off unless switched on.
+    attention: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     # Incremented (in SQL, under the row's lock) by every save; stamps the Redis mirror, so the
     # latest save wins there whatever the clocks of the gateways that made them.
     version: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")

@@ -63,6 +63,8 @@ class Policy:
             raise PolicyError(f"min_group_size must be between 1 and {MAX_GROUP_SIZE}")
         if not 1 <= self.retention_days <= MAX_RETENTION_DAYS:
             raise PolicyError(f"retention_days must be between 1 and {MAX_RETENTION_DAYS}")
+        if not isinstance(self.attention, bool):  # "0" would read as on
+            raise PolicyError("attention must be true or false")
         return self
 
     # --- the Redis mirror (a hash of strings, plus the policy's "version") ----------------------
@@ -76,6 +78,8 @@ class Policy:
                 mode.decode() if isinstance(mode, bytes) else mode,  # type: ignore[arg-type]
                 int(fields["min_group_size"]),
                 int(fields["retention_days"]),
+                # A mirror written by a release before the switch has no field: off.
+                fields.get("attention") in (b"1", "1"),
             )
             return policy.validate()
         except (KeyError, ValueError, UnicodeDecodeError):
@@ -102,7 +106,12 @@ def load_stamped(db: Session) -> tuple[Policy, int]:
     row = db.get(OrgPolicy, 1)
     if row is None:  # the migration inserts it; a hand-emptied table falls back to the defaults
         return Policy(), 0
-    policy = Policy(row.emotion_mode, row.min_group_size, row.retention_days)  # type: ignore[arg-type]
+    policy = Policy(
+        row.emotion_mode,  # type: ignore[arg-type]
+        row.min_group_size,
+        row.retention_days,
+        bool(row.attention),
+    )
     return policy, int(row.version or 0)
 
 
@@ -127,6 +136,7 @@ def save(db: Session, policy: Policy, actor_id: int | None) -> int:
     row.emotion_mode = policy.emotion_mode
     row.min_group_size = policy.min_group_size
     row.retention_days = policy.retention_days
+    row.attention = policy.attention
     row.updated_at = utcnow()
     row.updated_by_id = actor_id
     db.flush()  # the UPDATE runs (and locks the row) now; reading version re-selects it
@@ -148,13 +158,20 @@ MIRROR_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
 if current > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'emotion_mode', ARGV[2],
-           'min_group_size', ARGV[3], 'retention_days', ARGV[4], 'stamp', '9007199254740991')
+           'min_group_size', ARGV[3], 'retention_days', ARGV[4], 'attention', ARGV[5],
+           'stamp', '9007199254740991')
 return 1
 """
 
 
 def mirror_args(policy: Policy, stamp: int) -> list[str]:
-    return [str(stamp), policy.emotion_mode, str(policy.min_group_size), str(policy.retention_days)]
+    return [
+        str(stamp),
+        policy.emotion_mode,
+        str(policy.min_group_size),
+        str(policy.retention_days),
+        "1" if policy.attention else "0",
+    ]
 
 
 def write_mirror(r: Any, policy: Policy, stamp: int) -> bool:

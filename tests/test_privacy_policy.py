@@ -102,6 +102,7 @@ def test_policy_api_is_admin_only_validated_and_audited(settings, clean_redis):
             ({"retention_days": 0}, "retention_days must be between 1 and"),
             ({"retention_days": 100_000}, "retention_days must be between 1 and"),
             ({"min_group_size": "many"}, "body.min_group_size"),
+            ({"attention": "yes"}, "body.attention"),
         ):
             r = k.client.put("/api/admin/policy", json=body, headers=k.admin)
             assert r.status_code == 422 and message in r.json()["detail"], (body, r.text)
@@ -119,6 +120,7 @@ def test_policy_api_is_admin_only_validated_and_audited(settings, clean_redis):
         "emotion_mode": "aggregate_only",
         "min_group_size": 3,
         "retention_days": 30,
+        "attention": False,
     }
     assert rows(settings, "SELECT emotion_mode, min_group_size FROM org_policy") == [
         ("aggregate_only", 3)

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,6 +31,7 @@ class PolicyOut(BaseModel):
     emotion_mode: str
     min_group_size: int
     retention_days: int
+    attention: bool  # head orientation ("facing the screen") observed
     updated_at: datetime | None = None
     updated_by: str | None = None
 
@@ -41,6 +42,8 @@ class PolicyIn(BaseModel):
     emotion_mode: str | None = None
     min_group_size: int | None = None
     retention_days: int | None = None
+    # Strict: "yes" or 1 is refused rather than read as a switch turned on.
+    attention: StrictBool | None = None
 
 
 def _policy_out(db: Session) -> PolicyOut:
@@ -74,6 +77,7 @@ async def put_policy(
             body.emotion_mode or before.emotion_mode,  # type: ignore[arg-type]
             before.min_group_size if body.min_group_size is None else body.min_group_size,
             before.retention_days if body.retention_days is None else body.retention_days,
+            before.attention if body.attention is None else body.attention,
         )
         try:
             stamp = policy_mod.save(db, after, admin.id)  # the row's new version
