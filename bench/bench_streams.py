@@ -21,7 +21,8 @@ per-key cost (smaller streams, radix trees, trimming), not a spread over nodes â
 Redis Cluster, where each shard's hash tag puts it in its own slot.
 
 Then the live fan-out: PUBLISH of a LiveUpdate at --publish-rate/s while --subscribers
-connections (gateways) each hold the pattern subscription cp:live:* that app/hub.py holds: Redis
+connections (gateways) listen, each subscribed to its own sessions' channels as app/hub.py is,
+and for comparison each holding the pattern subscription cp:live:* the hub used to hold: Redis
 CPU per publish, and per delivery. Bounded: under 2 minutes. A --redis-url database is flushed.
 """
 
@@ -262,7 +263,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=2, help="best of this many runs per figure")
     ap.add_argument("--redis-url", help="default: a private redis-server on a free port")
-    ap.add_argument("--subscribers", default="1,4,16", help="gateways holding the live pattern")
+    ap.add_argument("--subscribers", default="1,4,16", help="gateways listening to live updates")
     ap.add_argument("--publish-rate", type=float, default=5000.0)
     args = ap.parse_args()
     levels = [int(x) for x in args.shards.split(",")]

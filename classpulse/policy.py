@@ -1,4 +1,4 @@
-"""The organisation's privacy policy: what is inferred and kept (see DESIGN.md, "Privacy by design").
+"""The organisation's privacy policy: what is inferred and kept (README, "Privacy policy modes").
 
 PostgreSQL holds it (table ``org_policy``, one row); admins change it through the API. Gateways,
 workers and the aggregator read it often, so it is mirrored to a Redis hash (``POLICY_KEY``):

@@ -93,7 +93,7 @@ class FramePipeline:
     def __init__(self, detector: FaceDetector, classifier: EmotionClassifier | None) -> None:
         self.detector = detector
         self.classifier = classifier
-        # On the CPU, batching the detector across frames did not pay (DESIGN.md); on a GPU it does.
+        # Batching the detector across frames did not pay on the CPU (not recorded); it does on a GPU.
         self.batch_detector = detector.model.uses_gpu
 
     @classmethod

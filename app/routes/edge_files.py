@@ -29,7 +29,7 @@ from classpulse.modelmeta import ModelContract, read_onnx_metadata
 
 router = APIRouter(include_in_schema=False)
 
-# The vendored onnxruntime-web (web/static/vendor/onnxruntime-web/README.md); the page builds the
+# The vendored onnxruntime-web (web/static/vendor/README.md); the page builds the
 # same URL from the loaded runtime's own version (ort.env.versions.web), tests/test_edge_files.py
 # checks that the two agree.
 ORT_WEB_VERSION = "1.30.0"
