@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -44,26 +45,68 @@ _IDLE_CHANNEL = _PREFIX + "~hub"
 POLL_S = 0.05  # how long the listener waits for a message before it looks at wanted channels
 
 
-class DropOldestQueue(asyncio.Queue[bytes | str]):
-    """A bounded queue where a new item pushes out the oldest: live data goes stale, so keep the newest."""
+class DropOldestQueue:
+    """A socket's bounded outbound queue where live data goes stale, so the newest wins.
 
-    def push(self, item: bytes | str) -> bool:
+    An item pushed with a ``key`` (the hub keys a student's update by its kind and student)
+    replaces the one of the same key still waiting, and moves to the back, so a socket that
+    falls behind sends each student's latest state once instead of every state in between: a
+    40-tile dashboard on a busy gateway gets at most one update per student per send, and the
+    gateway pays one send for it (issue 21: live fan-out at class size). Items without a key
+    (acks, alerts, pongs, session news) are never merged. When the queue is full a new item
+    pushes out the oldest. One consumer per queue (the socket's send loop)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[object, bytes | str] = OrderedDict()
+        self._ready = asyncio.Event()
+        self._serial = itertools.count()
+        self.merged = 0  # items replaced by a newer one of the same key (for tests and figures)
+
+    def push(self, item: bytes | str, key: object = None) -> bool:
         """Put without waiting; return True when an older item was dropped to make room."""
         dropped = False
-        if self.full():
-            self.get_nowait()
+        if key is not None and key in self._items:
+            del self._items[key]
+            self.merged += 1
+        elif len(self._items) >= self.maxsize:
+            self._items.popitem(last=False)
             dropped = True
-        self.put_nowait(item)
+        self._items[next(self._serial) if key is None else key] = item
+        self._ready.set()
         return dropped
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def get_nowait(self) -> bytes | str:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popitem(last=False)[1]
+
+    async def get(self) -> bytes | str:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popitem(last=False)[1]
 
 
 class _Route(msgspec.Struct):
-    # Only the field needed for routing; msgspec skips the rest without building it.
+    # Only the fields needed for routing; msgspec skips the rest without building it.
+    type: str | None = None
     student_id: str | None = None
     audience: str | None = None  # "teachers": dashboards only (alerts), never a student page
 
 
 _route = msgspec.json.Decoder(_Route)
+# LiveUpdate types that are a student's whole current state (contracts.LiveUpdate.type).
+_STATES = frozenset({"student", "presence"})
 
 
 class Hub:
@@ -73,11 +116,11 @@ class Hub:
         self,
         redis: Redis,
         on_drop: Callable[[], None] = lambda: None,
-        mode: Callable[[], str] = lambda: "off",
+        mode: Callable[[], views.Mode] = lambda: "off",
     ) -> None:
         self._redis = redis
         self._on_drop = on_drop
-        self._mode = mode  # the policy's emotion mode in force now (PolicyCache)
+        self._mode = mode  # the policy in force now (PolicyCache; a bare mode: attention off)
         # session id -> student id (None: the whole session, i.e. dashboards) -> queues
         self._subs: dict[str, dict[str | None, set[DropOldestQueue]]] = defaultdict(
             lambda: defaultdict(set)
@@ -134,13 +177,18 @@ class Hub:
             return
         data = views.live_message(data, self._mode())
         targets = set(by_student.get(None, ()))
-        if len(by_student) > 1 or None not in by_student:  # some student of it listens here
-            try:
-                route = _route.decode(data)
-            except msgspec.DecodeError:
+        try:
+            route = _route.decode(data)
+        except msgspec.DecodeError:
+            route = _Route(type="?")  # not ours to judge: dashboards get it as it is, unmerged
+            if len(by_student) > 1 or None not in by_student:
                 log.warning("live hub: undecodable message on %s", channel)
                 return
-            student = route.student_id
+        student = route.student_id
+        # A student's state (emotion or presence) is superseded by their next one of the same
+        # kind: queues keep only the newest waiting (DropOldestQueue).
+        key = (route.type, student) if student is not None and route.type in _STATES else None
+        if len(by_student) > 1 or None not in by_student:  # some student of it listens here
             if route.audience == "teachers":
                 pass  # dashboards only; they are in targets already
             elif student is None:  # session-wide news (e.g. session ended): everyone
@@ -149,7 +197,7 @@ class Hub:
             else:
                 targets |= by_student.get(student, set())
         for queue in targets:
-            if queue.push(data):
+            if queue.push(data, key):
                 self._on_drop()
 
     async def _reconcile(self, pubsub: PubSub) -> None:
