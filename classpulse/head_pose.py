@@ -1,0 +1,92 @@
+"""Head yaw and pitch from BlazeFace's six keypoints, and whether the head faces the screen.
+
+The contract is docs/attention.md: yaw > 0 when the nose moves towards the image's right side,
+pitch > 0 when the face tilts up, both in degrees clipped to [-90, 90]. The page computes the
+same numbers with ``web/static/js/lib/head_pose.js`` (a line-by-line twin, checked against
+``tests/data/head_pose_fixtures.json``), so change both together and regenerate the fixtures.
+
+Method (cheap: a few dozen float operations per face, no numpy, so the gateway and the page
+can run it too):
+
+1. Roll is removed first: every keypoint is expressed in a frame whose x axis runs along the
+   eye line (right eye → left eye, i.e. image left → right for a face looking at the camera)
+   and whose origin is the midpoint of the two ear tragions, the head's vertical rotation axis.
+2. Yaw. Turning the head by θ moves the nose tip, which sits a depth ``d`` in front of the ear
+   axis, sideways by ``d·sin θ`` and shrinks the ear-to-ear half width ``w`` to ``w·cos θ``. So
+   ``θ = atan2(nose_x, YAW_DEPTH_RATIO · half_ear_width)`` with ``YAW_DEPTH_RATIO = d / w``;
+   atan2 also covers the profile, where the projected ear width goes to zero (or the ears cross,
+   beyond 90°, which the clip catches).
+3. Pitch. Tilting the face up moves the eyes, which sit in front of the ear axis, up relative to
+   the tragions. That height, divided by the eye-to-mouth distance (a length of the face that
+   turning does not foreshorten), minus its value when level, maps through an arctangent:
+   ``φ = atan(PITCH_GAIN · (PITCH_LEVEL_RATIO − eye_height / eye_to_mouth))``.
+
+The three constants were fitted (least mean absolute error) in ``bench/head_pose_accuracy.py``
+on a photographed face mapped onto a 3D head shape, rendered at known yaw, pitch and roll and
+run through the worker's own BlazeFace full-range model: what the detector's keypoints actually
+do, not an idealised face. That bench prints the errors per angle band; tests/test_head_pose.py
+holds a fixed sample of it to the bounds measured there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+# Nose-tip depth in front of the ear axis over half the ear-to-ear width (fitted; an adult's
+# anthropometric value, ≈ 10 cm over ≈ 7.2 cm, is 1.4 — the detector's tragions sit wider).
+YAW_DEPTH_RATIO = 1.64
+# Pitch: eye height above the tragions per eye-to-mouth distance when the head is level
+# (negative: the detector puts the tragions below the eyes), and the arctangent's gain.
+PITCH_LEVEL_RATIO = -0.139
+PITCH_GAIN = 1.16
+# "Facing the screen": the head within these angles of the camera. A laptop's screen sits just
+# below its camera, and students glance across it; beyond these angles the face is turned away.
+# Chosen in bench/head_pose_accuracy.py for precision and recall on labelled renders.
+FACING_YAW_DEG = 30.0
+FACING_PITCH_DEG = 25.0
+LIMIT_DEG = 90.0  # every angle is clipped to ±LIMIT_DEG
+
+Point = Sequence[float]
+
+
+def head_pose(box: Sequence[float], keypoints: Sequence[Point]) -> tuple[float, float]:
+    """(yaw, pitch) in degrees from a face's box (x, y, w, h) and its six keypoints (x, y) in
+    frame pixels, MediaPipe's order: right eye, left eye, nose tip, mouth, right ear tragion,
+    left ear tragion. Degenerate keypoints (all zero, coincident eyes) give (0, 0)."""
+    (rex, rey), (lex, ley), (nx, ny), (mx, my), (rtx, rty), (ltx, lty) = (
+        (float(p[0]), float(p[1])) for p in keypoints[:6]
+    )
+    # The eye line's direction is the frame's x axis; its perpendicular (image y points down)
+    # the y axis. Without an eye line there is no face geometry to read.
+    ux, uy = lex - rex, ley - rey
+    norm = math.hypot(ux, uy)
+    if not norm > 0.0:
+        return 0.0, 0.0
+    ux, uy = ux / norm, uy / norm
+    ox, oy = (rtx + ltx) / 2.0, (rty + lty) / 2.0  # the ear midpoint: the origin
+
+    def local(px: float, py: float) -> tuple[float, float]:
+        dx, dy = px - ox, py - oy
+        return dx * ux + dy * uy, dy * ux - dx * uy
+
+    nose_x, _ = local(nx, ny)
+    right_ear_x, _ = local(rtx, rty)
+    left_ear_x, _ = local(ltx, lty)
+    _, eye_y = local((rex + lex) / 2.0, (rey + ley) / 2.0)
+    _, mouth_y = local(mx, my)
+    half_ears = (left_ear_x - right_ear_x) / 2.0
+    yaw = math.degrees(math.atan2(nose_x, YAW_DEPTH_RATIO * half_ears))
+    # The eye-to-mouth distance, never below a tenth of the box's height (a collapsed face).
+    face = max(mouth_y - eye_y, 0.1 * float(box[3]), 1e-6)
+    pitch = math.degrees(math.atan(PITCH_GAIN * (PITCH_LEVEL_RATIO - eye_y / face)))
+    return _clip(yaw), _clip(pitch)
+
+
+def facing(yaw: float, pitch: float) -> bool:
+    """True when the head faces the screen: |yaw| and |pitch| within the thresholds."""
+    return abs(yaw) <= FACING_YAW_DEG and abs(pitch) <= FACING_PITCH_DEG
+
+
+def _clip(angle: float) -> float:
+    return max(-LIMIT_DEG, min(LIMIT_DEG, angle))
