@@ -44,6 +44,7 @@ class FrameSink:
         maxlen: int,
         on_depth: Callable[[int], None] = lambda _depth: None,
         shards: int = 1,
+        attention: Callable[[], bool] = lambda: False,
     ):
         self._redis = redis
         self._maxlen = maxlen  # per stream shard
@@ -52,6 +53,9 @@ class FrameSink:
         self.shards = shards  # CLASSPULSE_STREAM_SHARDS: the workers read the same streams
         self._streams = contracts.frames_streams(self.shards)
         self._on_depth = on_depth
+        # Whether the policy in force observes attention (PolicyCache): stamped into each entry
+        # as the mode is, so the worker computes head pose only for frames taken while it was on.
+        self._attention = attention
         self._queue: asyncio.Queue[_Frame] = asyncio.Queue(QUEUE_SIZE)
         self._down_until = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +94,7 @@ class FrameSink:
             contracts.F_RECEIVED_MS: str(round(time.time() * 1000, 1)).encode(),
             contracts.F_EMOTION: b"0" if mode == "off" else b"1",
             contracts.F_MODE: mode.encode(),
+            contracts.F_ATTENTION: b"1" if self._attention() else b"0",
             contracts.F_KIND: kind,
             contracts.F_FACES if kind == contracts.KIND_FACES else contracts.F_JPEG: payload,
         }

@@ -63,18 +63,19 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
     )
     metrics = Metrics()
+    make_session = sessionmaker(engine, expire_on_commit=False)
+    policy = PolicyCache(redis, make_session)
     sink = FrameSink(
         redis,
         settings.frames_stream_maxlen,
         on_depth=metrics.frame_queue.set,
         shards=settings.stream_shards,
+        attention=lambda: policy.policy.attention,
     )
     frame_flow = FrameFlow(redis, settings, queue_depth=sink.depth)
     metrics.target_fps.set_function(lambda: frame_flow.fps)
     metrics.worker_lag.set_function(lambda: frame_flow.worker_lag_ms)
-    make_session = sessionmaker(engine, expire_on_commit=False)
-    policy = PolicyCache(redis, make_session)
-    hub = Hub(redis, on_drop=metrics.live_dropped.inc, mode=lambda: policy.mode)
+    hub = Hub(redis, on_drop=metrics.live_dropped.inc, mode=lambda: policy.policy)
     await policy.start()
     await hub.start()
     sink.start()

@@ -11,7 +11,13 @@ student's own view). Pages display what they are given and hide nothing themselv
 | ``aggregate_only`` | withheld: presence and frame counts only | shown while at least ``min_group_size`` students showed a face |
 | ``off`` | withheld | withheld |
 
-Reads apply the mode in force now, so estimates stored under an earlier, looser policy are not
+Attention (head orientation, "facing the screen", docs/attention.md) has its own switch,
+``Policy.attention``, independent of the mode: its fields (``ATTENTION_KEYS``, live and stored)
+are shown in every view while it is on, whatever the mode (``off`` included: no emotion, but
+whether a student faces the screen), and withheld in every view while it is off. Only a
+``Policy`` can say it is on: a bare mode string means attention off.
+
+Reads apply the policy in force now, so data stored under an earlier, looser policy is not
 shown under a stricter one.
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from classpulse.contracts import EMOTION_FIELDS, LiveUpdate, encoder
+from classpulse.contracts import ATTENTION_FIELDS, EMOTION_FIELDS, LiveUpdate, encoder
 from classpulse.policy import Policy
 
 # Per view, the fields that carry a student's emotion estimate and what they read when withheld
@@ -43,6 +49,11 @@ WITHHELD: dict[str, dict[str, Any]] = {
 # Every field name that carries an estimate in some view (what the tests look for).
 ESTIMATE_FIELDS = frozenset(k for fields in WITHHELD.values() for k in fields)
 
+# The stored attention figures of a bucket (history, report and export rows, the summary).
+ATTENTION_STORED = ("attention_frames", "facing_frames", "facing_share")
+# Every field name that carries attention in some view, live or stored (what the tests look for).
+ATTENTION_KEYS = frozenset((*ATTENTION_FIELDS, *ATTENTION_STORED))
+
 Mode = Policy | str | None
 
 
@@ -53,6 +64,12 @@ def _mode(policy: Mode) -> str:
 def shows_students(policy: Mode) -> bool:
     """Whether a student's own emotion estimate may be shown (and so kept): ``per_student``."""
     return _mode(policy) == "per_student"
+
+
+def shows_attention(policy: Mode) -> bool:
+    """Whether attention (live and stored) may be shown, and so kept: the switch is on. A bare
+    mode cannot say so: attention off."""
+    return isinstance(policy, Policy) and policy.attention
 
 
 def shows_class(policy: Policy, students_present: int) -> bool:
@@ -68,8 +85,18 @@ def class_min_group(policy: Policy) -> int:
     return 0 if policy.per_student else policy.min_group_size
 
 
+def attention_view(data: dict[str, Any], policy: Mode) -> dict[str, Any]:
+    """``data`` (a student's or the class's fields in any view) with its attention fields read
+    as None unless the policy observes attention; ``data`` itself when nothing is withheld."""
+    if shows_attention(policy):
+        return data
+    hidden = [k for k in ATTENTION_KEYS if data.get(k) is not None]
+    return {**data, **dict.fromkeys(hidden)} if hidden else data
+
+
 def student_view(view: str, data: dict[str, Any], policy: Mode) -> dict[str, Any]:
     """``data`` (one student's fields as view ``view`` shows them) as the policy allows."""
+    data = attention_view(data, policy)
     if shows_students(policy):
         return data
     return {
@@ -88,12 +115,20 @@ def redact_update(update: LiveUpdate, policy: Mode) -> LiveUpdate:
     if not shows_students(policy):
         for name in EMOTION_FIELDS:
             setattr(update, name, None)
+    if not shows_attention(policy):
+        for name in ATTENTION_FIELDS:
+            setattr(update, name, None)
     return update
 
 
 def carries_estimate(msg: Mapping[str, Any]) -> bool:
     """Whether a live message shows a student's emotion estimate."""
     return msg.get("type") == "student" and any(msg.get(f) for f in EMOTION_FIELDS)
+
+
+def carries_attention(msg: Mapping[str, Any]) -> bool:
+    """Whether a live message shows attention (``facing`` False is an observation too)."""
+    return any(msg.get(f) is not None for f in ATTENTION_FIELDS)
 
 
 # What a live message holding an estimate has in it (msgspec writes no spaces): the cheap test
@@ -106,16 +141,30 @@ def may_carry_estimate(data: bytes) -> bool:
     return _ESTIMATE_HINT.search(data) is not None
 
 
+# The same for attention: a field holding a boolean or a number.
+_ATTENTION_HINT = re.compile(rb'"(?:facing|facing_share|away_s)":[-0-9tf]')
+
+
+def may_carry_attention(data: bytes) -> bool:
+    """False for a live message that surely holds no attention field (without decoding it)."""
+    return _ATTENTION_HINT.search(data) is not None
+
+
 def live_message(data: bytes, policy: Mode) -> bytes:
     """A message of a session's live channel as the policy allows it to reach a socket: a
-    student's update carrying an estimate outside ``per_student`` (published before a policy
-    change, or by an aggregator that had not seen it yet) goes out without it."""
-    if shows_students(policy) or not may_carry_estimate(data):
+    student's update carrying an estimate outside ``per_student``, or attention while the
+    switch is off (published before a policy change, or by an aggregator that had not seen it
+    yet) goes out without it."""
+    estimates = not shows_students(policy) and may_carry_estimate(data)
+    attention = not shows_attention(policy) and may_carry_attention(data)
+    if not (estimates or attention):
         return data
     try:
         msg = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return data
-    if not isinstance(msg, dict) or not carries_estimate(msg):
+    if not isinstance(msg, dict):
+        return data
+    if not ((estimates and carries_estimate(msg)) or (attention and carries_attention(msg))):
         return data
     return encoder.encode(update_view(msg, policy))

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import msgspec
@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from classpulse import contracts as c
 from classpulse import views
 from classpulse.db import make_engine
+from classpulse.policy import EMOTION_MODES
 from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
 from classpulse.streams import (
     Backoff,
@@ -40,6 +41,7 @@ from classpulse.streams import (
 from records import partitions
 from records.retention import Retention
 from worker.alerts import AlertEngine
+from worker.attention import AttentionState, observed
 from worker.buckets import Delta, fold, main_face, write_buckets
 from worker.class_mix import ClassMix, publish_class
 from worker.policy_reader import PolicyReader, apply_mode
@@ -76,6 +78,7 @@ class StudentState:
     last_ms: float = 0.0  # receive time of the latest frame, to notice a stream that paused
     streak: int = 0  # faced frames since the stream (re)started
     used: float = 0.0  # monotonic time this process last updated it, to drop idle states
+    attention: AttentionState | None = None  # made at the first observed orientation
 
 
 class Aggregator:
@@ -192,6 +195,11 @@ class Aggregator:
         if res.received_ms - state.last_ms > RESUME_GAP_MS:  # smoothing must not bridge a pause
             state.probs, state.streak = None, 0
         state.last_ms = max(state.last_ms, res.received_ms)
+        faces = observed(face)  # None unless the policy and the result both observe attention
+        if faces is not None and state.attention is None:
+            state.attention = AttentionState()
+        if state.attention is not None:
+            state.attention.fill(update, faces, res.received_ms)
         if face is None or not face.probs:
             update.presence = "no_face" if not res.faces else "present"
             return update
@@ -246,10 +254,13 @@ class Aggregator:
             self._last_prune = now
             self.prune(now)
         latest: dict[str, c.LiveUpdate] = {}
+        # Each result's own mode (apply_mode) with the policy's attention switch: the policy a
+        # view of it is checked against.
+        shown = {mode: replace(self.policy, emotion_mode=mode) for mode in EMOTION_MODES}
         for res in sorted(applied, key=lambda r: r.received_ms):
             update = self.live_update(res)
             self.class_mix.observe(update)  # in memory only: the class's mix without names
-            latest[res.student_id] = views.redact_update(update, res.mode)
+            latest[res.student_id] = views.redact_update(update, shown[res.mode])
         publish_class(self.r, self.class_mix.updates(self.policy))
         pipe = self.r.pipeline(transaction=False)
         for update in latest.values():

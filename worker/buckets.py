@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from classpulse import contracts as c
 from classpulse import views
+from worker.attention import observed
 
 
 def _upsert(table: str, keys: tuple[str, ...]) -> TextClause:
@@ -22,11 +23,15 @@ def _upsert(table: str, keys: tuple[str, ...]) -> TextClause:
     return text(
         f"""
         INSERT INTO {table}
-            ({columns}, frames, frames_with_face, prob_sums, updated_at)
-        VALUES ({values}, :frames, :frames_with_face, CAST(:prob_sums AS jsonb), now())
+            ({columns}, frames, frames_with_face, prob_sums, attention_frames, facing_frames,
+             updated_at)
+        VALUES ({values}, :frames, :frames_with_face, CAST(:prob_sums AS jsonb),
+                :attention_frames, :facing_frames, now())
         ON CONFLICT ({columns}) DO UPDATE SET
             frames = {table}.frames + excluded.frames,
             frames_with_face = {table}.frames_with_face + excluded.frames_with_face,
+            attention_frames = {table}.attention_frames + excluded.attention_frames,
+            facing_frames = {table}.facing_frames + excluded.facing_frames,
             prob_sums = cp_jsonb_add({table}.prob_sums, excluded.prob_sums),
             updated_at = now()
         """
@@ -44,6 +49,13 @@ class Delta:
     frames: int = 0
     frames_with_face: int = 0
     prob_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    attention_frames: int = 0  # faced frames whose head orientation was observed
+    facing_frames: int = 0  # of those, facing the screen
+
+    def observe(self, faces: bool | None) -> None:
+        if faces is not None:
+            self.attention_frames += 1
+            self.facing_frames += faces
 
 
 def main_face(res: c.FrameResult) -> c.Face | None:
@@ -62,15 +74,19 @@ def fold(
     d = student[(res.session_id, res.student_id, bucket)]
     d.frames += 1
     face = main_face(res)
+    # None unless attention is observed (apply_mode took yaw/pitch away otherwise): any mode.
+    faces = observed(face)
+    d.observe(faces)
     if face is not None:
         d.frames_with_face += 1
-    if res.mode == "off":
+    if res.mode == "off":  # no class bucket: a report sums the students' attention instead
         return
     k = klass[(res.session_id, bucket)]
     k.frames += 1
     if face is None:
         return
     k.frames_with_face += 1
+    k.observe(faces)
     for label, p in (face.probs or {}).items():
         k.prob_sums[label] += p
         if views.shows_students(res.mode):  # kept per student only where shown per student
@@ -96,4 +112,6 @@ def _row(keys: tuple[str, ...], key: tuple[object, ...], d: Delta) -> dict[str, 
         "frames": d.frames,
         "frames_with_face": d.frames_with_face,
         "prob_sums": c.encoder.encode(dict(d.prob_sums)).decode(),
+        "attention_frames": d.attention_frames,
+        "facing_frames": d.facing_frames,
     }

@@ -6,6 +6,8 @@ live update may carry out of the aggregator is ``classpulse.views``'s rule).
   class buckets keep the sums; live per-student updates carry no emotion, and the class's mix
   is published only while at least ``min_group_size`` students show a face.
 - ``off``: presence only, nowhere a probability (the worker did not run the emotion model).
+- attention (``Policy.attention``, any mode): per-student and class buckets count the frames
+  whose head orientation was observed and those facing the screen; live updates carry it.
 
 The mode of a result is the stricter of the one it was analysed under and the policy in force
 when it is folded, so a tightened policy holds from the next batch even for frames in flight.
@@ -47,9 +49,14 @@ class PolicyReader:
 
 
 def apply_mode(results: list[c.FrameResult], policy: Policy) -> None:
-    """Set each result's mode to the stricter of its own and the policy's; drop what it forbids."""
+    """Set each result's mode to the stricter of its own and the policy's; drop what it forbids:
+    probabilities under ``off``, head orientation while the policy does not observe attention
+    (a result carries it only if its frame was taken while it did: the stricter wins)."""
     for res in results:
         res.mode = stricter(res.mode, policy.emotion_mode)
         if res.mode == "off":  # e.g. analysed just before the switch: keep no probabilities
             for face in res.faces:
                 face.probs = None
+        if not policy.attention:
+            for face in res.faces:
+                face.yaw = face.pitch = None
