@@ -71,7 +71,8 @@ def frames_allowed(capture_mode: str) -> bool:
 
 
 def faces_max_bytes(max_faces: int, crop_size: int) -> int:
-    """The longest faces message the wire format allows: every face with an unpacked crop."""
+    """The longest faces message the wire format allows: every face with an unpacked crop, in
+    the version with the longest face record (version 2's 76 bytes, ``edge_wire.FACE_SIZE``)."""
     return edge_wire.HEADER_SIZE + max_faces * (edge_wire.FACE_SIZE + crop_size * crop_size)
 
 

@@ -2,7 +2,9 @@
 
 In edge capture the student's page runs the face detector and sends, per captured frame, one
 binary WebSocket message with the face boxes, scores and keypoints and (when the policy wants
-emotions) one grey crop per face, instead of a JPEG. The gateway validates it with ``parse``
+emotions) one grey crop per face, instead of a JPEG. Version 2 (what the pages send) adds each face's
+head yaw and pitch (``classpulse.head_pose``); version 1 (pages opened before it) is still read,
+its faces with ``yaw``/``pitch`` None (the worker computes them from the keypoints). The gateway validates it with ``parse``
 before writing it to the frames stream; the worker parses it again (a stream entry is untrusted
 too). ``encode`` builds one (tests, benchmarks, simulated students).
 
@@ -17,8 +19,11 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from classpulse.head_pose import LIMIT_DEG, head_pose
+
 MAGIC = b"CPFM"
-VERSION = 1
+VERSION = 2  # what encode (and the pages) write
+VERSIONS = (1, 2)  # what parse reads: version 1 from pages opened before version 2
 FLAG_CROPS = 0x01  # bit 0: one crop per face follows the faces
 # bit 1 (only with bit 0): the crops are packed, losslessly: each row replaced by its differences
 # from the pixel on its left (PNG's "Sub" filter, modulo 256), then compressed as one raw deflate
@@ -30,9 +35,12 @@ KNOWN_FLAGS = FLAG_CROPS | FLAG_PACKED
 HEADER = struct.Struct("<4sBBBBHHfd")
 HEADER_SIZE = HEADER.size  # 24
 KEYPOINTS = 6  # MediaPipe's order: right eye, left eye, nose tip, mouth, right ear, left ear
-# x, y, w, h, score, then the keypoints' x, y
-FACE = struct.Struct(f"<{5 + 2 * KEYPOINTS}f")
-FACE_SIZE = FACE.size  # 68
+# x, y, w, h, score, then the keypoints' x, y (version 1); version 2 adds yaw, pitch (degrees)
+FACE_V1 = struct.Struct(f"<{5 + 2 * KEYPOINTS}f")
+FACE = struct.Struct(f"<{5 + 2 * KEYPOINTS + 2}f")
+FACE_SIZE_V1 = FACE_V1.size  # 68
+FACE_SIZE = FACE.size  # 76: version 2's, the longest (the gateway's length cap uses it)
+FACE_STRUCTS = {1: FACE_V1, 2: FACE}
 MIN_SIDE, MAX_SIDE = 16, 4096  # frame width and height, pixels
 MAX_DETECTOR_MS = 60_000.0
 # Detectors place the boxes (and ear keypoints) of faces at the edge partly outside the frame.
@@ -41,7 +49,7 @@ TOLERANCE = 0.1  # of the frame's width or height, on each side
 # Refusal reasons: the gateway's ack and classpulse_frames_dropped_total{reason} carry them.
 BAD_FACES = "bad_faces"  # malformed header, counts or lengths
 BAD_BOX = "bad_box"  # a box or keypoint out of range
-BAD_VALUE = "bad_value"  # NaN, inf, a score outside [0, 1], a time out of range
+BAD_VALUE = "bad_value"  # NaN, inf, a score outside [0, 1], a time or angle out of range
 BAD_VERSION = "bad_version"
 CROPS_NOT_ALLOWED = "crops_not_allowed"  # crops while the policy's emotion mode is off
 TOO_MANY_FACES = "too_many_faces"
@@ -64,6 +72,9 @@ class FaceBox:
     box: Box
     score: float
     keypoints: Keypoints
+    # Head yaw and pitch in degrees as the page computed them (version 2); None in version 1.
+    yaw: float | None = None
+    pitch: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,7 @@ class FacesMessage:
     # undoes them with numpy (a cumulative sum per row, modulo 256), not this stdlib module.
     crops: memoryview
     filtered: bool = False
+    version: int = VERSION
 
     @property
     def has_crops(self) -> bool:
@@ -92,9 +104,9 @@ def is_faces(data: bytes | bytearray | memoryview) -> bool:
     return bytes(data[:4]) == MAGIC
 
 
-def message_size(n: int, crop_size: int) -> int:
+def message_size(n: int, crop_size: int, version: int = VERSION) -> int:
     """Bytes of a faces message with n faces and crops of side ``crop_size`` (0: no crops)."""
-    return HEADER_SIZE + FACE_SIZE * n + crop_size * crop_size * n
+    return HEADER_SIZE + FACE_STRUCTS[version].size * n + crop_size * crop_size * n
 
 
 def parse(
@@ -118,8 +130,10 @@ def parse(
     )
     if magic != MAGIC:
         raise WireError(BAD_FACES, "not a faces message (no CPFM magic)")
-    if version != VERSION:
-        raise WireError(BAD_VERSION, f"faces message version {version}; this server reads 1")
+    if version not in VERSIONS:
+        raise WireError(BAD_VERSION, f"faces message version {version}; this server reads 1, 2")
+    record = FACE_STRUCTS[version]
+    faces_end = HEADER_SIZE + record.size * n
     if flags & ~KNOWN_FLAGS:
         raise WireError(BAD_FACES, f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}")
     if n > max_faces:
@@ -135,9 +149,9 @@ def parse(
         raise WireError(BAD_FACES, f"crop size {size}; expected {want}")
     if not crops and size != 0:
         raise WireError(BAD_FACES, "crop size must be 0 when no crops are included")
-    expected = message_size(n, size)
+    expected = message_size(n, size, version)
     if packed:  # the crops' length is the deflate stream's: it must inflate to exactly n·s·s
-        if len(view) <= HEADER_SIZE + FACE_SIZE * n:
+        if len(view) <= faces_end:
             raise WireError(BAD_FACES, f"{len(view)} bytes; {n} faces and packed crops need more")
     elif len(view) != expected:
         raise WireError(BAD_FACES, f"{len(view)} bytes; {n} faces need exactly {expected}")
@@ -148,10 +162,9 @@ def parse(
     if not (math.isfinite(capture_ms) and capture_ms >= 0.0):
         raise WireError(BAD_VALUE, "capture time must be finite and not negative")
     faces = [
-        _face(values, width, height)
-        for values in FACE.iter_unpack(view[HEADER_SIZE : HEADER_SIZE + FACE_SIZE * n])
+        _face(values, width, height) for values in record.iter_unpack(view[HEADER_SIZE:faces_end])
     ]
-    tail = view[HEADER_SIZE + FACE_SIZE * n :]
+    tail = view[faces_end:]
     if packed:
         tail = memoryview(_inflate(tail, n * size * size))
     return FacesMessage(
@@ -163,6 +176,7 @@ def parse(
         crop_size=size,
         crops=tail,
         filtered=packed,
+        version=version,
     )
 
 
@@ -205,26 +219,35 @@ def _face(values: tuple[float, ...], width: int, height: int) -> FaceBox:
     dx, dy = TOLERANCE * width, TOLERANCE * height
     if w <= 0 or h <= 0 or x < -dx or y < -dy or x + w > width + dx or y + h > height + dy:
         raise WireError(BAD_BOX, f"box ({x:g}, {y:g}, {w:g}, {h:g}) outside {width}×{height}")
-    points = tuple((values[i], values[i + 1]) for i in range(5, len(values), 2))
+    end = 5 + 2 * KEYPOINTS
+    points = tuple((values[i], values[i + 1]) for i in range(5, end, 2))
     for px, py in points:
         if not (-dx <= px <= width + dx and -dy <= py <= height + dy):
             raise WireError(BAD_BOX, f"keypoint ({px:g}, {py:g}) outside {width}×{height}")
-    return FaceBox((x, y, w, h), score, points)
+    if len(values) == end:  # version 1: no angles
+        return FaceBox((x, y, w, h), score, points)
+    yaw, pitch = values[end], values[end + 1]
+    if not (abs(yaw) <= LIMIT_DEG and abs(pitch) <= LIMIT_DEG):
+        raise WireError(BAD_VALUE, f"yaw {yaw:g} or pitch {pitch:g} outside [-90, 90]")
+    return FaceBox((x, y, w, h), score, points, yaw, pitch)
 
 
 def encode(
     width: int,
     height: int,
-    faces: Sequence[tuple[Sequence[float], float, Sequence[Sequence[float]] | None]],
+    faces: Sequence[tuple[Sequence[float], float, Sequence[Sequence[float]] | None]]
+    | Sequence[tuple[Sequence[float], float, Sequence[Sequence[float]] | None, float, float]],
     crops: bytes | bytearray | memoryview | None = None,
     crop_size: int = 0,
     detector_ms: float = 0.0,
     capture_ms: float = 0.0,
     packed: bool = False,
+    version: int = VERSION,
 ) -> bytes:
-    """A faces message: ``faces`` as (box x, y, w, h; score; 6 keypoints (x, y) or None),
-    ``crops`` the n·s·s grey bytes of their crops (or None: boxes only), ``packed`` as the
-    pages send them (``FLAG_PACKED``).
+    """A faces message: ``faces`` as (box x, y, w, h; score; 6 keypoints (x, y) or None), and
+    in version 2 optionally yaw, pitch after them (else computed from the keypoints as the page
+    does; 0, 0 without keypoints), ``crops`` the n·s·s grey bytes of their crops (or None: boxes
+    only), ``packed`` as the pages send them (``FLAG_PACKED``).
 
     Values are packed as given (no validation: tests build bad messages with it); a numpy
     array of crops (n, s, s) uint8 may be passed as ``memoryview(array)``."""
@@ -242,15 +265,20 @@ def encode(
         crop_size = 0
     parts = [
         HEADER.pack(
-            MAGIC, VERSION, flags, len(faces), crop_size, width, height, detector_ms, capture_ms
+            MAGIC, version, flags, len(faces), crop_size, width, height, detector_ms, capture_ms
         )
     ]
-    for box, score, keypoints in faces:
+    for box, score, keypoints, *angles in faces:
         points = [0.0] * (2 * KEYPOINTS)
         if keypoints is not None:
             points = [float(v) for point in keypoints for v in point]
             if len(points) != 2 * KEYPOINTS:
                 raise ValueError(f"{KEYPOINTS} keypoints (x, y) per face")
-        parts.append(FACE.pack(*(float(v) for v in box), float(score), *points))
+        values = [*(float(v) for v in box), float(score), *points]
+        if version >= 2:
+            if not angles:
+                angles = list(head_pose(box, keypoints)) if keypoints is not None else [0.0, 0.0]
+            values += [float(a) for a in angles]
+        parts.append(FACE_STRUCTS[version].pack(*values))
     parts.append(tail)
     return b"".join(parts)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from classpulse import contracts as c
 from classpulse import edge_wire
+from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
 from tests import test_stream_services as streams
 from tests.edge_helpers import faces_message, now_ms
@@ -57,6 +58,7 @@ def _deflate(data: bytes) -> bytes:
 
 
 GOOD = message()
+GOOD_V1 = message(version=1)  # what pages opened before version 2 still send
 PACKED = message(packed=True)  # one face, its crop packed as the pages send it
 PACKED_HEAD = PACKED[: edge_wire.HEADER_SIZE + edge_wire.FACE_SIZE]
 # message -> the reason the gateway refuses it with (the first broken rule).
@@ -77,7 +79,17 @@ REFUSED = {
     "negative score": (message([face(score=-0.1)]), "bad_value"),
     "NaN detector time": (message(detector_ms=math.nan), "bad_value"),
     "detector time 60 s": (message(detector_ms=60_000.0), "bad_value"),
-    "unknown version": (patched(GOOD, 4, "<B", 2), "bad_version"),
+    "unknown version": (patched(GOOD, 4, "<B", 3), "bad_version"),
+    "version 0": (patched(GOOD, 4, "<B", 0), "bad_version"),
+    "yaw over 90": (message([(*face(), 90.5, 0.0)]), "bad_value"),
+    "pitch under -90": (message([(*face(), 0.0, -91.0)]), "bad_value"),
+    "NaN yaw": (message([(*face(), math.nan, 0.0)]), "bad_value"),
+    "inf pitch": (message([(*face(), 0.0, math.inf)]), "bad_value"),
+    # Version 1 keeps its own rules: 68-byte faces, no angles.
+    "v1 short": (GOOD_V1[:-1], "bad_faces"),
+    "v1 read as v2 (a face record too short)": (patched(GOOD_V1, 4, "<B", 2), "bad_faces"),
+    "v1 box outside": (message([face(x=-40)], version=1), "bad_box"),
+    "v1 NaN score": (message([face(score=math.nan)], version=1), "bad_value"),
     "unknown flag bit": (patched(GOOD, 5, "<B", 0x05), "bad_faces"),
     "packed without crops": (patched(message(crops=False), 5, "<B", 0x02), "bad_faces"),
     "packed, not deflate": (patched(GOOD, 5, "<B", 0x03), "bad_faces"),
@@ -147,7 +159,8 @@ def test_parse_reads_back_what_encode_wrote():
         detector_ms=12.5,
         capture_ms=1_700_000_000_123.25,
     )
-    assert len(data) == edge_wire.message_size(2, 64) == 24 + 2 * 68 + 2 * 4096
+    assert len(data) == edge_wire.message_size(2, 64) == 24 + 2 * 76 + 2 * 4096
+    assert data[4] == edge_wire.VERSION == 2
     assert data[:4] == b"CPFM" and edge_wire.is_faces(data) and not edge_wire.is_faces(JPEG)
     msg = edge_wire.parse(data, max_faces=2, crop_size_expected=64, crops_allowed=True)
     assert (msg.width, msg.height, msg.crop_size, msg.has_crops) == (320, 240, 64, True)
@@ -155,6 +168,9 @@ def test_parse_reads_back_what_encode_wrote():
     assert msg.faces[0].box == BOX and msg.faces[0].score == pytest.approx(0.9)
     assert msg.faces[0].keypoints == tuple((float(x), float(y)) for x, y in KEYPOINTS)
     assert msg.faces[1].keypoints == ((0.0, 0.0),) * 6
+    # Version 2 carries the page's yaw and pitch: encode computes them as the page does.
+    assert (msg.faces[0].yaw, msg.faces[0].pitch) == pytest.approx(head_pose(BOX, KEYPOINTS))
+    assert (msg.faces[1].yaw, msg.faces[1].pitch) == (0.0, 0.0) and msg.version == 2
     assert bytes(msg.crops) == crops.tobytes()
     # Boxes only (what a page sends under "off"): no crop bytes, crop size 0.
     boxes = edge_wire.parse(message(crops=False), 32, 64, crops_allowed=False)
@@ -168,6 +184,18 @@ def test_parse_reads_back_what_encode_wrote():
     assert msg.filtered and packed[5] == edge_wire.FLAG_CROPS | edge_wire.FLAG_PACKED
     restored = np.cumsum(np.frombuffer(msg.crops, np.uint8).reshape(2, 64, 64), 2, np.uint8)
     assert np.array_equal(restored, crops) and len(packed) < len(data) / 10
+    # Version 1 (pages opened before version 2) still parses: no angles, 68-byte faces.
+    old = edge_wire.encode(
+        320, 240, [FACE], crops=memoryview(crops[:1]), crop_size=64, packed=True, version=1
+    )
+    msg = edge_wire.parse(old, max_faces=2, crop_size_expected=64, crops_allowed=True)
+    assert msg.version == 1 and (msg.faces[0].yaw, msg.faces[0].pitch) == (None, None)
+    assert msg.faces[0].keypoints == tuple((float(x), float(y)) for x, y in KEYPOINTS)
+    assert len(edge_wire.encode(320, 240, [FACE], version=1)) == edge_wire.message_size(1, 0, 1)
+    assert edge_wire.message_size(1, 0, 1) == 24 + 68
+    # Explicit angles go through as given (float32), at the limits too.
+    msg = edge_wire.parse(message([(*FACE, 90.0, -12.5)]), 32, 64, True)
+    assert (msg.faces[0].yaw, msg.faces[0].pitch) == (90.0, -12.5)
     # No faces at all is a valid frame (nobody in view).
     assert edge_wire.parse(message(faces=()), 32, 64, True).faces == []
 
@@ -260,7 +288,7 @@ def test_the_page_is_told_how_to_capture_and_the_workers_crop_size(settings, cle
             "crop_size": 64,  # no worker has published its model yet: mini-Xception's side
         }
         assert config["detector_url"] == "/models/face_detection_short_range.onnx"
-        assert config["faces_version"] == 1 and config["emotion_mode"] == "per_student"
+        assert config["faces_version"] == 2 and config["emotion_mode"] == "per_student"
         assert config["crop_scale"] == settings.crop_scale
         # The worker's detector settings, so the page finds the faces the worker would.
         assert config["min_face_size"] == settings.min_face_size
