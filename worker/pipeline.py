@@ -66,6 +66,10 @@ class FaceResult:
     score: float
     keypoints: np.ndarray
     probs: np.ndarray | None = None  # in FramePipeline.labels order; None when emotion is off
+    # Head yaw and pitch, degrees, as an edge-capture page sent them (faces message version 2);
+    # None otherwise: the worker computes them from the keypoints when attention is observed.
+    yaw: float | None = None
+    pitch: float | None = None
 
 
 @dataclass(slots=True)

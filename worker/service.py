@@ -26,6 +26,7 @@ import redis
 
 from classpulse import contracts as c
 from classpulse import edge_wire
+from classpulse.head_pose import head_pose
 from classpulse.policy import read_mirror, stricter
 from classpulse.settings import Settings
 from classpulse.streams import (
@@ -98,6 +99,7 @@ class Frame:
     # The decoded BGR frame, or (edge capture) the faces and crops the page sent.
     image: np.ndarray | DetectedFrame
     mode: str = "per_student"  # the policy's emotion mode this frame is analysed under
+    attention: bool = False  # head yaw/pitch observed (stamp and policy: docs/attention.md)
     shard: int = 0  # the frames stream shard it was read from; its result goes to the same shard
 
     @property
@@ -373,6 +375,7 @@ class InferenceWorker:
                     probs=None
                     if f.probs is None
                     else {k: float(p) for k, p in zip(labels, f.probs, strict=True)},
+                    **(_pose(f) if frame.attention else {}),
                 )
                 for f in faces
             ],
@@ -393,14 +396,21 @@ class InferenceWorker:
     def _apply_policy(self, frames: list[Frame]) -> None:
         """Each frame's mode: the stricter of the gateway's stamp and the policy mirrored now.
         Without a mirror (Redis lost it, the gateway has not re-written it yet) the stamp rules;
-        with the mode ``off`` the emotion model never sees the frame (nor a page's crops)."""
+        with the mode ``off`` the emotion model never sees the frame (nor a page's crops).
+        Attention likewise: observed only when the stamp and the mirrored policy both say so;
+        otherwise a page's yaw/pitch are dropped here, before anything reads them."""
         current = read_mirror(self.r) if frames else None
         for frame in frames:
             if current is not None:
                 frame.mode = stricter(frame.mode, current.emotion_mode)
+                frame.attention = frame.attention and current.attention
             frame.emotion = frame.emotion and frame.mode != "off"
-            if not frame.emotion and isinstance(frame.image, DetectedFrame):
-                frame.image.crops = None  # presence only: the boxes
+            if isinstance(frame.image, DetectedFrame):
+                if not frame.emotion:
+                    frame.image.crops = None  # presence only: the boxes
+                if not frame.attention:
+                    for face in frame.image.faces:
+                        face.yaw = face.pitch = None
 
     def _one_by_one(
         self, frames: list[Frame], tally: Tally
@@ -447,6 +457,7 @@ class InferenceWorker:
             emotion=emotion,
             image=self._faces(payload) if kind == c.KIND_FACES else decode_jpeg(payload),
             mode=stricter(mode, mode),  # an unknown mode counts as off
+            attention=fields.get(c.F_ATTENTION) == b"1",
         )
 
     def _faces(self, data: bytes) -> DetectedFrame:
@@ -462,6 +473,8 @@ class InferenceWorker:
                 (round(f.box[0]), round(f.box[1]), round(f.box[2]), round(f.box[3])),
                 f.score,
                 np.asarray(f.keypoints, np.float32),
+                yaw=f.yaw,  # version 2: the page's; version 1: None, computed from the keypoints
+                pitch=f.pitch,
             )
             for f in msg.faces
         ]
@@ -510,6 +523,14 @@ class InferenceWorker:
         with contextlib.suppress(redis.RedisError):  # a stopped worker reports no lag
             self.r.hdel(c.WORKER_LAG_KEY, self.name)
         log.info("worker %s stopped", self.name)
+
+
+def _pose(face: FaceResult) -> dict[str, float]:
+    """A face's yaw and pitch for its result: the page's (faces message version 2), else from
+    its keypoints (frames capture: the worker's detector; version 1: the page's keypoints)."""
+    if face.yaw is None or face.pitch is None:
+        face.yaw, face.pitch = head_pose(face.box, face.keypoints)
+    return {"yaw": round(face.yaw, 2), "pitch": round(face.pitch, 2)}
 
 
 def main(settings: Settings) -> int:
