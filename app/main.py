@@ -31,7 +31,6 @@ from app.routes import (
     sessions,
     stream_stats,
     student_self,
-    timeline,
     ws_live,
     ws_student,
 )
@@ -88,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth,
         admin,
         sessions,
-        timeline,
         reports,  # history, reports, alerts
         stream_stats,
         join,

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.auth import ACCESS_COOKIE, TokenError, decode_access_token
 from app.deps import SettingsDep, Templates, get_resources
+from classpulse.contracts import ATTENTION_WINDOW_S
 from records.reports import NEGATIVE
 
 router = APIRouter(include_in_schema=False)
@@ -94,6 +95,7 @@ def sessions_page(request: Request, templates: Templates) -> HTMLResponse:
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 def dashboard_page(request: Request, templates: Templates, session_id: SessionId) -> HTMLResponse:
     # The labels the reports and alerts count as negative: the tiles' "needs a look" uses the same.
+    # The span of a student's share facing the screen: the tiles say "of the last 5 min".
     return _page(
         templates,
         request,
@@ -102,6 +104,7 @@ def dashboard_page(request: Request, templates: Templates, session_id: SessionId
         teacher=True,
         session_id=session_id,
         negative=" ".join(NEGATIVE),
+        attention_window_s=f"{ATTENTION_WINDOW_S:g}",
     )
 
 

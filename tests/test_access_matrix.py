@@ -277,7 +277,6 @@ ACCESS: dict[tuple[str, str], Call] = {
     ("GET", "/api/sessions/{session_id}"): Call("teacher_session", 200, check=_session_a),
     ("POST", "/api/sessions/{session_id}/end"): Call("teacher_session", 200, fresh=True),
     ("GET", "/api/sessions/{session_id}/students"): Call("teacher_session", 200, check=_roster_a),
-    ("GET", "/api/sessions/{session_id}/timeline"): Call("teacher_session", 200),
     ("GET", "/api/sessions/{session_id}/stream-stats"): Call("teacher_session", 200),
     ("GET", "/api/sessions/{session_id}/history"): Call("teacher_session", 200),
     ("GET", "/api/sessions/{session_id}/history/students/{student_id}"): Call(

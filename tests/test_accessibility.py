@@ -153,7 +153,7 @@ def test_keyboard_only_join_and_dashboard(server, tmp_path):
         for _ in range(40):
             teacher.keyboard.press("Tab")
             focused = teacher.evaluate(FOCUSED)
-            if focused["tag"] == "BODY" or focused["id"] == "load-history":
+            if focused["tag"] == "BODY":
                 break
             reached.append(focused)
         assert all(f["ring"] for f in reached), [f for f in reached if not f["ring"]]

@@ -199,7 +199,11 @@ def test_admin_reports_audit_erasure_and_status_in_chromium(server, clean_db):
         student = server.api("POST", f"/api/join/{session['join_code']}", joined)
         _seed_bucket(clean_db, session["id"], student["student_id"])
     # A view of per-student data, for the audit log.
-    server.api("GET", f"/api/sessions/{session['id']}/timeline", token=teacher_token)
+    server.api(
+        "GET",
+        f"/api/sessions/{session['id']}/history/students/{student['student_id']}",
+        token=teacher_token,
+    )
     today = datetime.now(UTC).date().isoformat()
 
     with chromium() as browser:
@@ -238,7 +242,7 @@ def test_admin_reports_audit_erasure_and_status_in_chromium(server, clean_db):
         admin.click("#audit-apply")
         views = admin.locator("#audit-table tbody tr")
         expect(views).to_have_count(1)
-        expect(views.first).to_contain_text("view.timeline")
+        expect(views.first).to_contain_text("view.history")
         expect(views.first).to_contain_text(TEACHER[0])
         expect(views.first).to_contain_text("127.0.0.1")
         audit_rows = list(
@@ -246,7 +250,7 @@ def test_admin_reports_audit_erasure_and_status_in_chromium(server, clean_db):
                 io.StringIO(_download(admin, lambda: admin.click("#audit-csv")).decode())
             )
         )
-        assert [r["action"] for r in audit_rows] == ["view.timeline"]
+        assert [r["action"] for r in audit_rows] == ["view.history"]
         check_page(admin, "admin-audit")
 
         # Erasure: find Ada in the session, read what goes, erase.

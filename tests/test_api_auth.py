@@ -18,7 +18,7 @@ PROTECTED = [
     ("GET", "/api/sessions/{sid}"),
     ("POST", "/api/sessions/{sid}/end"),
     ("GET", "/api/sessions/{sid}/students"),
-    ("GET", "/api/sessions/{sid}/timeline"),
+    ("GET", "/api/sessions/{sid}/history"),
     ("POST", "/api/student/withdraw"),
 ]
 

@@ -316,7 +316,7 @@ def test_another_teacher_gets_nothing_from_any_session_endpoint(joined, settings
         f"GET /api/sessions/{sid}",
         f"POST /api/sessions/{sid}/end",
         f"GET /api/sessions/{sid}/students",
-        f"GET /api/sessions/{sid}/timeline",
+        f"GET /api/sessions/{sid}/history",
         f"GET /api/sessions/{sid}/stream-stats",
         f"/ws/sessions/{sid}/live",
     ):
@@ -325,7 +325,7 @@ def test_another_teacher_gets_nothing_from_any_session_endpoint(joined, settings
     assert client.get(f"/api/sessions/{sid}", headers=headers).json()["ended_at"] is None
     # Unknown and malformed ids look the same as someone else's: no existence oracle.
     for sid in (str(uuid.uuid4()), "not-a-uuid"):
-        r = client.get(f"/api/sessions/{sid}/timeline", headers=other)
+        r = client.get(f"/api/sessions/{sid}/history", headers=other)
         assert r.status_code == 404 and r.json() == {"detail": "session not found"}
     assert client.get("/api/sessions/../../etc/passwd", headers=other).status_code == 404
 

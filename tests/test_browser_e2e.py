@@ -76,9 +76,9 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
             session["join_code"],
         )
 
-    timeline = server.api("GET", f"/api/sessions/{session['id']}/timeline", token=teacher_token)
-    assert sum(b["frames_with_face"] for b in timeline["buckets"]) > 0
-    assert {b["dominant"] for b in timeline["buckets"] if b["frames_with_face"]} == {"happy"}
+    history = server.api("GET", f"/api/sessions/{session['id']}/history", token=teacher_token)
+    assert history["summary"]["frames_with_face"] > 0
+    assert {r["dominant"] for r in history["rows"] if r["frames_with_face"]} == {"happy"}
 
     # Only faces messages reached the gateway: no picture of the room left the student's device.
     metrics = urllib.request.urlopen(server.base + "/metrics", timeout=5).read().decode()

@@ -201,7 +201,11 @@ def test_aggregate_only_stores_no_per_student_emotion(settings, clean_redis, pip
             f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
         ) as ws:
             snap = ws.receive_json()
-        assert snap["policy"] == {"emotion_mode": "aggregate_only", "min_group_size": 2}
+        assert snap["policy"] == {
+            "emotion_mode": "aggregate_only",
+            "min_group_size": 2,
+            "attention": False,
+        }
         assert snap["class"]["present"] == 2
         assert all(s["emotion"]["emotion"] is None for s in snap["students"])
     # Not a per-student view: not audited as one.
@@ -296,8 +300,8 @@ def test_rest_reads_hide_per_student_emotion_outside_per_student(settings, clean
         ada = k.join("Ada")
         send_frames(k.client, ada["token"], 2)
         pipe.run()  # stored under per_student
-        path = f"/api/sessions/{k.session['id']}/timeline"
-        (bucket,) = k.client.get(path, headers=k.teacher).json()["buckets"]
+        path = f"/api/sessions/{k.session['id']}/history/students/{ada['student_id']}"
+        (bucket,) = k.client.get(path, headers=k.teacher).json()["rows"]
         assert bucket["probs"] and bucket["dominant"]
         token = k.teacher["Authorization"].split()[1]
         with k.client.websocket_connect(
@@ -307,13 +311,16 @@ def test_rest_reads_hide_per_student_emotion_outside_per_student(settings, clean
         assert rows(
             settings, "SELECT action FROM audit_log WHERE action LIKE 'view.%%' ORDER BY id"
         ) == [
-            ("view.timeline",),
+            ("view.history",),
             ("view.live",),
         ]
 
         k.put_policy(emotion_mode="aggregate_only")
-        (bucket,) = k.client.get(path, headers=k.teacher).json()["buckets"]
-        assert bucket["probs"] == {} and bucket["dominant"] is None and bucket["frames"] == 2
+        assert k.client.get(path, headers=k.teacher).status_code == 403  # no per-student read
+        (bucket,) = k.client.get(
+            f"/api/sessions/{k.session['id']}/history", headers=k.teacher
+        ).json()["rows"]
+        assert bucket["probs"] is None and bucket["dominant"] is None and bucket["frames"] == 2
         with k.client.websocket_connect(
             f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
         ) as ws:

@@ -268,7 +268,7 @@ def test_no_route_or_live_message_shows_a_student_estimate_outside_per_student(
                 assert r.json()["emotion_mode"] == mode, "a walked route changed the policy"
                 shown = sorted(where for where, places in found.items() if places)
                 if mode == "per_student":  # the walk finds them where they are shown
-                    for part in ("/timeline", "/live", "/api/student/me", "/ws/student"):
+                    for part in ("/history/students/", "/live", "/api/student/me", "/ws/student"):
                         assert any(part in where for where in shown), (part, shown)
                 else:
                     leaks += [f"{mode}: {where}: {found[where]}" for where in shown]

@@ -176,7 +176,10 @@ def test_audit_log_reads_filters_pages_and_exports(settings, clean_redis):
                 f"/ws/sessions/{k.session['id']}/live", subprotocols=token_protocols(token)
             ) as ws:
                 ws.receive_json()
-        k.client.get(f"/api/sessions/{k.session['id']}/timeline", headers=k.teacher)
+        k.client.get(
+            f"/api/sessions/{k.session['id']}/history/students/{ada['student_id']}",
+            headers=k.teacher,
+        )
         k.put_policy(min_group_size=4)
         with psycopg.connect(settings.database_url) as conn:  # an actor that looks like a formula
             conn.execute(
@@ -186,13 +189,13 @@ def test_audit_log_reads_filters_pages_and_exports(settings, clean_redis):
         assert k.client.get("/api/admin/audit", headers=k.teacher).status_code == 403
         page = k.client.get("/api/admin/audit", headers=k.admin).json()
         actions = [e["action"] for e in page["entries"]]
-        assert actions == ["view.live", "policy.update", "view.timeline", *["view.live"] * 3]
+        assert actions == ["view.live", "policy.update", "view.history", *["view.live"] * 3]
         live = page["entries"][-1]
         assert live["actor_email"] == "t@school.example" and live["target_type"] == "session"
         assert live["target_id"] == k.session["id"] and live["ip"]
 
         got = k.client.get("/api/admin/audit?action=view.*&limit=2", headers=k.admin).json()
-        assert [e["action"] for e in got["entries"]] == ["view.live", "view.timeline"]
+        assert [e["action"] for e in got["entries"]] == ["view.live", "view.history"]
         more = k.client.get(
             f"/api/admin/audit?action=view.*&limit=2&before_id={got['next_before_id']}",
             headers=k.admin,

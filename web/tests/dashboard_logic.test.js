@@ -6,7 +6,6 @@ import {
   classCounts,
   estimateText,
   frameCounts,
-  groupBuckets,
   honestView,
   lookReason,
   lookSummary,
@@ -132,23 +131,4 @@ test("captureText: what leaves the device, in words", () => {
   );
   assert.equal(captureText({ capture: "frames" }), "Sending camera frames (face found on the server)");
   assert.equal(captureText({}), "");
-});
-
-test("groupBuckets: one row per time, oldest first, dominant labels counted", () => {
-  const columns = ["happy", "sad", "uncertain"];
-  const rows = groupBuckets(
-    [
-      { bucket_start: "2026-01-01T10:01:00Z", frames: 5, frames_with_face: 4, dominant: "sad" },
-      { bucket_start: "2026-01-01T10:00:00Z", frames: 3, frames_with_face: 3, dominant: "happy" },
-      { bucket_start: "2026-01-01T10:00:00+00:00", frames: 2, frames_with_face: 1, dominant: "uncertain" },
-      { bucket_start: "2026-01-01T10:00:00Z", frames: 1, dominant: "other model's label" },
-    ],
-    columns,
-  );
-  assert.equal(rows.length, 2);
-  assert.deepEqual(
-    [rows[0].students, rows[0].frames, rows[0].withFace, rows[0].counts],
-    [3, 6, 4, { happy: 1, sad: 0, uncertain: 1 }],
-  );
-  assert.equal(rows[1].counts.sad, 1);
 });

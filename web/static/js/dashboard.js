@@ -1,14 +1,12 @@
 /* Live teacher dashboard: one tile per student from the live WebSocket, the class's current
- * distribution, a five-minute timeline sampled from the tiles, and the stored history.
+ * distribution, a five-minute timeline sampled from the tiles, and, while the policy observes
+ * attention, how many face the screen now and over the session. The stored history is the
+ * history page's (linked from the page head).
  * The page's entry module; each job lives in its own module beside it. */
 
 import { applyAlert, loadAlerts } from "./dashboard/alerts.js";
 import { scheduleDistribution, setupCharts, startTimeline } from "./dashboard/charts.js";
-import { copyText, setError, showQr } from "./lib/dom.js";
-import { errorText, teacherApi, toLogin } from "./lib/http.js";
-import { reconnectingSocket, wsUrl } from "./lib/socket.js";
-import { formatTime } from "./lib/wording.js";
-import "./dashboard/history.js";
+import { renderFacingPanel, startFacing } from "./dashboard/facing.js";
 import { foldClassInfo } from "./dashboard/panels.js";
 import { applyClassUpdate, applyPolicy } from "./dashboard/policy.js";
 import { sessionId, sessionPath, state } from "./dashboard/state.js";
@@ -21,6 +19,10 @@ import {
   showCalibration,
   updateCount,
 } from "./dashboard/tiles.js";
+import { copyText, setError, showQr } from "./lib/dom.js";
+import { errorText, teacherApi, toLogin } from "./lib/http.js";
+import { reconnectingSocket, wsUrl } from "./lib/socket.js";
+import { formatTime } from "./lib/wording.js";
 
 const connState = document.getElementById("conn-state");
 const errorBox = document.getElementById("dashboard-error");
@@ -166,8 +168,12 @@ async function loadSession() {
 }
 
 // --- start -----------------------------------------------------------------------------------
-setInterval(refreshTiles, 1000);
+setInterval(() => {
+  refreshTiles();
+  renderFacingPanel();
+}, 1000);
 startTimeline();
+startFacing();
 setupCharts();
 updateCount();
 loadSession().then((go) => {

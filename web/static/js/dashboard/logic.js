@@ -1,5 +1,5 @@
 /* The dashboard's rules, without the DOM: what a tile says, why a student needs a look, the
- * class counts, frame counters and history buckets. Unit-tested in web/tests/. */
+ * class counts and frame counters. Unit-tested in web/tests/. */
 
 import { fallbackText, pct, studentView } from "../lib/wording.js";
 
@@ -123,31 +123,4 @@ export function captureText(st) {
   }
   if (st.capture === "frames") return "Sending camera frames (face found on the server)";
   return "";
-}
-
-function bucketKey(value) {
-  const t = typeof value === "number" ? value * 1000 : Date.parse(value);
-  return Number.isNaN(t) ? String(value) : t;
-}
-
-/** Stored buckets (one per student and time) grouped by time: students, frames, frames with a
- * face and how many students had each dominant label; oldest first. */
-export function groupBuckets(buckets, columns) {
-  const groups = new Map();
-  for (const b of buckets) {
-    const key = bucketKey(b.bucket_start);
-    let g = groups.get(key);
-    if (!g) {
-      g = { key: key, start: b.bucket_start, students: 0, frames: 0, withFace: 0, counts: {} };
-      for (const c of columns) g.counts[c] = 0;
-      groups.set(key, g);
-    }
-    g.students += 1;
-    g.frames += b.frames || 0;
-    g.withFace += b.frames_with_face || 0;
-    if (b.dominant && b.dominant in g.counts) g.counts[b.dominant] += 1;
-  }
-  return Array.from(groups.values()).sort((a, b) =>
-    typeof a.key === "number" && typeof b.key === "number" ? a.key - b.key : String(a.key).localeCompare(String(b.key)),
-  );
 }

@@ -3,7 +3,9 @@
  * received under an earlier, more open mode. */
 
 import { show } from "../lib/dom.js";
+import { withoutAttention } from "./attention.js";
 import { scheduleDistribution } from "./charts.js";
+import { forgetFacing, renderFacingPanel } from "./facing.js";
 import { root, state } from "./state.js";
 import { renderTile, showCalibration } from "./tiles.js";
 
@@ -20,15 +22,23 @@ export function applyPolicy(p, klass) {
     policy.mode = p.emotion_mode;
     policy.minGroup = Number(p.min_group_size) || policy.minGroup;
   }
+  // Attention has its own switch (docs/attention.md), whatever the emotion mode.
+  const attentionOff = p?.attention === false && state.attention !== false;
+  if (typeof p?.attention === "boolean") state.attention = p.attention;
   showCalibration();
   if (klass !== undefined) policy.klass = klass;
-  if (policy.mode !== "per_student") {
-    // Estimates received under the earlier mode go too.
+  if (policy.mode !== "per_student" || attentionOff) {
+    // Estimates (observations) received under the earlier policy go too.
     state.students.forEach((s) => {
-      if (s.emotion) s.emotion = Object.assign({}, s.emotion, { emotion: null, confidence: null, probs: null });
+      if (s.emotion && policy.mode !== "per_student") {
+        s.emotion = Object.assign({}, s.emotion, { emotion: null, confidence: null, probs: null });
+      }
+      if (attentionOff) s.emotion = withoutAttention(s.emotion);
       renderTile(s);
     });
   }
+  if (attentionOff) forgetFacing();
+  renderFacingPanel();
   if (policy.mode !== "aggregate_only") policy.klass = null;
   renderPolicy();
   scheduleDistribution();

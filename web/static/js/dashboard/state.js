@@ -15,6 +15,12 @@ export const state = {
   // mix from the aggregator (klass), hidden while fewer than min_group_size students are present.
   // off: presence only. The server already strips what a mode forbids.
   policy: { mode: "per_student", minGroup: 5, klass: null },
-  students: new Map(), // student_id -> {id, name, withdrawn, presence, emotion, emotionAt, el, order, look}
+  // Whether the policy observes attention (docs/attention.md): true/false from a policy message;
+  // null until one says (a snapshot from a server that doesn't send it): then the fields
+  // themselves tell, as the server withholds them when it is off.
+  attention: null,
+  // The span a student's share facing the screen covers (contracts.ATTENTION_WINDOW_S).
+  attentionWindowS: Number(root.dataset.attentionWindow) || null,
+  students: new Map(), // student_id -> {id, name, withdrawn, presence, emotion, emotionAt, el, order, look, attention}
   joinedOrder: 0,
 };

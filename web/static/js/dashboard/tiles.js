@@ -1,7 +1,9 @@
-/* One tile per student: presence, estimate, probabilities, "needs a look", and their order. */
+/* One tile per student: presence, estimate, probabilities, head orientation in words (when the
+ * policy observes it), "needs a look", and their order. */
 
 import { recall, remember, show } from "../lib/dom.js";
-import { ago, emotionColor, PRESENCE_TEXT, pct } from "../lib/wording.js";
+import { ago, awayText, emotionColor, facingText, PRESENCE_TEXT, pct } from "../lib/wording.js";
+import { attentionOf, NOT_OBSERVED } from "./attention.js";
 import { calibrationNote, estimateText, honestView, lookReason, lookSummary, NO_DATA_S } from "./logic.js";
 import { state } from "./state.js";
 
@@ -99,13 +101,29 @@ export function renderTile(s) {
   const when = el.querySelector(".ago");
   when.dataset.t = String(v.t || "");
   when.textContent = v.t ? ago(v.t) : "";
+  renderFacing(s, v.presence);
   s.look = lookReason(v, state.labels, state.negative);
   el.dataset.attention = s.look ? "yes" : "no";
   el.querySelector(".look").textContent = s.look ? "needs a look: " + s.look : "";
   scheduleSort();
 }
 
-/** Every second: the "12 s ago" texts, and estimates that just went stale. */
+/** The observation in words: "facing the screen 80 % of the last 5 min", and while the
+ * student doesn't face it, "looking away for 40 s". Not a judgement, and no part of "needs a
+ * look". Kept on the record (``s.attention``) for the class panel. */
+function renderFacing(s, presence) {
+  const a = state.attention === false ? NOT_OBSERVED : attentionOf(s, presence, Date.now());
+  s.attention = a;
+  const share = facingText(a.share, state.attentionWindowS);
+  const away = awayText(a.away);
+  const line = s.el.querySelector(".facing-line");
+  line.dataset.facing = !share && !away ? "none" : a.facing === null ? "unknown" : a.facing ? "yes" : "no";
+  line.querySelector(".facing").textContent = share;
+  line.querySelector(".away").textContent = away;
+}
+
+/** Every second: the "12 s ago" texts, how long a student has looked away, and estimates
+ * that just went stale. */
 export function refreshTiles() {
   tiles.querySelectorAll(".ago").forEach((el) => {
     const t = Number(el.dataset.t);
@@ -113,6 +131,7 @@ export function refreshTiles() {
   });
   state.students.forEach((s) => {
     if (s.emotion && !s.shownStale && Date.now() - (s.emotionAt || 0) > NO_DATA_S * 1000) renderTile(s);
+    else if (s.attention && s.el.dataset.presence) renderFacing(s, s.el.dataset.presence);
   });
 }
 

@@ -21,3 +21,20 @@ export function areaLayer(label, i, color, data, alpha) {
     borderWidth: 1,
   };
 }
+
+/** A y axis of shares (0..1) labelled in percent. */
+export const SHARE_AXIS = { min: 0, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } };
+
+/** One share series (0..1 per point, null for a gap: nothing observed there) as a line. */
+export function shareLine(label, color, data) {
+  return {
+    label: label,
+    data: data,
+    borderColor: color,
+    backgroundColor: color,
+    spanGaps: false,
+    pointRadius: 0,
+    borderWidth: 2,
+    tension: 0.2,
+  };
+}

@@ -100,3 +100,37 @@ export function fallbackText(reason, own) {
       return "on-device detection is off";
   }
 }
+
+// --- attention (docs/attention.md): the raw observation of head orientation, in words ---------
+// Never a judgement or a score of a person: what was observed, over which span.
+
+/** A span of time for display: "40 s" under two minutes, then "3 min", then "1 h 5 min". */
+export function spanText(seconds) {
+  const s = Math.max(0, Math.round(Number(seconds) || 0));
+  if (s < 120) return s + " s";
+  const m = Math.floor(s / 60);
+  if (m < 60) return m + " min";
+  return Math.floor(m / 60) + " h" + (m % 60 ? " " + (m % 60) + " min" : "");
+}
+
+/** One student's share of observed frames facing the screen over the server's window
+ * (``windowS``, contracts.ATTENTION_WINDOW_S as the page was given it): "facing the screen
+ * 80 % of the last 5 min"; "" when not observed. */
+export function facingText(share, windowS) {
+  if (typeof share !== "number" || !Number.isFinite(share)) return "";
+  const p = Math.min(1, Math.max(0, share));
+  return "facing the screen " + pct(p) + (windowS > 0 ? " of the last " + spanText(windowS) : "");
+}
+
+/** While a student does not face the screen: "looking away for 40 s"; "" otherwise. */
+export function awayText(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return "";
+  return "looking away for " + spanText(seconds);
+}
+
+/** The class now: "18 of 24 facing the screen" (of the students whose head orientation is
+ * observed now); "" when nobody's is. */
+export function facingClassText(facing, observed) {
+  if (!observed) return "";
+  return facing + " of " + observed + " facing the screen";
+}
