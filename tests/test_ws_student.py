@@ -11,7 +11,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from app.auth import create_student_token
-from classpulse import contracts
+from classpulse import contracts, edge_wire
 from tests.test_gateway_helpers import (
     JPEG,
     PNG,
@@ -59,7 +59,7 @@ def test_frames_are_acked_and_streamed(joined, settings, clean_redis):
             "presence_width": 192,  # ...at most this size under the policy "off"
             "presence_height": 144,
             "detector_url": "/models/face_detection_short_range.onnx",
-            "faces_version": 1,
+            "faces_version": edge_wire.VERSION,  # the faces message pages write
             "max_faces": settings.max_faces,
             "detector_score_threshold": settings.detector_score_threshold,
             "detector_iou_threshold": settings.detector_iou_threshold,

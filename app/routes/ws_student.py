@@ -1,5 +1,8 @@
 """``WS /ws/student``: binary frames in, one JSON ack per frame and the self-view out.
 
+Text messages both ways are the structs of ``classpulse.socket_messages``: parsed once at the
+door, encoded with the structs on the way out.
+
 A binary message is a JPEG frame, or (edge capture: the page ran the face detector) a faces
 message with boxes and grey crops (docs/edge-wire.md), told apart by its first bytes. The
 gateway never decodes an image: it checks the size, the JPEG markers or the faces message's
@@ -11,13 +14,11 @@ so nothing queues up anywhere.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from typing import Any
 
 import anyio
-import msgspec
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +33,7 @@ from app.ratelimit import TokenBucket
 from app.resources import Resources
 from app.students import withdraw_student
 from classpulse import contracts, edge_wire
+from classpulse import socket_messages as sm
 from classpulse.db import ClassSession, Student
 
 log = logging.getLogger(__name__)
@@ -88,35 +90,27 @@ class StudentSocket:
         self.close_with: tuple[int, str] | None = None
         self.close_code: int | None = None  # the page's close code, when it closed the socket
 
-    def config(self) -> dict[str, Any]:
+    def config(self) -> sm.Config:
         s = self.res.settings
         flow = self.res.frame_flow
         self.crop_told = (flow.crop_size, flow.crop_scale)
-        return {
-            "type": "config",
-            "fps": self.fps_told,
-            "max_fps": s.frame_max_fps,
-            "max_in_flight": s.frames_in_flight,
-            "width": 320,
-            "height": 240,
-            "jpeg_quality": 0.7,
-            # Edge capture (docs/edge-wire.md): whether to run the detector in the page, and
-            # what its faces messages must look like. Crops only while emotion_mode is not off.
-            # "capture", "frames_allowed" (false: never fall back to frames) and the frame size
-            # under "off" (app/ingest.py).
-            **ingest.page_config(s.capture_mode),
-            "detector_url": contracts.EDGE_DETECTOR_URL,
-            "faces_version": edge_wire.VERSION,
-            "max_faces": s.max_faces,
-            # The worker's detector settings, so both paths find the same faces. A null score
-            # threshold: the model's own (its metadata, which the page reads too).
-            "detector_score_threshold": s.detector_score_threshold,
-            "detector_iou_threshold": s.detector_iou_threshold,
-            "min_face_size": s.min_face_size,
-            "crop_size": self.crop_told[0],
-            "crop_scale": self.crop_told[1],
-            "emotion_mode": self.res.policy.mode,
-        }
+        # What the page may send: edge capture or frames, the frame size under "off".
+        page: dict[str, Any] = ingest.page_config(s.capture_mode)
+        return sm.Config(
+            fps=self.fps_told,
+            max_fps=s.frame_max_fps,
+            max_in_flight=s.frames_in_flight,
+            **page,
+            detector_url=contracts.EDGE_DETECTOR_URL,
+            faces_version=edge_wire.VERSION,
+            max_faces=s.max_faces,
+            detector_score_threshold=s.detector_score_threshold,
+            detector_iou_threshold=s.detector_iou_threshold,
+            min_face_size=s.min_face_size,
+            crop_size=self.crop_told[0],
+            crop_scale=self.crop_told[1],
+            emotion_mode=self.res.policy.mode,
+        )
 
     async def presence(self, state: str) -> None:
         try:
@@ -132,14 +126,14 @@ class StudentSocket:
         if reason is None:
             metrics.frames_accepted.inc()
             self.counts["accepted"] += 1
-            self.push(f'{{"type":"ack","seq":{seq},"ok":true}}')
+            self.push(sm.Ack(seq, True))
         else:
             metrics.frames_dropped.labels(reason).inc()
             self.counts["dropped." + reason] += 1
-            self.push(f'{{"type":"ack","seq":{seq},"ok":false,"reason":"{reason}"}}')
+            self.push(sm.Ack(seq, False, reason))
         flow = self.res.frame_flow
         if (flow.crop_size, flow.crop_scale) != self.crop_told:
-            self.push(msgspec.json.encode(self.config()).decode())
+            self.push(self.config())
         fps = flow.fps
         if fps != self.fps_told:  # the pipeline is behind (or caught up): tell the page
             self.fps_told = fps
@@ -147,10 +141,10 @@ class StudentSocket:
 
     def tell_rate(self, reason: str) -> None:
         """Ask the page to send at ``fps_told`` frames per second (student.js obeys it)."""
-        self.push(f'{{"type":"rate","fps":{self.fps_told},"reason":"{reason}"}}')
+        self.push(sm.Rate(self.fps_told, reason))
 
-    def push(self, item: str) -> None:
-        if self.outbound.push(item):
+    def push(self, message: sm.Outgoing) -> None:
+        if self.outbound.push(sm.encode(message)):
             self.res.metrics.live_dropped.inc()
 
     def frame(self, data: bytes) -> None:
@@ -227,71 +221,42 @@ class StudentSocket:
             )
             return
         try:
-            msg = msgspec.json.decode(text)
-        except msgspec.DecodeError:
-            msg = None
-        if not isinstance(msg, dict):
-            msg = {}
-        kind, state = msg.get("type"), msg.get("state")
-        if kind == "camera" and state in ("on", "off"):
-            if not self.analysis:  # declined: no camera to speak of, only attendance
-                await self.presence("no_analysis")
-            else:
-                await self.presence("present" if state == "on" else "camera_off")
-        elif kind == "ping":
-            self.push('{"type":"pong"}')
-        elif kind == "stats":
-            problem = self.stats(msg)
-            if problem is not None:
-                self.protocol_error(problem)
-                return
-        elif kind == "withdraw":
-            await self.withdraw()
-            return
-        else:
-            self.protocol_error(_explain(msg))
+            msg = sm.parse(text)  # the one place a text message is decoded and validated
+        except sm.MessageError as exc:
+            self.protocol_error(str(exc))
             return
         self.errors = 0
+        if isinstance(msg, sm.Camera):
+            # Declined consent: no camera to speak of, only attendance.
+            on = "present" if msg.state == "on" else "camera_off"
+            await self.presence(on if self.analysis else "no_analysis")
+        elif isinstance(msg, sm.Ping):
+            self.push(sm.Pong())
+        elif isinstance(msg, sm.Stats):
+            self.stats(msg)
+        else:
+            await self.withdraw()
 
-    def stats(self, msg: dict[str, Any]) -> str | None:
-        """Apply a stats message (frames captured; optionally the capture mode, the detector's
-        time per frame and why the page fell back from edge capture); the problem if invalid,
-        and then nothing of it is applied."""
-        n = msg.get("captured")
-        if not isinstance(n, int) or not 0 <= n <= 100_000:
-            return 'stats messages need "captured": a count of frames since the last report'
-        capture, detector_ms, fallback = (
-            msg.get(k) for k in ("capture", "detector_ms", "fallback")
-        )
-        if capture is not None and capture not in contracts.CAPTURE_MODES:
-            return '"capture" must be "edge" or "frames"'
-        if detector_ms is not None and not (
-            isinstance(detector_ms, int | float)
-            and not isinstance(detector_ms, bool)
-            and math.isfinite(detector_ms)
-            and 0 <= detector_ms < edge_wire.MAX_DETECTOR_MS
-        ):
-            return '"detector_ms" must be a number of milliseconds, 0 ≤ ms < 60000'
-        if fallback is not None and fallback not in contracts.CAPTURE_FALLBACKS:
-            return f'"fallback" must be one of {", ".join(contracts.CAPTURE_FALLBACKS)}'
-        self.counts["captured"] += n  # frames the page captured since its last report
-        self.res.metrics.frames_captured.inc(n)
+    def stats(self, msg: sm.Stats) -> None:
+        """Apply a stats message (validated by its struct): frames captured since the last
+        report, and what the page says of its capture (the teacher's tile, /metrics)."""
+        self.counts["captured"] += msg.captured
+        self.res.metrics.frames_captured.inc(msg.captured)
         flow = self.res.frame_flow
-        if capture is not None:
-            flow.note(self.counts, "capture", capture)
-        if detector_ms is not None:
-            flow.note(self.counts, "detector_ms", f"{detector_ms:.2f}")
-        if fallback is not None:
-            flow.note(self.counts, "fallback", fallback)
-        if fallback is not None and fallback not in self.fallbacks:  # a page, not a report
-            self.fallbacks.add(fallback)
-            self.res.metrics.capture_fallbacks.labels(fallback).inc()
-        return None
+        if msg.capture is not None:
+            flow.note(self.counts, "capture", msg.capture)
+        if msg.detector_ms is not None:
+            flow.note(self.counts, "detector_ms", f"{msg.detector_ms:.2f}")
+        if msg.fallback is not None:
+            flow.note(self.counts, "fallback", msg.fallback)
+            if msg.fallback not in self.fallbacks:  # a page falling back, not each report
+                self.fallbacks.add(msg.fallback)
+                self.res.metrics.capture_fallbacks.labels(msg.fallback).inc()
 
     def protocol_error(self, message: str) -> None:
         """Tell the page what was wrong; close after too many wrong messages in a row."""
         self.errors += 1
-        self.push(msgspec.json.encode({"type": "error", "message": message}).decode())
+        self.push(sm.Error(message))
         if self.errors >= MAX_PROTOCOL_ERRORS:
             self.close_with = (wsc.POLICY_VIOLATION, "too many protocol errors")
 
@@ -332,44 +297,24 @@ class StudentSocket:
     async def send(self) -> None:
         while True:
             item = await self.outbound.get()
-            if isinstance(item, str):
+            if isinstance(item, str):  # this socket's own message, already encoded
                 await self.ws.send_text(item)
                 continue
-            try:
-                raw = msgspec.json.decode(item)  # from the hub: about this student or the session
-                if raw.get("type") == "session_ended":
-                    await self.ws.send_text(item.decode())
-                    self.close_with = (wsc.FORBIDDEN, "session ended")
-                    return
-                if raw.get("type") == "policy":  # the page shows which mode is in force
-                    await self.ws.send_text(item.decode())
-                    continue
-                if raw.get("type") == "class":  # the class mix is for dashboards
-                    continue
-                update = msgspec.structs.asdict(msgspec.convert(raw, contracts.LiveUpdate))
-            except (msgspec.DecodeError, msgspec.ValidationError, AttributeError):
-                log.warning("student socket: dropping a malformed live update")
+            try:  # from the hub: about this student or the session
+                message = sm.relay(item)
+            except sm.MessageError as exc:
+                log.warning("student socket: dropping %s", exc)
                 continue
-            # Every field (defaults included) under type "self"; the update's own type as "kind".
-            kind = update.pop("type")
-            await self.ws.send_text(
-                msgspec.json.encode({"type": "self", "kind": kind, **update}).decode()
-            )
-            if kind == "presence" and update["presence"] == "withdrawn":
-                self.withdrawn = True  # e.g. withdrawn through the REST call from another tab
+            if message is None:  # e.g. the class mix, which is for dashboards
+                continue
+            await self.ws.send_text(sm.encode(message))
+            if isinstance(message, sm.SessionEnded):
+                self.close_with = (wsc.FORBIDDEN, "session ended")
+                return
+            if sm.withdrawal(message):  # e.g. withdrawn through the REST call from another tab
+                self.withdrawn = True
                 self.close_with = (1000, "withdrawn")
                 return
-
-
-def _explain(msg: dict[str, Any]) -> str:
-    if not msg:
-        return (
-            'text messages must be JSON objects with a "type"; frames are binary JPEG or '
-            "faces messages"
-        )
-    if msg.get("type") == "camera":
-        return 'camera messages need "state": "on" or "off"'
-    return f"unknown message type {msg.get('type')!r}; expected camera, withdraw, stats or ping"
 
 
 @router.websocket("/ws/student")
@@ -399,7 +344,7 @@ async def student_socket(ws: WebSocket, res: Res) -> None:
     try:
         with scope, res.hub.subscribe(conn.session_id, conn.outbound, conn.student_id):
             await res.hub.joined(conn.session_id)
-            await ws.send_json(conn.config())
+            await ws.send_text(sm.encode(conn.config()))
             await conn.presence("present" if conn.analysis else "no_analysis")
             await wsc.run_pair(conn.receive, conn.send)
     finally:
