@@ -99,6 +99,10 @@ async def build_snapshot(
         "labels": labels,
         "calibration": calibration,
         "students": students,
-        "policy": {"emotion_mode": policy.emotion_mode, "min_group_size": policy.min_group_size},
+        "policy": {
+            "emotion_mode": policy.emotion_mode,
+            "min_group_size": policy.min_group_size,
+            "attention": policy.attention,
+        },
         "class": class_now,
     }

@@ -6,6 +6,9 @@ in all), and ``frames_with_face``. Two means follow from that:
 - per faced frame (``mean_probs``): what reports, history and the timeline show;
 - per classified frame (``shares``): normalised by the sums' total, so frames seen while
   emotion inference was off do not dilute it (the class mix, the student's own view).
+
+It also stores ``attention_frames`` (faced frames whose head orientation was observed) and
+``facing_frames`` (of those, facing the screen): ``facing_share`` is their ratio.
 """
 
 from __future__ import annotations
@@ -50,3 +53,10 @@ def shares(
 def dominant(probs: Mapping[str, float] | None) -> str | None:
     """The label with the highest mean (the first of equals); None without means."""
     return max(probs, key=probs.__getitem__) if probs else None
+
+
+def facing_share(attention_frames: int | None, facing_frames: int | None) -> float | None:
+    """Share of observed frames facing the screen; None without an observed frame."""
+    if not attention_frames:
+        return None
+    return round((facing_frames or 0) / attention_frames, DIGITS)

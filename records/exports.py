@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from classpulse import audit
+from classpulse import audit, views
 from classpulse.db import ClassSession, User
 from classpulse.policy import Policy
 from records import reports
@@ -81,7 +81,10 @@ def export_file(
     if fmt == "pdf":
         yield _pdf(list(built))
         return
-    pieces = _csv(built, make_session, ids) if fmt == "csv" else _json(built, start, end, policy)
+    if fmt == "csv":
+        pieces = _csv(built, make_session, ids, views.shows_attention(policy))
+    else:
+        pieces = _json(built, start, end, policy)
     for piece in pieces:
         yield piece.encode()
 
@@ -99,15 +102,18 @@ def each_report(
 
 
 def _csv(
-    built: Iterator[reports.Report], make_session: Callable[[], Session], ids: list[uuid.UUID]
+    built: Iterator[reports.Report],
+    make_session: Callable[[], Session],
+    ids: list[uuid.UUID],
+    attention: bool,
 ) -> Iterator[str]:
     with make_session() as db:
         labels = reports.labels_of(db, ids)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(reports.csv_header(labels))
+    writer.writerow(reports.csv_header(labels, attention))
     for report in built:
-        writer.writerows(reports.csv_rows(report, labels))
+        writer.writerows(reports.csv_rows(report, labels, attention))
         yield out.getvalue()
         out.seek(0)
         out.truncate()

@@ -69,8 +69,51 @@ def _summary_lines(report: Report) -> list[str]:
             f"{sm['suppressed_buckets']} time buckets had fewer than "
             f"{report.policy.min_group_size} students present; their emotions are not shown."
         )
+    if report.policy.attention:
+        share = sm.get("facing_share")
+        lines.append(
+            "Facing the screen (head orientation, not a judgement of attention): "
+            + (f"{share:.0%} of the class's observed frames." if share is not None else "no data.")
+        )
     lines.append("Expressions are estimates from faces, not judgements about a person.")
     return lines
+
+
+def _facing_page(report: Report) -> Figure | None:
+    """Per student, the share of their observed frames facing the screen (attention on, with
+    students' rows shown); None otherwise."""
+    totals: dict[str, list[int]] = {}
+    names: dict[str, str] = {}
+    for r in report.student_rows:
+        if r.student_id is None or r.attention_frames is None:
+            continue
+        acc = totals.setdefault(r.student_id, [0, 0])
+        acc[0] += r.attention_frames
+        acc[1] += r.facing_frames or 0
+        names[r.student_id] = r.display_name or r.student_id[:8]
+    if not report.policy.attention or not totals:
+        return None
+    fig = Figure(figsize=A4)
+    fig.text(0.07, 0.955, "Facing the screen", fontsize=15, weight="bold", parse_math=False)
+    fig.text(
+        0.07,
+        0.935,
+        "Share of each student's observed frames with the head facing the screen: an "
+        "observation of head orientation, not of attention, interest or effort.",
+        fontsize=8.5,
+        color="#555",
+        parse_math=False,
+    )
+    y = 0.9
+    for sid, (observed, facing) in sorted(totals.items(), key=lambda kv: names[kv[0]].lower()):
+        share = f"{facing / observed:.0%}" if observed else "no data"
+        fig.text(0.07, y, names[sid], fontsize=9, parse_math=False)
+        fig.text(0.6, y, f"{share} of {observed} frames", fontsize=9, parse_math=False)
+        y -= 0.018
+        if y < 0.05:  # one page: a class's roster fits; the CSV has every row
+            fig.text(0.07, y, "… (see the CSV export for all)", fontsize=8.5, parse_math=False)
+            break
+    return fig
 
 
 def _first_page(report: Report) -> Figure:
@@ -180,6 +223,8 @@ def render(reports: list[Report]) -> bytes:
         PdfPages(buf, metadata={"Title": "ClassPulse report", "Creator": "ClassPulse"}) as pdf,
     ):
         for report in reports:
-            for fig in [_first_page(report), *_alert_pages(report)]:
+            facing = _facing_page(report)
+            pages = [_first_page(report), *([facing] if facing else []), *_alert_pages(report)]
+            for fig in pages:
                 pdf.savefig(fig)
     return buf.getvalue()

@@ -1,11 +1,14 @@
 """Session reports and history from the stored time buckets: one module for the API, the admin
-export and the CLI (no FastAPI here).
+export and the CLI (no FastAPI here). Over 300 lines: one report's building, CSV and summaries.
 
 Per bucket, the class row comes from ``class_buckets`` when the aggregator wrote one, else it is
 the sum of the students' rows (sessions recorded before class buckets existed). Students
 present = students with at least one faced frame in the bucket. The organisation's policy is
 applied on read: ``per_student`` shows everything; ``aggregate_only`` class rows only, with the
-emotions of buckets below ``min_group_size`` present suppressed; ``off`` presence only.
+emotions of buckets below ``min_group_size`` present suppressed; ``off`` presence only. With
+attention on (``Policy.attention``, any mode) every row also carries ``attention_frames``,
+``facing_frames`` and ``facing_share``, and the students' rows are shown (their estimates
+withheld outside ``per_student``); with it off none of those, whatever was stored.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy.orm import Session
 from classpulse import views
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
-from records.bucket_stats import DIGITS, dominant, mean_probs
+from records.bucket_stats import DIGITS, dominant, facing_share, mean_probs
 from records.csvsafe import safe_row
 
 # The FER2013 order, which the emotion model uses too; unknown labels are appended sorted.
@@ -57,18 +60,29 @@ class Row:
     student_id: str | None = None
     display_name: str | None = None
     suppressed: bool = False
+    # Frames whose head orientation was observed, and of those facing the screen; None while
+    # the policy does not observe attention (``views.shows_attention``).
+    attention_frames: int | None = None
+    facing_frames: int | None = None
 
     @classmethod
-    def of_student(cls, b: EmotionBucket, labels: list[str], name: str | None = None) -> Row:
-        """One student's stored bucket, as a report row."""
+    def of_student(
+        cls, b: EmotionBucket, labels: list[str], policy: Policy, name: str | None = None
+    ) -> Row:
+        """One student's stored bucket, as a report row the policy allows."""
+        shown = views.shows_attention(policy)
         return cls(
             b.bucket_start,
             b.frames,
             b.frames_with_face,
             int(b.frames_with_face > 0),
-            mean_probs(b.prob_sums or {}, b.frames_with_face, labels),
+            mean_probs(b.prob_sums or {}, b.frames_with_face, labels)
+            if views.shows_students(policy)
+            else None,
             str(b.student_id),
             name,
+            attention_frames=b.attention_frames if shown else None,
+            facing_frames=b.facing_frames if shown else None,
         )
 
     @property
@@ -87,6 +101,9 @@ class Row:
             "probs": self.probs,
             "dominant": dominant(self.probs),
             "suppressed": self.suppressed,
+            "attention_frames": self.attention_frames,
+            "facing_frames": self.facing_frames,
+            "facing_share": facing_share(self.attention_frames, self.facing_frames),
         }
 
 
@@ -122,8 +139,12 @@ class Report:
             "summary": self.summary,
             "alerts": self.alerts,
             "students": self.students,
-            "rows": [r.as_dict() for r in self.rows()],
+            "rows": self.row_dicts(self.rows()),
         }
+
+    def row_dicts(self, rows: list[Row]) -> list[dict[str, Any]]:
+        """Rows as the JSON answers and exports show them (the policy's last word on them)."""
+        return [views.attention_view(r.as_dict(), self.policy) for r in rows]
 
 
 CSV_HEAD = [
@@ -135,27 +156,32 @@ CSV_HEAD = [
     "frames_with_face",
     "students_present",
 ]
+# Last, and only while the policy observes attention: a file made with it off has no such column.
+CSV_ATTENTION = list(views.ATTENTION_STORED)
 
 
-def csv_header(labels: list[str]) -> list[str]:
+def csv_header(labels: list[str], attention: bool = False) -> list[str]:
     """The CSV's header row (labels come from stored data, so escaped like any cell)."""
-    return safe_row(["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed"])
+    tail = CSV_ATTENTION if attention else []
+    return safe_row(
+        ["session_id", "session_title", *CSV_HEAD, *labels, "dominant", "suppressed", *tail]
+    )
 
 
-def csv_rows(report: Report, labels: list[str]) -> Iterator[list[str]]:
+def csv_rows(report: Report, labels: list[str], attention: bool = False) -> Iterator[list[str]]:
     """The report's rows for ``csv_header(labels)``; ``labels`` must cover the report's.
 
     Every CSV path (``write_csv``, the streamed export) writes these rows: each cell goes
     through ``safe_cell``, so a name or title cannot run as a spreadsheet formula.
     """
-    for row in report.rows():
-        d = row.as_dict()
-        probs = row.probs or {}
+    for d in report.row_dicts(report.rows()):
+        probs = d["probs"] or {}
         yield safe_row(
             [str(report.session.id), report.session.title]
             + [d[k] for k in CSV_HEAD]
             + [f"{probs[k]:.{DIGITS}f}" if k in probs else "" for k in labels]
-            + [d["dominant"], "1" if row.suppressed else "0"]
+            + [d["dominant"], "1" if d["suppressed"] else "0"]
+            + ["" if d[k] is None else d[k] for k in (CSV_ATTENTION if attention else [])]
         )
 
 
@@ -163,10 +189,11 @@ def write_csv(reports: list[Report], out: io.StringIO | None = None) -> str:
     """One row per class-or-student and bucket, one column per emotion (mean probability)."""
     out = out or io.StringIO()
     labels = order_labels({k for r in reports for k in r.labels})
+    attention = any(views.shows_attention(r.policy) for r in reports)
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(csv_header(labels))
+    writer.writerow(csv_header(labels, attention))
     for report in reports:
-        writer.writerows(csv_rows(report, labels))
+        writer.writerows(csv_rows(report, labels, attention))
     return out.getvalue()
 
 
@@ -234,23 +261,29 @@ def build_report(
     labels = order_labels(keys)
 
     # Class totals per bucket summed from the students: presence always, emotions as fallback.
+    # Attention too: ``off`` writes no class bucket, so its class attention is the students'.
     present: dict[datetime, int] = defaultdict(int)
     summed: dict[datetime, list[Any]] = {}
     for b, _ in students:
-        acc = summed.setdefault(b.bucket_start, [0, 0, defaultdict(float)])
+        acc = summed.setdefault(b.bucket_start, [0, 0, defaultdict(float), 0, 0])
         acc[0] += b.frames
         acc[1] += b.frames_with_face
         for k, v in (b.prob_sums or {}).items():
             acc[2][k] += v
+        acc[3] += b.attention_frames or 0
+        acc[4] += b.facing_frames or 0
         if b.frames_with_face > 0:
             present[b.bucket_start] += 1
     for start, c in stored_class.items():
-        summed.setdefault(start, [c.frames, c.frames_with_face, {}])
+        summed.setdefault(start, [c.frames, c.frames_with_face, {}, 0, 0])
         summed[start][2] = c.prob_sums or {}
+        if c.attention_frames:  # erased students' frames stay counted in the class's own
+            summed[start][3:] = [c.attention_frames, c.facing_frames]
 
+    attention = views.shows_attention(policy)
     class_rows = []
     for start in sorted(summed):
-        frames, faced, sums = summed[start]
+        frames, faced, sums, observed, facing = summed[start]
         if start in stored_class:  # the class row's own counts, as the aggregator wrote them
             frames, faced = stored_class[start].frames, stored_class[start].frames_with_face
         n = present.get(start, 0)
@@ -258,12 +291,16 @@ def build_report(
         probs = mean_probs(sums, faced, labels) if shown else None
         # Withheld for a small group (not for emotions off: then there is nothing to withhold).
         suppressed = policy.emotions_on and not shown and faced > 0
-        class_rows.append(Row(start, frames, faced, n, probs, suppressed=suppressed))
+        row = Row(start, frames, faced, n, probs, suppressed=suppressed)
+        if attention:
+            row.attention_frames, row.facing_frames = observed, facing
+        class_rows.append(row)
 
     student_rows: list[Row] = []
     roster: list[dict[str, Any]] = []
-    if views.shows_students(policy):  # a student's rows show their estimates: nowhere else
-        student_rows = [Row.of_student(b, labels, name) for b, name in students]
+    # A student's rows show their estimates (per_student) or their attention: nowhere else.
+    if views.shows_students(policy) or attention:
+        student_rows = [Row.of_student(b, labels, policy, name) for b, name in students]
         roster = [
             {"student_id": str(s.id), "display_name": s.display_name}
             for s in db.scalars(
@@ -318,20 +355,26 @@ def _summary(db: Session, report: Report, students: Sequence[Any]) -> dict[str, 
         "dominant": dominant(shares),
         "suppressed_buckets": sum(1 for r in report.class_rows if r.suppressed),
         "alerts": len(report.alerts),
+        # Share of the class's observed frames facing the screen (None: attention off or none).
+        "facing_share": facing_share(
+            sum(r.attention_frames or 0 for r in report.class_rows),
+            sum(r.facing_frames or 0 for r in report.class_rows),
+        ),
     }
 
 
 def student_series(
-    db: Session, session_id: uuid.UUID, student_id: uuid.UUID
+    db: Session, session_id: uuid.UUID, student_id: uuid.UUID, policy: Policy
 ) -> list[dict[str, Any]]:
-    """One student's buckets (callers check the policy and audit the view)."""
+    """One student's buckets as the policy allows (callers audit the view)."""
     buckets = db.scalars(
         select(EmotionBucket)
         .where(EmotionBucket.session_id == session_id, EmotionBucket.student_id == student_id)
         .order_by(EmotionBucket.bucket_start)
     ).all()
     labels = order_labels({k for b in buckets for k in (b.prob_sums or {})})
-    return [Row.of_student(b, labels).as_dict() for b in buckets]
+    rows = [Row.of_student(b, labels, policy).as_dict() for b in buckets]
+    return [views.student_view("bucket", r, policy) for r in rows]
 
 
 # --- across sessions ---------------------------------------------------------------------------

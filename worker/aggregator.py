@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from classpulse import contracts as c
 from classpulse import views
 from classpulse.db import make_engine
-from classpulse.policy import EMOTION_MODES
+from classpulse.policy import EmotionMode, Policy
 from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
 from classpulse.streams import (
     Backoff,
@@ -256,7 +256,8 @@ class Aggregator:
         latest: dict[str, c.LiveUpdate] = {}
         # Each result's own mode (apply_mode) with the policy's attention switch: the policy a
         # view of it is checked against.
-        shown = {mode: replace(self.policy, emotion_mode=mode) for mode in EMOTION_MODES}
+        modes: tuple[EmotionMode, ...] = ("per_student", "aggregate_only", "off")
+        shown: dict[str, Policy] = {m: replace(self.policy, emotion_mode=m) for m in modes}
         for res in sorted(applied, key=lambda r: r.received_ms):
             update = self.live_update(res)
             self.class_mix.observe(update)  # in memory only: the class's mix without names

@@ -42,6 +42,7 @@ class ShownPolicy(BaseModel):
     emotion_mode: str
     min_group_size: int
     retention_days: int
+    attention: bool  # head orientation observed: rows carry the attention figures
 
 
 class ReportRow(BaseModel):
@@ -57,6 +58,11 @@ class ReportRow(BaseModel):
     probs: dict[str, float] | None  # None: no faced frame, withheld, or emotions off
     dominant: str | None
     suppressed: bool  # withheld for a group below min_group_size
+    # Frames whose head orientation was observed, of those facing the screen, and their share
+    # (None: attention off, or nothing observed in the bucket).
+    attention_frames: int | None = None
+    facing_frames: int | None = None
+    facing_share: float | None = None
 
 
 class AlertOut(BaseModel):
@@ -84,6 +90,7 @@ class ReportSummary(BaseModel):
     dominant: str | None
     suppressed_buckets: int
     alerts: int
+    facing_share: float | None = None  # of the class's observed frames; None: attention off
 
 
 class RosterEntry(BaseModel):
@@ -98,7 +105,7 @@ class HistoryOut(BaseModel):
     labels: list[str]
     summary: ReportSummary
     alerts: list[AlertOut]
-    students: list[RosterEntry]  # per_student mode only
+    students: list[RosterEntry]  # per_student mode or attention on
     rows: list[ReportRow]  # the class's (students: the drill-down)
     calibration: dict[str, Any] | None  # the serving model's, as the worker published it
 
@@ -142,7 +149,7 @@ def history(
     session = visible_session(db, user, session_id)
     report = reports.build_report(db, session, org_policy.load(db), settings.bucket_seconds)
     data = report.as_json()
-    data["rows"] = [r.as_dict() for r in report.class_rows]  # students: see the drill-down
+    data["rows"] = report.row_dicts(report.class_rows)  # students: see the drill-down
     data["calibration"] = anyio.from_thread.run(model_calibration, redis)
     return data
 
@@ -151,16 +158,18 @@ def history(
 def student_history(
     session_id: str, student_id: uuid.UUID, user: CurrentTeacher, db: DbSession, request: Request
 ) -> dict[str, Any]:
-    """One student's emotion timeline (per_student policy only; audited as view.history)."""
+    """One student's timeline: emotions under per_student, attention while it is observed
+    (refused when the policy shows neither; audited as view.history)."""
     session = visible_session(db, user, session_id)
     student = db.get(Student, student_id)
     if student is None or student.session_id != session.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "student not found in this session")
-    if not views.shows_students(org_policy.load(db)):
+    policy = org_policy.load(db)
+    if not (views.shows_students(policy) or views.shows_attention(policy)):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "the organisation's policy keeps no per-student emotions"
         )
-    rows = reports.student_series(db, session.id, student.id)
+    rows = reports.student_series(db, session.id, student.id, policy)
     audit.record(
         db,
         user,
@@ -196,7 +205,7 @@ def report(
         user,
         "session",
         session.id,
-        {"format": fmt, "mode": policy.emotion_mode},
+        {"format": fmt, "mode": policy.emotion_mode, "attention": policy.attention},
         client_address(request),
     )
     name = f"classpulse-{session.created_at:%Y%m%d}-{str(session.id)[:8]}.{fmt}"

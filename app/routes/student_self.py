@@ -1,7 +1,8 @@
 """``GET /api/student/me``: what the service holds about the calling student, for their page.
 
 The same policy applies as for the teacher: outside ``per_student`` no per-student emotion is
-shown (none is stored either, but buckets kept under an earlier policy are hidden too).
+shown (none is stored either, but buckets kept under an earlier policy are hidden too); their
+attention ("facing the screen") only while the policy observes it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from app.deps import CurrentStudent, DbSession, Res
 from app.snapshot import model_labels
 from classpulse import views
 from classpulse.db import ClassSession, ConsentRecord, EmotionBucket, Student
-from records.bucket_stats import DIGITS, dominant, shares, summed
+from records.bucket_stats import DIGITS, dominant, facing_share, shares, summed
 
 router = APIRouter(prefix="/api/student", tags=["join"])
 
@@ -35,6 +36,10 @@ class SelfBucket(BaseModel):
     frames: int
     frames_with_face: int
     dominant: str | None = None  # only in per_student mode
+    # Only while the policy observes attention (head orientation; docs/attention.md).
+    attention_frames: int | None = None
+    facing_frames: int | None = None
+    facing_share: float | None = None
 
 
 class SelfView(BaseModel):
@@ -45,11 +50,12 @@ class SelfView(BaseModel):
     consent: str  # accepted | declined | withdrawn
     consent_version: str | None
     consent_history: list[ConsentEvent]
-    policy: dict[str, Any]  # emotion_mode and min_group_size in force now
+    policy: dict[str, Any]  # emotion_mode, min_group_size and attention in force now
     bucket_seconds: int
     frames: int  # analysed so far, over the whole session
     frames_with_face: int
     probs: dict[str, float] | None  # mean over the session; None outside per_student
+    facing_share: float | None = None  # over the session; None while attention is off
     buckets: list[SelfBucket]
 
 
@@ -98,9 +104,18 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
                 "frames": b.frames,
                 "frames_with_face": b.frames_with_face,
                 "dominant": dominant(mean),
+                "attention_frames": b.attention_frames,
+                "facing_frames": b.facing_frames,
+                "facing_share": facing_share(b.attention_frames, b.facing_frames),
             }
             shown.append(SelfBucket(**views.student_view("bucket", bucket, policy)))
-        own = {"probs": _mean(buckets, labels)}
+        own: dict[str, Any] = {
+            "probs": _mean(buckets, labels),
+            "facing_share": facing_share(
+                sum(b.attention_frames for b in buckets), sum(b.facing_frames for b in buckets)
+            ),
+        }
+        own = views.student_view("self", own, policy)
         return SelfView(
             student_id=student.id,
             display_name=student.display_name,
@@ -112,11 +127,16 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
                 ConsentEvent(action=r.action, consent_version=r.consent_version, at=r.at)
                 for r in records
             ],
-            policy={"emotion_mode": policy.emotion_mode, "min_group_size": policy.min_group_size},
+            policy={
+                "emotion_mode": policy.emotion_mode,
+                "min_group_size": policy.min_group_size,
+                "attention": policy.attention,
+            },
             bucket_seconds=res.settings.bucket_seconds,
             frames=sum(b.frames for b in buckets),
             frames_with_face=sum(b.frames_with_face for b in buckets),
-            probs=views.student_view("self", own, policy)["probs"],
+            probs=own["probs"],
+            facing_share=own["facing_share"],
             buckets=shown,
         )
 
