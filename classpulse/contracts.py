@@ -3,6 +3,7 @@
 Both sides import this module, so names and shapes cannot drift. Frames travel as raw JPEG
 bytes in a stream field (never base64, never pickle); results and live updates are msgspec
 JSON structs carrying a schema version.
+The student socket's text messages are classpulse/socket_messages.py's (a versioned tagged union).
 """
 
 from __future__ import annotations

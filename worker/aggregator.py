@@ -288,6 +288,10 @@ class Aggregator:
             try:
                 res = c.result_decoder.decode(fields[c.R_DATA])
                 uuid.UUID(res.session_id), uuid.UUID(res.student_id)
+                # FrameResult.v is checked here, where results are consumed: one of a schema this
+                # aggregator does not know (a newer worker mid-upgrade) is malformed to it.
+                if res.v != c.SCHEMA_VERSION:
+                    raise ValueError(f"result schema version {res.v}")
                 results.append(res)
             except (KeyError, msgspec.DecodeError, ValueError):
                 bad += 1
