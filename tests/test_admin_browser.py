@@ -159,6 +159,21 @@ def test_admin_manages_people_and_policy_in_chromium(server):
         check_page(admin, "admin-policy")
         policy = server.api("GET", "/api/admin/policy", token=server.login())
         assert (policy["emotion_mode"], policy["retention_days"]) == ("per_student", 60)
+        assert policy["attention"] is False
+
+        # Facing the screen: a labelled switch, turned on from the keyboard; observing more
+        # asks first, like any loosening.
+        switch = admin.get_by_role("switch", name="Observe whether students face the screen")
+        expect(switch).not_to_be_checked()
+        switch.focus()
+        admin.keyboard.press("Space")
+        expect(switch).to_be_checked()
+        admin.click("#policy-save")
+        expect(dialog).to_contain_text("Facing the screen goes from not observed to observed")
+        admin.click("#confirm-ok")
+        expect(admin.locator("#policy-current")).to_contain_text("facing the screen observed")
+        check_page(admin, "admin-policy-attention")
+        assert server.api("GET", "/api/admin/policy", token=server.login())["attention"] is True
 
         # Deactivating the teacher ends their tokens at once.
         admin.goto(server.base + "/admin/people")

@@ -9,6 +9,7 @@ const result = document.getElementById("policy-result");
 const error = document.getElementById("policy-error");
 const groupInput = document.getElementById("min-group-size");
 const retentionInput = document.getElementById("retention-days");
+const attentionInput = document.getElementById("attention");
 // Higher is stricter (classpulse.policy._RANK).
 const RANK = { per_student: 0, aggregate_only: 1, off: 2 };
 const NAMES = { per_student: "per student", aggregate_only: "class aggregates only", off: "off (presence only)" };
@@ -22,7 +23,9 @@ function describe(p) {
     p.min_group_size +
     "; kept " +
     p.retention_days +
-    " days.";
+    " days; facing the screen " +
+    (p.attention ? "observed" : "not observed") +
+    ".";
   if (p.updated_at) {
     text += " Last changed " + CP.formatTime(p.updated_at, true) + (p.updated_by ? " by " + p.updated_by : "") + ".";
   }
@@ -35,6 +38,7 @@ function show(p) {
   document.getElementById("mode-" + p.emotion_mode).checked = true;
   groupInput.value = p.min_group_size;
   retentionInput.value = p.retention_days;
+  attentionInput.checked = Boolean(p.attention);
   current.textContent = describe(p);
 }
 
@@ -44,6 +48,7 @@ function wanted() {
     emotion_mode: mode ? mode.value : saved.emotion_mode,
     min_group_size: Number(groupInput.value),
     retention_days: Number(retentionInput.value),
+    attention: attentionInput.checked,
   };
 }
 
@@ -59,6 +64,11 @@ function loosening(before, next) {
         (next.emotion_mode === "per_student"
           ? ": teachers will see each student's estimated expression."
           : ": the class's mix will be estimated and shown."),
+    );
+  }
+  if (next.attention && !before.attention) {
+    out.push(
+      "Facing the screen goes from not observed to observed: teachers will see whether each student faces the screen and for how long they look away.",
     );
   }
   if (next.min_group_size < before.min_group_size) {
