@@ -22,6 +22,8 @@ from classpulse.contracts import ATTENTION_WINDOW_S
 from records.reports import NEGATIVE
 
 router = APIRouter(include_in_schema=False)
+# The span of a student's share facing the screen, for the pages' words ("of the last 5 min").
+WINDOW = f"{ATTENTION_WINDOW_S:g}"
 
 # Scripts and styles only from this origin (Chart.js is vendored); `connect-src 'self'` also
 # covers same-origin ws:/wss: in current browsers; camera previews use a MediaStream, not a URL.
@@ -95,7 +97,6 @@ def sessions_page(request: Request, templates: Templates) -> HTMLResponse:
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
 def dashboard_page(request: Request, templates: Templates, session_id: SessionId) -> HTMLResponse:
     # The labels the reports and alerts count as negative: the tiles' "needs a look" uses the same.
-    # The span of a student's share facing the screen: the tiles say "of the last 5 min".
     return _page(
         templates,
         request,
@@ -104,7 +105,7 @@ def dashboard_page(request: Request, templates: Templates, session_id: SessionId
         teacher=True,
         session_id=session_id,
         negative=" ".join(NEGATIVE),
-        attention_window_s=f"{ATTENTION_WINDOW_S:g}",
+        attention_window_s=WINDOW,
     )
 
 
@@ -129,6 +130,7 @@ def join_page(
         page="join",
         join_code=code,
         secure_join_url=secure and secure.rstrip("/") + "/join/" + code,
+        attention_window_s=WINDOW,
     )
 
 

@@ -1,7 +1,14 @@
 // The attention wording (web/static/js/lib/wording.js): an observation in words, never a verdict.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { awayText, facingClassText, facingText, spanText } from "../static/js/lib/wording.js";
+import {
+  awayText,
+  facingClassText,
+  facingRowsText,
+  facingText,
+  observedText,
+  spanText,
+} from "../static/js/lib/wording.js";
 
 test("spans: seconds under two minutes, then minutes, then hours and minutes", () => {
   assert.equal(spanText(0), "0 s");
@@ -41,4 +48,27 @@ test("the class now, and nothing when nobody's head orientation is observed", ()
 test("no judgement words in any of it", () => {
   const texts = [facingText(0.1, 300), awayText(900), facingClassText(1, 30), spanText(5000)];
   for (const text of texts) assert.doesNotMatch(text, /disengag|inattentive|distract|attention|score|focus/i);
+});
+
+test("stored buckets' share in a sentence: overall, lowest and highest bucket", () => {
+  const rows = [
+    { bucket_start: "2026-01-01T10:00:00Z", attention_frames: 10, facing_frames: 9, facing_share: 0.9 },
+    { bucket_start: "2026-01-01T10:01:00Z", attention_frames: null, facing_frames: null, facing_share: null },
+    { bucket_start: "2026-01-01T10:02:00Z", attention_frames: 30, facing_frames: 15, facing_share: 0.5 },
+  ];
+  const text = facingRowsText(rows);
+  assert.match(text, /^From .+ to .+: 60 % of 40 observed frames faced the screen; /);
+  assert.match(text, /lowest 50 %, highest 90 % \(2 of 3 buckets observed\)\.$/);
+  assert.equal(facingRowsText([{ bucket_start: "x", facing_share: null }]), "");
+  assert.equal(facingRowsText([]), "");
+});
+
+test("the student is told what is observed of their head, and nothing while it is off", () => {
+  assert.equal(
+    observedText(true, "off"),
+    "Observed from your camera: whether your head faces the screen (its orientation only); no expression.",
+  );
+  assert.match(observedText(true, "per_student"), /^Also observed: whether your head faces the screen/);
+  assert.match(observedText(true, "aggregate_only"), /not an expression/);
+  for (const off of [false, null, undefined, "1"]) assert.equal(observedText(off, "off"), "");
 });

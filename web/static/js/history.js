@@ -1,7 +1,9 @@
-/* A session's history: summary, class expression mix and presence over time, alerts, and a
- * per-student drill-down (only when the organisation's policy keeps per-student data). */
+/* A session's history: summary, class expression mix and presence over time, the share facing
+ * the screen (when the rows carry attention), alerts, and a per-student drill-down (when the
+ * organisation's policy shows per-student data: estimates, or attention). */
 import * as CP from "./lib/all.js";
-import { areaLayer, chartsAvailable, LEGEND_BOTTOM } from "./lib/charts.js";
+import { areaLayer, chartsAvailable, LEGEND_BOTTOM, SHARE_AXIS, shareLine } from "./lib/charts.js";
+import { facingRowsText } from "./lib/wording.js";
 
 const root = document.getElementById("history");
 const sessionId = root.dataset.sessionId;
@@ -9,6 +11,8 @@ const sessionPath = "/api/sessions/" + encodeURIComponent(sessionId);
 const statusEl = document.getElementById("history-status");
 const errorBox = document.getElementById("history-error");
 let studentChart = null;
+let studentFacingChart = null;
+const FACING_COLOR = "#1565c0";
 
 function colorOf(label) {
   return CP.emotionColor(label);
@@ -43,9 +47,35 @@ function mixChart(canvas, labels, rows) {
       interaction: { mode: "index", intersect: false },
       scales: {
         x: { ticks: { maxTicksLimit: 8, autoSkip: true } },
-        y: { stacked: true, min: 0, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } },
+        y: Object.assign({ stacked: true }, SHARE_AXIS),
       },
       plugins: { legend: LEGEND_BOTTOM },
+    },
+  });
+}
+
+/** Whether the API sent the share facing the screen for any row (none while attention is off). */
+function hasFacing(rows) {
+  return rows.some((r) => typeof r.facing_share === "number");
+}
+
+function facingCell(r) {
+  return typeof r.facing_share === "number" ? CP.pct(r.facing_share) : "—";
+}
+
+function facingChart(canvas, rows) {
+  const data = rows.map((r) => (typeof r.facing_share === "number" ? r.facing_share : null));
+  return new Chart(canvas, {
+    type: "line",
+    data: {
+      labels: rows.map((r) => CP.formatTime(r.bucket_start)),
+      datasets: [shareLine("share facing the screen", FACING_COLOR, data)],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: { x: { ticks: { maxTicksLimit: 8, autoSkip: true } }, y: SHARE_AXIS },
+      plugins: { legend: { display: false } },
     },
   });
 }
@@ -62,6 +92,7 @@ function renderSummary(data) {
     ["Negative expressions (share)", typeof s.negative_share === "number" ? CP.pct(s.negative_share) : "—"],
     ["Alerts", s.alerts],
   ];
+  if (typeof s.facing_share === "number") figures.push(["Facing the screen (observed frames)", CP.pct(s.facing_share)]);
   const dl = document.getElementById("summary");
   dl.replaceChildren();
   figures.forEach(function (f) {
@@ -85,9 +116,12 @@ function renderPolicy(data) {
       p.min_group_size +
       " students present show no expressions.";
   } else if (p.emotion_mode === "off") {
-    note.textContent = "Emotion inference is off (organisation policy): presence only.";
+    note.textContent = p.attention
+      ? "Emotion inference is off (organisation policy): presence and whether heads face the screen only."
+      : "Emotion inference is off (organisation policy): presence only.";
   }
   CP.show(note, p.emotion_mode !== "per_student");
+  CP.show(document.getElementById("mix-section"), p.emotion_mode !== "off"); // no expressions to chart
 }
 
 // How far the estimates can be trusted, from the model's calibration metadata (the workers
@@ -153,19 +187,40 @@ function renderAlerts(alerts) {
 }
 
 function renderTable(labels, rows) {
+  const facing = hasFacing(rows);
   CP.fillTable(
     document.getElementById("class-table"),
-    ["time", "present", "frames", "with face"].concat(labels),
+    ["time", "present", "frames", "with face"].concat(labels, facing ? ["facing the screen"] : []),
     rows.map((r) =>
       [CP.formatTime(r.bucket_start), r.students_present, r.frames, r.frames_with_face].concat(
         labels.map((l) => (r.probs ? CP.pct(r.probs[l] || 0) : r.suppressed ? "hidden" : "—")),
+        facing ? [facingCell(r)] : [],
       ),
     ),
   );
 }
 
+/** The class's share facing the screen per bucket, with its numbers in words beside it. */
+function renderFacing(rows) {
+  const on = hasFacing(rows);
+  CP.show(document.getElementById("facing-section"), on);
+  if (!on) return;
+  document.getElementById("facing-text").textContent = facingRowsText(rows);
+  if (chartsAvailable()) facingChart(document.getElementById("facing-chart"), rows);
+}
+
+function renderStudentFacing(rows) {
+  const on = hasFacing(rows);
+  CP.show(document.getElementById("student-facing"), on);
+  document.getElementById("student-facing-text").textContent = on ? facingRowsText(rows) : "";
+  if (studentFacingChart) studentFacingChart.destroy();
+  studentFacingChart = null;
+  if (on && chartsAvailable()) studentFacingChart = facingChart(document.getElementById("student-facing-chart"), rows);
+}
+
 function setupStudents(data) {
-  if (data.policy.emotion_mode !== "per_student" || !data.students.length) return;
+  const perStudent = data.policy.emotion_mode === "per_student";
+  if (!(perStudent || data.policy.attention) || !data.students.length) return;
   const section = document.getElementById("student-section");
   const select = document.getElementById("student-select");
   data.students.forEach(function (s) {
@@ -189,11 +244,12 @@ function setupStudents(data) {
     st.textContent = rows.length
       ? rows.length + " time buckets for " + result.data.display_name + "."
       : "No stored data for " + result.data.display_name + ".";
-    const box = document.getElementById("student-chart-box");
-    box.hidden = !rows.length;
-    if (!chartsAvailable() || !rows.length) return;
+    renderStudentFacing(rows);
+    const mix = perStudent && rows.some((r) => r.probs);
+    document.getElementById("student-chart-box").hidden = !mix;
     if (studentChart) studentChart.destroy();
-    studentChart = mixChart(document.getElementById("student-chart"), data.labels, rows);
+    studentChart = null;
+    if (chartsAvailable() && mix) studentChart = mixChart(document.getElementById("student-chart"), data.labels, rows);
   });
 }
 
@@ -232,6 +288,7 @@ async function load() {
   renderAlerts(data.alerts || []);
   const rows = data.rows || [];
   renderTable(data.labels, rows);
+  renderFacing(rows);
   setupStudents(data);
   statusEl.textContent = rows.length
     ? rows.length + " time buckets of " + data.bucket_seconds + " s."

@@ -134,3 +134,42 @@ export function facingClassText(facing, observed) {
   if (!observed) return "";
   return facing + " of " + observed + " facing the screen";
 }
+
+/** Stored buckets' share facing the screen in a sentence (the history page's charts' text
+ * alternative): over all observed frames, and the lowest and highest bucket; "" when no row
+ * carries one. ``rows``: {bucket_start, attention_frames, facing_frames, facing_share}. */
+export function facingRowsText(rows) {
+  const seen = rows.filter((r) => typeof r.facing_share === "number");
+  if (!seen.length) return "";
+  const observed = seen.reduce((n, r) => n + (Number(r.attention_frames) || 0), 0);
+  const facing = seen.reduce((n, r) => n + (Number(r.facing_frames) || 0), 0);
+  const shares = seen.map((r) => r.facing_share);
+  const overall = observed ? pct(facing / observed) + " of " + observed + " observed frames faced the screen; " : "";
+  return (
+    "From " +
+    formatTime(seen[0].bucket_start) +
+    " to " +
+    formatTime(seen[seen.length - 1].bucket_start) +
+    ": " +
+    overall +
+    "per time bucket lowest " +
+    pct(Math.min(...shares)) +
+    ", highest " +
+    pct(Math.max(...shares)) +
+    " (" +
+    seen.length +
+    " of " +
+    rows.length +
+    " buckets observed)."
+  );
+}
+
+/** Said to a student about their own camera while the policy observes head orientation
+ * (``attention`` true); "" otherwise. Under the emotion mode "off" it is all that is observed
+ * from their face. */
+export function observedText(attention, mode) {
+  if (attention !== true) return "";
+  return mode === "off"
+    ? "Observed from your camera: whether your head faces the screen (its orientation only); no expression."
+    : "Also observed: whether your head faces the screen (its orientation, not an expression).";
+}

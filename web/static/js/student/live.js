@@ -5,12 +5,12 @@ import { edge, median, renderCapture, sendingFaces, startEdge, tuneDetector } fr
 import { setError, show } from "../lib/dom.js";
 import { api } from "../lib/http.js";
 import { reconnectingSocket, tokenProtocols, wsUrl } from "../lib/socket.js";
-import { studentView } from "../lib/wording.js";
+import { awayText, facingText, studentView } from "../lib/wording.js";
 import { scheduleCapture, setButtons, stopCamera } from "./camera.js";
 import { nextConfig } from "./config.js";
 import { counts, renderCounts } from "./counts.js";
 import { applyPolicy, loadSoFar } from "./privacy.js";
-import { $, STORE_KEY, state } from "./state.js";
+import { $, root, STORE_KEY, state } from "./state.js";
 
 const STATS_EVERY_MS = 5000;
 const PRESENCE_TEXT = {
@@ -84,6 +84,11 @@ function renderSelf() {
   } else {
     face.textContent = PRESENCE_TEXT[v.presence] || v.presence;
   }
+  // The same words the teacher's tile shows.
+  const e = selfState.emotion;
+  const span = Number(root.dataset.attentionWindow) || null;
+  const seen = v.presence === "present" && e ? [facingText(e.facing_share, span), awayText(e.away_s)] : [];
+  $("self-facing").textContent = seen.filter(Boolean).join(", ") || "—";
 }
 
 function onSelf(msg) {

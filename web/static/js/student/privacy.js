@@ -1,8 +1,11 @@
-/* Privacy on the student page (issue 5): the policy in force, the consent state, and what is
- * kept about this student so far (/api/student/me, on a timer and after a policy change). */
+/* Privacy on the student page (issue 5): the policy in force (its emotion mode, and whether it
+ * observes head orientation), the consent state, and what is kept about this student so far
+ * (/api/student/me, on a timer and after a policy change). */
 
 import { renderCapture } from "../edge_capture.js";
+import { show } from "../lib/dom.js";
 import { api } from "../lib/http.js";
+import { observedText, pct } from "../lib/wording.js";
 import { setButtons } from "./camera.js";
 import { $, analysing, root, state } from "./state.js";
 
@@ -23,6 +26,12 @@ export function applyPolicy(p) {
   $("policy-mode").textContent = MODE_TEXT[p.emotion_mode] || p.emotion_mode;
   root.dataset.emotionMode = p.emotion_mode;
   state.policyMode = p.emotion_mode; // under "off" the faces messages carry no crops
+  // A policy without the field (a server from before attention) leaves what the page knew.
+  if (typeof p.attention === "boolean") state.attention = p.attention;
+  const text = observedText(state.attention, state.policyMode);
+  $("attention-mode").textContent = text;
+  show($("attention-mode"), Boolean(text));
+  root.dataset.attention = state.attention ? "on" : "off";
   renderCapture();
 }
 
@@ -45,6 +54,8 @@ function renderSoFar(me) {
     estimate = "no estimate yet";
   }
   $("sofar-estimate").textContent = estimate;
+  $("sofar-facing").textContent =
+    typeof me.facing_share === "number" ? pct(me.facing_share) + " of the frames where it was observed" : "—";
 }
 
 /** Called by the refresh timer, on start and by a live policy message only. */

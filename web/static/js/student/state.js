@@ -20,6 +20,9 @@ export const state = {
   configSeen: false, // the server has said what to send (or stayed silent): see captureText
   // The policy's emotion mode, from the latest config, policy message or /api/student/me.
   policyMode: null,
+  // Whether the policy observes head orientation (docs/attention.md), from the latest policy
+  // message or /api/student/me; null until one says.
+  attention: null,
   // Per connection: frames are numbered from 1 and acknowledged in order.
   configured: false,
   sentSeq: 0,
