@@ -1,3 +1,4 @@
+# Over 300 lines: one socket's frames, text messages and relayed news share its per-student state.
 """``WS /ws/student``: binary frames in, one JSON ack per frame and the self-view out.
 
 Text messages both ways are the structs of ``classpulse.socket_messages``: parsed once at the
