@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 
 import msgspec
@@ -27,7 +27,7 @@ import redis
 from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.head_pose import head_pose
-from classpulse.policy import read_mirror, stricter
+from classpulse.policy import Policy, stricter
 from classpulse.settings import Settings
 from classpulse.streams import (
     Backoff,
@@ -40,6 +40,7 @@ from classpulse.streams import (
     stop_on_signals,
 )
 from worker.aof import AofCompactor
+from worker.batch import Tally, lookups, unfilter
 from worker.pipeline import (
     BadFrame,
     DetectedFrame,
@@ -111,36 +112,6 @@ class Frame:
         return w, h
 
 
-class Tally:
-    """A batch's counters: process-wide ones (``cp:stats``) and per student (the stream-stats
-    hash of their session), written with the batch's results."""
-
-    def __init__(self) -> None:
-        self.totals: Counter[str] = Counter()
-        self.students: defaultdict[tuple[bytes, bytes], Counter[str]] = defaultdict(Counter)
-
-    def add(self, key: str, n: int = 1) -> None:
-        self.totals[key] += n
-
-    def dropped(self, reason: str, fields: dict[bytes, bytes]) -> None:
-        self.totals["worker.dropped." + reason] += 1
-        if c.F_SESSION in fields and c.F_STUDENT in fields:
-            self.students[(fields[c.F_SESSION], fields[c.F_STUDENT])]["dropped." + reason] += 1
-
-    def processed(self, frame: Frame) -> None:
-        self.students[(frame.session_id.encode(), frame.student_id.encode())]["processed"] += 1
-
-    def write(self, pipe: redis.client.Pipeline) -> None:
-        for key, n in self.totals.items():
-            if n:
-                pipe.hincrby(c.STATS_KEY, key, n)
-        for (session_id, student_id), counts in self.students.items():
-            key = c.stream_stats_key(session_id.decode(errors="replace"))
-            for name, n in counts.items():
-                pipe.hincrby(key, student_id + b":" + name.encode(), n)
-            pipe.expire(key, c.STATE_TTL_S)
-
-
 class InferenceWorker:
     def __init__(self, settings: Settings, r: redis.Redis, pipeline: FramePipeline) -> None:
         self.settings = settings
@@ -159,12 +130,14 @@ class InferenceWorker:
         self.owned = settings.owned_shards
         self.frames_streams = [c.frames_stream(k, self.shards) for k in self.owned]
         self._shard = {c.frames_stream(k, self.shards): k for k in range(self.shards)}
+        self.results_streams = c.results_streams(self.shards)  # by shard
         # XREADGROUP's COUNT is per stream: the batch size split over the owned shards, so that
         # one read (one model call, one MULTI/EXEC) stays about one batch however many shards.
         self.read_count = max(1, -(-self.batch_size // len(self.frames_streams)))
         # Edge capture: the crop side faces messages must have (the classifier's square input).
         clf = pipeline.classifier
         self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
+        self.packed: list[DetectedFrame] = []  # this read's packed crops, still "Sub"-filtered
 
     def setup(self) -> None:
         ensure_groups(self.r, self.frames_streams, c.WORKER_GROUP)
@@ -231,12 +204,16 @@ class InferenceWorker:
         results were written."""
         entries = [e for _, part in parts for e in part]
         shards = [self._shard.get(stream, 0) for stream, part in parts for _ in part]
+        # Who withdrew and the policy now: one round trip for the whole read.
+        withdrawn, mirror = lookups(self.r, entries) if entries else (set(), None)
         now_ms = time.time() * 1000
         t0 = time.perf_counter()
         tally = Tally()
-        frames, oldest_ms = self._parse_batch(entries, now_ms, tally, shards)
+        frames, oldest_ms = self._parse_batch(entries, now_ms, tally, shards, withdrawn)
+        self._apply_policy(frames, mirror)
+        # The packed crops that the policy kept, un-filtered together (``_faces`` left them).
+        unfilter(self.packed)
         decode_ms = (time.perf_counter() - t0) * 1000
-        self._apply_policy(frames)
         frames, results, timings = self._analyze(frames, tally)
         per_frame = {
             "decode": round(decode_ms / max(1, len(entries)), 3),
@@ -249,6 +226,8 @@ class InferenceWorker:
         # Results, acknowledgements, counters and lag in one MULTI/EXEC: a frame is acknowledged
         # exactly when its result is in the results stream.
         pipe = self.r.pipeline(transaction=True)
+        encode, maxlen = c.encoder.encode, self.settings.results_stream_maxlen
+        streams = self.results_streams
         for frame, faces in zip(frames, results, strict=True):
             try:
                 result = self._result(frame, faces, done_ms, per_frame)
@@ -256,13 +235,12 @@ class InferenceWorker:
                 log.exception("dropping frame %s: its result cannot be encoded", frame.entry_id)
                 tally.add("worker.dropped.error")
                 continue
-            tally.processed(frame)
+            tally.processed(frame.session_id, frame.student_id)
             result.frame_id = c.result_id(frame.entry_id, frame.shard, self.shards)
-            pipe.xadd(
-                c.results_stream(frame.shard, self.shards),
-                {c.R_DATA: c.encoder.encode(result)},
-                maxlen=self.settings.results_stream_maxlen,
-                approximate=True,
+            # XADD results MAXLEN ~ n * data …, queued as is: redis-py's xadd() re-checks and
+            # rebuilds these arguments for every result.
+            pipe.execute_command(
+                "XADD", streams[frame.shard], "MAXLEN", "~", maxlen, "*", c.R_DATA, encode(result)
             )
         if entries:
             for stream, part in parts:
@@ -317,14 +295,20 @@ class InferenceWorker:
         return done
 
     def _parse_batch(
-        self, entries: list[Entry], now_ms: float, tally: Tally, shards: list[int] | None = None
+        self,
+        entries: list[Entry],
+        now_ms: float,
+        tally: Tally,
+        shards: list[int] | None = None,
+        withdrawn: set[bytes] | frozenset[bytes] = frozenset(),
     ) -> tuple[list[Frame], float]:
         """The batch's analysable frames, decoded, and the oldest receive time seen; the rest
-        (withdrawn students, malformed, stale, undecodable) are counted and dropped. ``shards``:
-        the stream shard of each entry (default 0)."""
+        (``withdrawn`` students, malformed, stale, undecodable) are counted and dropped.
+        ``shards``: the stream shard of each entry (default 0). The packed crops of faces
+        messages are left filtered, listed in ``self.packed`` for ``unfilter``."""
         frames: list[Frame] = []
         oldest_ms = now_ms
-        withdrawn = self._withdrawn(entries)
+        self.packed = []
         for (entry_id, fields), shard in zip(entries, shards or [0] * len(entries), strict=True):
             with contextlib.suppress(KeyError, ValueError):
                 oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
@@ -384,22 +368,12 @@ class InferenceWorker:
             mode=frame.mode,
         )
 
-    def _withdrawn(self, entries: list[Entry]) -> set[bytes]:
-        """The batch's students who withdrew (one round trip): their frames that were already in
-        the stream are dropped before decoding, so withdrawal stops analysis at once."""
-        students = list({f[c.F_STUDENT] for _, f in entries if c.F_STUDENT in f})
-        if not students:
-            return set()
-        flags = self.r.mget([c.withdrawn_key(s.decode(errors="replace")) for s in students])
-        return {s for s, flag in zip(students, flags, strict=True) if flag is not None}
-
-    def _apply_policy(self, frames: list[Frame]) -> None:
+    def _apply_policy(self, frames: list[Frame], current: Policy | None) -> None:
         """Each frame's mode: the stricter of the gateway's stamp and the policy mirrored now.
         Without a mirror (Redis lost it, the gateway has not re-written it yet) the stamp rules;
         with the mode ``off`` the emotion model never sees the frame (nor a page's crops).
         Attention likewise: observed only when the stamp and the mirrored policy both say so;
         otherwise a page's yaw/pitch are dropped here, before anything reads them."""
-        current = read_mirror(self.r) if frames else None
         for frame in frames:
             if current is not None:
                 frame.mode = stricter(frame.mode, current.emotion_mode)
@@ -482,9 +456,10 @@ class InferenceWorker:
         if msg.has_crops and faces:
             side = msg.crop_size
             crops = np.frombuffer(msg.crops, np.uint8).reshape(len(faces), side, side)
-            if msg.filtered:  # packed: undo the "Sub" filter, a running sum per row mod 256
-                crops = np.cumsum(crops, axis=2, dtype=np.uint8)
-        return DetectedFrame(msg.width, msg.height, faces, crops)
+        frame = DetectedFrame(msg.width, msg.height, faces, crops)
+        if crops is not None and msg.filtered:  # packed: its "Sub" filter undone with the read's
+            self.packed.append(frame)
+        return frame
 
     def run(self, stop: threading.Event) -> None:
         backoff = Backoff()
