@@ -89,5 +89,6 @@ class AttentionState:
             self.add(faces, received_ms)
         update.facing = faces
         update.facing_share = self.share(received_ms)
+        update.away_s = None
         if faces is False and self.away_since_ms is not None:
             update.away_s = round(max(0.0, received_ms - self.away_since_ms) / 1000, 1)
