@@ -88,11 +88,16 @@ function renderSummary(data) {
     ["Seen on camera", s.students_seen],
     ["Peak present", s.peak_present],
     ["Frames analysed", s.frames + " (" + s.frames_with_face + " with a face)"],
-    ["Most frequent class expression", s.dominant || "—"],
-    ["Negative expressions (share)", typeof s.negative_share === "number" ? CP.pct(s.negative_share) : "—"],
-    ["Alerts", s.alerts],
   ];
+  if (data.policy.emotion_mode !== "off") {
+    // Under "off" there are no expressions to sum up.
+    figures.push(
+      ["Most frequent class expression", s.dominant || "—"],
+      ["Negative expressions (share)", typeof s.negative_share === "number" ? CP.pct(s.negative_share) : "—"],
+    );
+  }
   if (typeof s.facing_share === "number") figures.push(["Facing the screen (observed frames)", CP.pct(s.facing_share)]);
+  figures.push(["Alerts", s.alerts]);
   const dl = document.getElementById("summary");
   dl.replaceChildren();
   figures.forEach(function (f) {
@@ -287,7 +292,8 @@ async function load() {
   renderSummary(data);
   renderAlerts(data.alerts || []);
   const rows = data.rows || [];
-  renderTable(data.labels, rows);
+  // Under "off" there are no expressions: no column of them, not even empty ones.
+  renderTable(data.policy.emotion_mode === "off" ? [] : data.labels, rows);
   renderFacing(rows);
   setupStudents(data);
   statusEl.textContent = rows.length

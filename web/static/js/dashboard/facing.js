@@ -67,11 +67,11 @@ function describe() {
 function draw() {
   if (!chartsAvailable()) return;
   const labels = series.points.map((p) => formatTime(p.t / 1000));
-  const data = series.points.map(shareOf);
+  const line = shareLine("share facing the screen", LINE_COLOR, series.points.map(shareOf));
   if (!chart) {
     chart = new window.Chart(document.getElementById("facing-chart"), {
       type: "line",
-      data: { labels: labels, datasets: [shareLine("share facing the screen", LINE_COLOR, data)] },
+      data: { labels: labels, datasets: [line] },
       options: {
         animation: false,
         maintainAspectRatio: false,
@@ -82,7 +82,7 @@ function draw() {
     return;
   }
   chart.data.labels = labels;
-  chart.data.datasets[0].data = data;
+  chart.data.datasets[0] = line;
   chart.update("none");
 }
 

@@ -12,8 +12,11 @@ import { renderTile, showCalibration } from "./tiles.js";
 const POLICY_TEXT = {
   per_student: "Policy: per-student estimates. Views of this page are recorded in the audit log.",
   aggregate_only: "Policy: class aggregates only. No per-student estimates are shown or stored.",
-  off: "Policy: emotion inference off. Presence only: no estimates are made, shown or stored.",
+  off: "Policy: emotion inference off: no estimates are made, shown or stored.",
 };
+// What else the policy observes, said after the mode: attention has its own switch.
+const ATTENTION_TEXT = " Head orientation is observed: whether each student faces the screen.";
+const PRESENCE_ONLY_TEXT = " Presence only.";
 
 /** A policy from the snapshot or a live "policy" message; ``klass``: the snapshot's class mix. */
 export function applyPolicy(p, klass) {
@@ -57,7 +60,8 @@ function renderPolicy() {
   root.dataset.emotionMode = policy.mode;
   const banner = document.getElementById("policy-banner");
   banner.dataset.mode = policy.mode;
-  banner.textContent = POLICY_TEXT[policy.mode] || "Policy: " + policy.mode;
+  const also = state.attention === true ? ATTENTION_TEXT : policy.mode === "off" ? PRESENCE_ONLY_TEXT : "";
+  banner.textContent = (POLICY_TEXT[policy.mode] || "Policy: " + policy.mode) + also;
   show(banner, true);
   let note = "";
   if (policy.mode === "off") {

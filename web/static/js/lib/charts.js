@@ -33,7 +33,7 @@ export function shareLine(label, color, data) {
     borderColor: color,
     backgroundColor: color,
     spanGaps: false,
-    pointRadius: 0,
+    pointRadius: data.length > 60 ? 0 : 2, // a short series (or one point) still shows
     borderWidth: 2,
     tension: 0.2,
   };
