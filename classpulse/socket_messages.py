@@ -15,8 +15,8 @@ today); a message of another version is refused here, where it is consumed, rath
 Outgoing messages carry none: no page reads one, and pages ignore fields they do not know, so
 the replies only ever grow by new fields; a change pages could misread would be a new socket
 subprotocol (``app.ws_common.SUBPROTOCOL``), which the browser negotiates in the handshake.
-A relayed live update's own ``v`` (``contracts.LiveUpdate``) is checked by ``relay``: one of
-another schema version is dropped as malformed.
+A relayed live update's own ``v`` (``contracts.LiveUpdate``) is checked by ``relay`` and not
+forwarded: an update of another schema version is dropped as malformed.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class MessageError(ValueError):
 
 # --- in ----------------------------------------------------------------------------------------
 class Incoming(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True, frozen=True):
+    # Pages leave it out (omitted again when encoded); any other version is refused, not guessed.
     v: int = PROTOCOL_VERSION
 
     def __post_init__(self) -> None:
@@ -220,6 +221,8 @@ PolicyMessage: Any = msgspec.defstruct(
 # This student's own live update (``contracts.LiveUpdate``, every field, defaults included),
 # its type ("student" or "presence") moved to ``kind``: built from LiveUpdate's fields, so
 # fields added there (attention's) reach the self-view, as the policy lets the hub pass them.
+# Less its ``v``: checked by ``relay`` on the way in, and nothing on the page reads it.
+_NOT_FOR_THE_PAGE = ("type", "v")
 SelfUpdate: Any = msgspec.defstruct(
     "SelfUpdate",
     [
@@ -227,7 +230,7 @@ SelfUpdate: Any = msgspec.defstruct(
         *(
             (f.name, f.type) if f.required else (f.name, f.type, f.default)
             for f in msgspec.structs.fields(contracts.LiveUpdate)
-            if f.name != "type"
+            if f.name not in _NOT_FOR_THE_PAGE
         ),
     ],
     bases=(Outgoing,),
@@ -275,7 +278,9 @@ def relay(data: bytes) -> Outgoing | None:
     if update.v != contracts.SCHEMA_VERSION:
         raise MessageError(f"a live update of schema version {update.v}")
     fields = msgspec.structs.asdict(update)
-    return SelfUpdate(kind=fields.pop("type"), **fields)
+    kind = fields.pop("type")
+    del fields["v"]
+    return SelfUpdate(kind=kind, **fields)
 
 
 def withdrawal(message: Outgoing) -> bool:
