@@ -1,7 +1,8 @@
 """What a view may show under each mode (``classpulse.views``): ``quality`` is part of the
 per-student estimate, the live hub withholds estimates the policy in force forbids, and a walk
-of every route and socket of the app finds no student's estimate outside ``per_student`` (a new
-route is walked as soon as the app serves it)."""
+of every route and socket of the app finds no student's estimate outside ``per_student`` and no
+attention field ("facing the screen") while the policy does not observe attention, whatever the
+mode (a new route is walked as soon as the app serves it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import psycopg
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
@@ -21,7 +23,7 @@ from classpulse import contracts as c
 from classpulse import views
 from classpulse.policy import Policy
 from classpulse.settings import Settings
-from records.reports import CSV_HEAD
+from records.reports import CSV_ATTENTION, CSV_HEAD
 from tests.privacy_helpers import Pipeline, send_frames
 from tests.test_access_matrix import (
     ACCESS,
@@ -143,9 +145,43 @@ def estimates_in(body: Any) -> list[str]:
     return found
 
 
+def attention_in(body: Any) -> list[str]:
+    """Where a JSON answer or message shows attention: a field of ``views.ATTENTION_KEYS``
+    holding a value, a boolean or a number (``facing`` False included; not a schema's
+    description of the field), about a student or the class."""
+    found: list[str] = []
+
+    def walk(x: Any, where: str) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in views.ATTENTION_KEYS and isinstance(v, bool | int | float):
+                    found.append(f"{where}.{k}={json.dumps(v)[:60]}")
+                else:
+                    walk(v, f"{where}.{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, f"{where}[{i}]")
+
+    walk(body, "$")
+    return found
+
+
+def csv_attention_in(text: str) -> list[str]:
+    """The attention columns a CSV report has (none while attention is not observed)."""
+    header = next(csv.reader(io.StringIO(text)), [])
+    return [f"column {name}" for name in header if name in CSV_ATTENTION]
+
+
+def shown_in(body: Any) -> list[str]:
+    """Estimates and attention a JSON answer or message shows, each marked with which."""
+    return [f"estimate {e}" for e in estimates_in(body)] + [
+        f"attention {a}" for a in attention_in(body)
+    ]
+
+
 def csv_estimates_in(text: str) -> list[str]:
     """Rows of a CSV report about one student that carry a probability or a dominant label."""
-    plain = {"session_id", "session_title", *CSV_HEAD, "suppressed"}
+    plain = {"session_id", "session_title", *CSV_HEAD, "suppressed", *CSV_ATTENTION}
     return [
         f"row {i}: {row}"
         for i, row in enumerate(csv.DictReader(io.StringIO(text)))
@@ -197,6 +233,9 @@ def walk_sockets(client: Any, w: Any, r: Any, key: tuple[str, str], who: str) ->
             probs={"sad": 0.91, "happy": 0.09},
             quality="few_frames",
             faces=1,
+            facing=False,
+            facing_share=0.5,
+            away_s=3.0,
         )
         r.publish(c.live_channel(w.a["id"]), c.encoder.encode(leaky))
         for _ in range(20):
@@ -207,15 +246,14 @@ def walk_sockets(client: Any, w: Any, r: Any, key: tuple[str, str], who: str) ->
             if msg.get("t") == LIVE_MARK:
                 break
     return [
-        f"message {i} ({m.get('type')}): {e}"
-        for i, m in enumerate(messages)
-        for e in estimates_in(m)
+        f"{e} in message {i} ({m.get('type')})" for i, m in enumerate(messages) for e in shown_in(m)
     ]
 
 
 def walk_app(client: Any, w: Any, r: Any) -> dict[str, list[str]]:
     """Every route of the app (a row of the access matrix says how to call it; a route without
-    one is called plainly) as each reader of A: the estimates each answer shows."""
+    one is called plainly) as each reader of A: the estimates and attention each answer shows
+    (``shown_in``: each marked "estimate" or "attention")."""
     found: dict[str, list[str]] = {}
     for key, route in sorted(route_keys(client.app).items()):
         call = ACCESS.get(key, Call("public", 200))
@@ -228,12 +266,15 @@ def walk_app(client: Any, w: Any, r: Any) -> dict[str, list[str]]:
                 continue
             path = concrete_path(key[1], call, w)
             got = call_route(client, key[0], path, call, who, w)
-            found[where] = estimates_in(got.body)
+            found[where] = shown_in(got.body)
             if (name := _format_param(route)) and got.code == 200:
                 params = {**(_value(call.params, w) or {}), name: "csv"}
                 csv_call = replace(call, params=params)
                 text = call_route(client, key[0], path, csv_call, who, w).text
-                found[where + " (csv)"] = csv_estimates_in(text)
+                found[where + " (csv)"] = [
+                    *(f"estimate {e}" for e in csv_estimates_in(text)),
+                    *(f"attention {a}" for a in csv_attention_in(text)),
+                ]
     return found
 
 
@@ -242,13 +283,35 @@ def model() -> FramePipeline:
     return FramePipeline.from_settings(Settings(providers=["cpu"]))
 
 
+def _store_attention(settings: Settings) -> None:
+    """Attention in the stored buckets, as if observed (whatever the worker made of the test's
+    frames): every faced frame observed, half of them facing the screen."""
+    with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
+        for table in ("emotion_buckets", "class_buckets"):
+            conn.execute(
+                f"UPDATE {table} SET attention_frames = frames_with_face,"  # noqa: S608
+                " facing_frames = frames_with_face / 2"
+            )
+
+
+# Each mode with attention off, then on: off walks first, so a looser walk cannot leave data
+# behind that a stricter one would then be blamed for (the stored data is the same throughout).
+WALKS = [
+    (mode, attention)
+    for attention in (False, True)
+    for mode in ("per_student", "aggregate_only", "off")
+]
+
+
 def test_no_route_or_live_message_shows_a_student_estimate_outside_per_student(
     settings, clean_redis, model
 ):
-    """Estimates stored and published under ``per_student`` (buckets, the snapshot hash, a
-    live update): after a switch to ``aggregate_only`` or ``off`` no answer of any route and no
-    message of any socket shows one, whoever asks; under ``per_student`` they do (the walk
-    sees them, so it is not looking in the wrong place)."""
+    """Estimates and attention stored and published under the loosest policy (buckets, the
+    snapshot hash, a live update): under each mode with attention off and on, no answer of any
+    route and no message of any socket, whoever asks, shows an estimate outside
+    ``per_student`` or attention while it is off (so none of ``off`` + attention's answers
+    holds an emotion); where they are allowed the walk sees them (it is not looking in the
+    wrong place)."""
     settings = settings.model_copy(update={"joins_per_minute_per_session": 100_000})
     pipe = Pipeline(settings, clean_redis, model)
     clean_redis.set(c.WORKER_HEARTBEAT_PREFIX + "redaction-walk", "1", ex=600)
@@ -258,20 +321,35 @@ def test_no_route_or_live_message_shows_a_student_estimate_outside_per_student(
             admin = w.headers[ADMIN]
             send_frames(client, w.students["A"]["token"], 2)
             assert pipe.run() >= 1  # stored under per_student: estimates in the buckets
+            _store_attention(settings)
             leaks: list[str] = []
-            for mode in ("per_student", "aggregate_only", "off"):
-                body = {"emotion_mode": mode, "min_group_size": 1}
+            for mode, attention in WALKS:
+                body = {"emotion_mode": mode, "min_group_size": 1, "attention": attention}
                 r = client.put("/api/admin/policy", json=body, headers=admin)
                 assert r.status_code == 200, r.text
                 found = walk_app(client, w, clean_redis)
                 r = client.get("/api/admin/policy", headers=admin)
                 assert r.json()["emotion_mode"] == mode, "a walked route changed the policy"
-                shown = sorted(where for where, places in found.items() if places)
-                if mode == "per_student":  # the walk finds them where they are shown
-                    for part in ("/history/students/", "/live", "/api/student/me", "/ws/student"):
-                        assert any(part in where for where in shown), (part, shown)
-                else:
-                    leaks += [f"{mode}: {where}: {found[where]}" for where in shown]
+                assert r.json()["attention"] == attention, "a walked route changed the policy"
+                for kind, allowed in (
+                    ("estimate", mode == "per_student"),
+                    ("attention", attention),
+                ):
+                    shown = sorted(
+                        where
+                        for where, places in found.items()
+                        if any(p.startswith(kind) for p in places)
+                    )
+                    if allowed:  # the walk finds them where they are shown
+                        parts = ["/live", "/api/student/me", "/ws/student", "/history"]
+                        for part in parts:
+                            assert any(part in where for where in shown), (mode, kind, part)
+                    else:
+                        leaks += [
+                            f"{mode}, attention {attention}: {where}: "
+                            + str([p for p in found[where] if p.startswith(kind)])
+                            for where in shown
+                        ]
     finally:
         pipe.close()
-    assert not leaks, "per-student estimates outside per_student:\n  " + "\n  ".join(leaks)
+    assert not leaks, "shown where the policy withholds it:\n  " + "\n  ".join(leaks)
