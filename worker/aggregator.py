@@ -1,9 +1,12 @@
 """The aggregator: results stream → per-student smoothing + time buckets → PostgreSQL + live.
 
-The only writer of emotion data. Each batch is folded into its buckets in ONE transaction that
-also records the batch's frame ids in ``applied_results``; only frames not seen before are
-added, so a replay (a crash between commit and XACK, a reclaimed batch) never double-counts.
-Results are acknowledged only after the commit; live updates are published after it too.
+The only writer of emotion data. Each flush (one read, or while the stream has a backlog several
+reads, bounded by FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
+transaction that also records the flush's frame ids in ``applied_results``; only frames not seen
+before are added, so a replay (a crash between commit and XACK, a reclaimed batch) never
+double-counts. A flush writes each bucket it touches once, however many of its results fall in
+it. Results are acknowledged only after the commit; live updates are published after it too,
+one per student per flush (their latest state).
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import msgspec
-import numpy as np
 import redis
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -41,17 +43,20 @@ from classpulse.streams import (
 from records import partitions
 from records.retention import Retention
 from worker.alerts import AlertEngine
-from worker.attention import AttentionState, observed
-from worker.buckets import Delta, fold, main_face, write_buckets
+from worker.buckets import Delta, fold, write_buckets
 from worker.class_mix import ClassMix, publish_class
+from worker.live_state import STATE_IDLE_S, Step, StudentState, add_attention, build, step
 from worker.policy_reader import PolicyReader, apply_mode
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
-READ_COUNT = 500  # results per batch (one transaction)
-RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
-MIN_STREAK = 2  # faced frames after a (re)start before a label is shown
-STATE_IDLE_S = 300.0  # a student's smoothing state unused this long is dropped (memory bound)
+READ_COUNT = 500  # results per XREADGROUP
+# While reads come back full (a backlog), more reads join the same flush (one transaction): the
+# more results a flush holds, the more of them share a student's bucket and its one upsert
+# (at 1,000 students a read of 500 holds each student about once). Bounded so that a flush
+# stays one short transaction and the live updates of its first results are not held long.
+FLUSH_MAX_RESULTS = 5_000
+FLUSH_MAX_S = 0.25  # reading a flush stops this long after its first read returned
 PRUNE_EVERY_S = 60.0
 THRESHOLD_READ_S = 10.0  # the workers' published "uncertain" threshold is re-read this often
 
@@ -67,18 +72,7 @@ KNOWN_STUDENTS = text(
     " ORDER BY id FOR KEY SHARE"
 )
 
-
-@dataclass
-class StudentState:
-    """Exponentially smoothed probabilities of one student's recent faced frames."""
-
-    probs: np.ndarray | None = None
-    labels: tuple[str, ...] = ()
-    frames: int = 0
-    last_ms: float = 0.0  # receive time of the latest frame, to notice a stream that paused
-    streak: int = 0  # faced frames since the stream (re)started
-    used: float = 0.0  # monotonic time this process last updated it, to drop idle states
-    attention: AttentionState | None = None  # made at the first observed orientation
+__all__ = ["STATE_IDLE_S", "Aggregator", "StudentState", "main"]
 
 
 class Aggregator:
@@ -105,9 +99,10 @@ class Aggregator:
 
     # --- reading ------------------------------------------------------------------------------
     def read(self) -> list[tuple[str, list[Entry]]]:
-        """The next batch as (results stream shard, entries) parts: after a restart this
+        """The next flush as (results stream shard, entries) parts: after a restart this
         consumer's own unacknowledged results, then (every few seconds) what a dead aggregator
-        left, else new results of every owned shard in one XREADGROUP."""
+        left, else new results of every owned shard: one XREADGROUP, and more while the stream
+        has a backlog (``read_more``)."""
         # COUNT is per stream: about 500 results per batch (one transaction) however many shards.
         count = max(50, -(-READ_COUNT // len(self.results_streams)))
         streams = self.results_streams
@@ -126,7 +121,28 @@ class Aggregator:
                 n = sum(len(e) for _, e in claimed)
                 log.info("reclaimed %d results from a dead aggregator", n)
                 return claimed
-        return read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, block=200)
+        parts = read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, block=200)
+        return self.read_more(parts, count)
+
+    def read_more(
+        self, parts: list[tuple[str, list[Entry]]], count: int
+    ) -> list[tuple[str, list[Entry]]]:
+        """Add further reads of new results to ``parts`` while the last read came back full (a
+        backlog: results that are late already), without blocking, up to FLUSH_MAX_RESULTS or
+        FLUSH_MAX_S. A read that is not full ends the flush at once, so at a rate the
+        aggregator keeps up with nothing waits for more. Only new results (">"): a re-read of
+        pending ones returns the same entries until they are acknowledged."""
+        deadline = time.monotonic() + FLUSH_MAX_S
+        merged: dict[str, list[Entry]] = {}
+        total, last = 0, parts
+        while True:
+            for stream, entries in last:
+                merged.setdefault(stream, []).extend(entries)
+                total += len(entries)
+            full = any(len(entries) >= count for _, entries in last)
+            if not full or total >= FLUSH_MAX_RESULTS or time.monotonic() >= deadline:
+                return list(merged.items())
+            last = read_groups(self.r, self.results_streams, c.AGGREGATOR_GROUP, self.name, count)
 
     def read_batch(self) -> list[Entry]:
         """The entries of ``read`` (one shard's: ``handle`` acknowledges them on the first owned
@@ -178,53 +194,14 @@ class Aggregator:
 
     # --- live ---------------------------------------------------------------------------------
     def live_update(self, res: c.FrameResult) -> c.LiveUpdate:
+        """Fold one result into its student's live state and return its update."""
         state = self.students.setdefault(res.student_id, StudentState())
-        state.frames += 1
-        state.used = time.monotonic()
-        face = main_face(res)
-        update = c.LiveUpdate(
-            type="student",
-            session_id=res.session_id,
-            student_id=res.student_id,
-            t=time.time(),
-            faces=len(res.faces),
-            frames=state.frames,
-            received_ms=res.received_ms,
-            seq=res.seq,
-        )
-        if res.received_ms - state.last_ms > RESUME_GAP_MS:  # smoothing must not bridge a pause
-            state.probs, state.streak = None, 0
-        state.last_ms = max(state.last_ms, res.received_ms)
-        faces = observed(face)  # None unless the policy and the result both observe attention
-        if faces is not None and state.attention is None:
-            state.attention = AttentionState()
-        if state.attention is not None:
-            state.attention.fill(update, faces, res.received_ms)
-        if face is None or not face.probs:
-            update.presence = "no_face" if not res.faces else "present"
-            return update
-        state.streak += 1
-        labels = tuple(face.probs)
-        p = np.fromiter(face.probs.values(), np.float64, len(labels))
-        if state.probs is None or state.labels != labels:
-            state.probs, state.labels = p, labels
-        else:
-            a = self.settings.smoothing_alpha
-            state.probs = a * p + (1 - a) * state.probs
-        k = int(np.argmax(state.probs))
-        update.confidence = round(float(state.probs[k]), 4)
-        update.emotion = labels[k] if update.confidence >= self.uncertain_below() else "uncertain"
-        update.probs = {
-            label: round(float(v), 4) for label, v in zip(labels, state.probs, strict=True)
-        }
-        # Never a bare label when the estimate can't carry one: say why it is uncertain.
-        if min(face.box[2], face.box[3]) < self.settings.small_face_px:
-            update.emotion, update.quality = "uncertain", "face_too_small"
-        elif state.streak < MIN_STREAK:
-            update.emotion, update.quality = "uncertain", "few_frames"
-        elif update.emotion == "uncertain":
-            update.quality = "low_confidence"
-        return update
+        s = step(state, res, self.settings.smoothing_alpha, time.monotonic())
+        return self._build(state, s)
+
+    def _build(self, state: StudentState, s: Step) -> c.LiveUpdate:
+        below = self.uncertain_below() if s.face is not None and s.face.probs else 1.0
+        return build(state, s, below, self.settings.small_face_px)
 
     def uncertain_below(self) -> float:
         """The setting when given, else the threshold the workers publish (their model's
@@ -249,26 +226,40 @@ class Aggregator:
             del self.students[sid]
 
     def publish(self, applied: list[c.FrameResult]) -> None:
+        """Fold the applied results into the students' live state in receive order, then
+        publish each student's latest update once (snapshot and channel): the dashboard shows
+        the newest state, and a flush of several reads costs one update per student."""
         now = time.monotonic()
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.prune(now)
-        latest: dict[str, c.LiveUpdate] = {}
+        alpha = self.settings.smoothing_alpha
+        latest: dict[str, tuple[StudentState, Step]] = {}
+        for res in sorted(applied, key=lambda r: r.received_ms):
+            state = self.students.get(res.student_id)
+            if state is None:
+                state = self.students[res.student_id] = StudentState()
+            before = latest.get(res.student_id)
+            if before is not None:  # an earlier result of the flush: its update is not built
+                add_attention(*before)
+            latest[res.student_id] = (state, step(state, res, alpha, now))
         # Each result's own mode (apply_mode) with the policy's attention switch: the policy a
         # view of it is checked against.
         modes: tuple[EmotionMode, ...] = ("per_student", "aggregate_only", "off")
         shown: dict[str, Policy] = {m: replace(self.policy, emotion_mode=m) for m in modes}
-        for res in sorted(applied, key=lambda r: r.received_ms):
-            update = self.live_update(res)
+        sessions: dict[str, dict[str, bytes]] = defaultdict(dict)
+        for state, s in latest.values():
+            update = self._build(state, s)
             self.class_mix.observe(update)  # in memory only: the class's mix without names
-            latest[res.student_id] = views.redact_update(update, shown[res.mode])
+            payload = c.encoder.encode(views.redact_update(update, shown[s.res.mode]))
+            sessions[update.session_id][update.student_id] = payload
         publish_class(self.r, self.class_mix.updates(self.policy))
         pipe = self.r.pipeline(transaction=False)
-        for update in latest.values():
-            payload = c.encoder.encode(update)
-            pipe.hset(c.snapshot_key(update.session_id), update.student_id, payload)
-            pipe.expire(c.snapshot_key(update.session_id), c.STATE_TTL_S)
-            pipe.publish(c.live_channel(update.session_id), payload)
+        for session_id, payloads in sessions.items():  # one HSET and EXPIRE per session
+            pipe.hset(c.snapshot_key(session_id), mapping=payloads)  # type: ignore[arg-type]
+            pipe.expire(c.snapshot_key(session_id), c.STATE_TTL_S)
+            for payload in payloads.values():
+                pipe.publish(c.live_channel(session_id), payload)
         pipe.execute()
 
     # --- loop ---------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Results folded into fixed time buckets, per student and per class, as each result's mode
-allows, and written with one idempotent upsert per table (the caller's transaction also records
-the applied result ids, so a replayed result never counts twice)."""
+allows, and written with one idempotent upsert statement per table (the caller's transaction
+also records the applied result ids, so a replayed result never counts twice)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
@@ -15,24 +17,36 @@ from classpulse import contracts as c
 from classpulse import views
 from worker.attention import observed
 
+# Each key column's array type: the upsert takes each column as one array parameter.
+KEY_TYPES = {"session_id": "uuid", "student_id": "uuid", "bucket_start": "timestamptz"}
+COUNTS = ("frames", "frames_with_face", "attention_frames", "facing_frames")
+
 
 def _upsert(table: str, keys: tuple[str, ...]) -> TextClause:
-    """Add a bucket's counts and probability sums to the stored ones (or insert it)."""
+    """Add each bucket's counts and probability sums to the stored ones (or insert it): one
+    statement for all of a flush's buckets of ``table``, every column one array parameter
+    (unnest), so PostgreSQL plans and runs it once instead of once per row. The rows' keys are
+    distinct (folded per bucket beforehand): ON CONFLICT may touch a row once per statement.
+    Sums of no probability (presence only) leave the stored ones as they are without calling
+    cp_jsonb_add, which costs about 30 µs a call."""
     columns = ", ".join(keys)
-    values = ", ".join(f":{k}" for k in keys)
+    arrays = ", ".join(
+        [f"CAST(:{k} AS {KEY_TYPES[k]}[])" for k in keys]
+        + [f"CAST(:{n} AS integer[])" for n in COUNTS]
+        + ["CAST(:prob_sums AS jsonb[])"]
+    )
+    names = ", ".join([*keys, *COUNTS, "prob_sums"])
     return text(
         f"""
-        INSERT INTO {table}
-            ({columns}, frames, frames_with_face, prob_sums, attention_frames, facing_frames,
-             updated_at)
-        VALUES ({values}, :frames, :frames_with_face, CAST(:prob_sums AS jsonb),
-                :attention_frames, :facing_frames, now())
+        INSERT INTO {table} ({names}, updated_at)
+        SELECT {names}, now() FROM unnest({arrays}) AS u({names})
         ON CONFLICT ({columns}) DO UPDATE SET
             frames = {table}.frames + excluded.frames,
             frames_with_face = {table}.frames_with_face + excluded.frames_with_face,
             attention_frames = {table}.attention_frames + excluded.attention_frames,
             facing_frames = {table}.facing_frames + excluded.facing_frames,
-            prob_sums = cp_jsonb_add({table}.prob_sums, excluded.prob_sums),
+            prob_sums = CASE WHEN excluded.prob_sums = '{{}}'::jsonb THEN {table}.prob_sums
+                             ELSE cp_jsonb_add({table}.prob_sums, excluded.prob_sums) END,
             updated_at = now()
         """
     )
@@ -98,20 +112,25 @@ def write_buckets(
     students: dict[tuple[str, str, datetime], Delta],
     klass: dict[tuple[str, datetime], Delta],
 ) -> None:
+    """One upsert statement per table; rows in key order, so that two aggregators writing the
+    same buckets (a class's, from two shards' results) lock them in the same order."""
     for statement, keys, deltas in (
         (UPSERT_STUDENT_BUCKET, STUDENT_KEYS, students),
         (UPSERT_CLASS_BUCKET, CLASS_KEYS, klass),
     ):
         if deltas:
-            conn.execute(statement, [_row(keys, key, d) for key, d in deltas.items()])
+            conn.execute(statement, _columns(keys, sorted(deltas.items())))
 
 
-def _row(keys: tuple[str, ...], key: tuple[object, ...], d: Delta) -> dict[str, object]:
-    return {
-        **dict(zip(keys, key, strict=True)),
-        "frames": d.frames,
-        "frames_with_face": d.frames_with_face,
-        "prob_sums": c.encoder.encode(dict(d.prob_sums)).decode(),
-        "attention_frames": d.attention_frames,
-        "facing_frames": d.facing_frames,
-    }
+def _columns(
+    keys: tuple[str, ...], rows: Sequence[tuple[tuple[Any, ...], Delta]]
+) -> dict[str, list[Any]]:
+    """The rows as one list per column (the statement's array parameters)."""
+    out: dict[str, list[Any]] = {k: [key[i] for key, _ in rows] for i, k in enumerate(keys)}
+    for n in COUNTS:
+        out[n] = [getattr(d, n) for _, d in rows]
+    encode = c.encoder.encode
+    out["prob_sums"] = [
+        encode(dict(d.prob_sums)).decode() if d.prob_sums else "{}" for _, d in rows
+    ]
+    return out
