@@ -66,7 +66,7 @@ class OnnxModel:
         intra_op_threads: int = 1,
         require_gpu: bool = False,
         warmup: bool = True,
-        cpu_max_batch: int | None = 16,
+        cpu_max_batch: int | None = 8,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -105,8 +105,11 @@ class OnnxModel:
                 f"{self.providers} (asked for {wanted}); install onnxruntime-gpu with matching "
                 "CUDA/cuDNN libraries or unset CLASSPULSE_REQUIRE_GPU"
             )
-        # On the CPU, per-sample cost rises past ~16 (activations outgrow the caches: mini-Xception
-        # 0.2 ms/face at 2-16, 0.35 at 64 here); a GPU wants the whole batch at once.
+        # On the CPU, per-sample cost rises with the chunk once activations outgrow the core's L2
+        # (2 MB here; mini-Xception's first layers hold ≈ 0.5 MB per face, padded to 16 channels):
+        # in the worker loop on faces messages the classifier took 390 µs/face in chunks of 8,
+        # 411 in 4, 445 in 16, 462 in 32 (bench/bench_worker.py's classifier CPU, one run, load
+        # 9-10). A GPU wants the whole batch at once.
         self.max_batch = None if self.uses_gpu else cpu_max_batch
         if warmup:
             self.predict(np.zeros((1, *self.input_shape), np.float32))
