@@ -49,3 +49,23 @@ def test_a_students_buckets_are_found_by_index(settings, roster):
     scanned = set(re.findall(r"Index Scan on (\S+)", plan))
     assert "Seq Scan" not in plan and scanned and scanned <= copies, plan
     assert "emotion_buckets_default_student_id_idx" in scanned, plan
+
+
+def test_models_declare_the_columns_the_migrations_create(engine):
+    """Every column of the tables attention touched (migration 0007) is in the model, with the
+    same nullability and a server default where the migration gives one (so rows written by an
+    older release, which does not name the new columns, get it)."""
+    insp = inspect(engine)
+    for table in ("org_policy", "emotion_buckets", "class_buckets"):
+        in_db = {col["name"]: col for col in insp.get_columns(table)}
+        in_model = Base.metadata.tables[table].columns
+        assert set(in_db) == {col.name for col in in_model}, table
+    for table, columns in (
+        ("org_policy", ("attention",)),
+        ("emotion_buckets", ("attention_frames", "facing_frames")),
+        ("class_buckets", ("attention_frames", "facing_frames")),
+    ):
+        db_columns = {col["name"]: col for col in insp.get_columns(table)}
+        for name in columns:
+            assert not db_columns[name]["nullable"] and db_columns[name]["default"], (table, name)
+            assert Base.metadata.tables[table].columns[name].server_default is not None
