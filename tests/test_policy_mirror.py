@@ -83,3 +83,14 @@ def _save_quiet(engine, policy: Policy) -> int:
         version = save(db, policy, None)
         db.commit()
     return version
+
+
+def test_the_attention_switch_travels_through_the_mirror(clean_redis):
+    """Field ``attention`` "1"/"0"; a mirror an older release wrote without it reads as off."""
+    assert write_mirror(clean_redis, Policy("off", attention=True), 1)
+    assert clean_redis.hget(c.POLICY_KEY, "attention") == b"1"
+    assert read_mirror(clean_redis) == Policy("off", attention=True)
+    assert write_mirror(clean_redis, Policy("off"), 2)
+    assert read_mirror(clean_redis) == Policy("off")
+    clean_redis.hdel(c.POLICY_KEY, "attention")
+    assert read_mirror(clean_redis) == Policy("off")
