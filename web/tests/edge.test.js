@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { inflateRawSync } from "node:zlib";
 import { cropFaces, greyRegion, resizeLinear, squareCropBox } from "../static/js/edge/image.js";
 import { encodeFaces, packCrops } from "../static/js/edge/wire.js";
+import { headPose } from "../static/js/lib/head_pose.js";
 
 const Edge = { cropFaces, greyRegion, resizeLinear, squareCropBox, encodeFaces, packCrops };
 const golden = JSON.parse(readFileSync(new URL("opencv_golden.json", import.meta.url), "utf8"));
@@ -58,13 +59,13 @@ function face(i) {
   };
 }
 
-test("encodeFaces: header, one 68-byte record per face, crops after", () => {
+test("encodeFaces: header, one 76-byte record per face (version 2), crops after", () => {
   const crops = new Uint8Array(2 * 3 * 3).map((_, i) => i);
   const buffer = Edge.encodeFaces(640, 480, [face(0), face(5)], crops, 3, 12.5, 1700000000123, null);
   const view = new DataView(buffer);
-  assert.equal(buffer.byteLength, 24 + 2 * 68 + crops.length);
+  assert.equal(buffer.byteLength, 24 + 2 * 76 + crops.length);
   assert.equal(String.fromCharCode(...new Uint8Array(buffer, 0, 4)), "CPFM");
-  assert.equal(view.getUint8(4), 1, "version");
+  assert.equal(view.getUint8(4), 2, "version");
   assert.equal(view.getUint8(5), 1, "flags: crops, not packed");
   assert.equal(view.getUint8(6), 2, "faces");
   assert.equal(view.getUint8(7), 3, "crop size");
@@ -72,17 +73,20 @@ test("encodeFaces: header, one 68-byte record per face, crops after", () => {
   assert.equal(view.getUint16(10, true), 480);
   assert.equal(view.getFloat32(12, true), 12.5);
   assert.equal(view.getFloat64(16, true), 1700000000123);
-  const second = 24 + 68;
+  const second = 24 + 76;
   assert.equal(view.getFloat32(second, true), 5, "second face's x");
   assert.equal(view.getFloat32(second + 16, true), 0.5, "score after the box");
   assert.equal(view.getFloat32(second + 20, true), 1, "first keypoint x");
   assert.equal(view.getFloat32(second + 64, true), 0, "missing keypoints are zero");
-  assert.deepEqual(Array.from(new Uint8Array(buffer, 24 + 2 * 68)), Array.from(crops));
+  const [yaw, pitch] = headPose(face(5).box, face(5).keypoints.concat(Array(4).fill([0, 0])));
+  assert.equal(view.getFloat32(second + 68, true), Math.fround(yaw), "yaw, from the keypoints");
+  assert.equal(view.getFloat32(second + 72, true), Math.fround(pitch), "pitch");
+  assert.deepEqual(Array.from(new Uint8Array(buffer, 24 + 2 * 76)), Array.from(crops));
 });
 
 test("encodeFaces: no crops when emotions are off, the detector time capped", () => {
   const view = new DataView(Edge.encodeFaces(320, 240, [face(0)], null, 64, 1e9, 0, null));
-  assert.equal(view.byteLength, 24 + 68);
+  assert.equal(view.byteLength, 24 + 76);
   assert.equal(view.getUint8(5), 0);
   assert.equal(view.getUint8(7), 0);
   assert.equal(view.getFloat32(12, true), 59999);

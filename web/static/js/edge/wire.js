@@ -1,17 +1,21 @@
-/* The faces message (docs/edge-wire.md): boxes, scores and keypoints, then the grey crops,
- * packed or as they are. */
+/* The faces message (docs/edge-wire.md), version 2: boxes, scores, keypoints and head yaw and
+ * pitch (lib/head_pose.js, the twin of the worker's), then the grey crops, packed or as they
+ * are. */
+
+import { headPose } from "../lib/head_pose.js";
 
 const MAGIC = [0x43, 0x50, 0x46, 0x4d]; // "CPFM"
-const VERSION = 1;
+const VERSION = 2;
 const HEADER = 24;
-const FACE_BYTES = 68;
+const FACE_BYTES = 76; // 19 float32: box, score, 6 keypoints (x, y), yaw, pitch
 const KEYPOINTS = 6;
 
 const FLAG_CROPS = 1;
 const FLAG_PACKED = 2;
 
-/** One faces message: boxes, scores and keypoints, then (``crops`` given) the grey crops,
- * packed (``packed``: what packCrops made of them) or as they are. */
+/** One faces message: boxes, scores, keypoints and each face's yaw and pitch (computed here
+ * from its keypoints), then (``crops`` given) the grey crops, packed (``packed``: what
+ * packCrops made of them) or as they are. */
 export function encodeFaces(width, height, faces, crops, cropSize, detectorMs, captureMs, packed) {
   const n = faces.length;
   const size = crops ? cropSize : 0;
@@ -32,10 +36,13 @@ export function encodeFaces(width, height, faces, crops, cropSize, detectorMs, c
   faces.forEach(function (face, i) {
     let o = HEADER + i * FACE_BYTES;
     const values = face.box.concat([face.score]);
+    const points = [];
     for (let j = 0; j < KEYPOINTS; j++) {
       const p = face.keypoints[j] || [0, 0];
+      points.push(p);
       values.push(p[0], p[1]);
     }
+    values.push(...headPose(face.box, points));
     values.forEach(function (v) {
       view.setFloat32(o, v, true);
       o += 4;
@@ -59,5 +66,3 @@ export async function packCrops(crops, cropSize) {
   const packed = new Uint8Array(await new Response(stream).arrayBuffer());
   return packed.length < crops.length ? packed : null;
 }
-
-/** Load the runtime, the detector at ``url`` and its contract (``url`` with .json). */
