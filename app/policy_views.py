@@ -25,7 +25,7 @@ from records.bucket_stats import shares
 def record_view(
     db: Session, user: User, action: str, session_id: uuid.UUID, ip: str | None, **detail: Any
 ) -> None:
-    """Audit a view of per-student data (``view.live``, ``view.timeline``...) and commit."""
+    """Audit a view of per-student data (``view.live``...) and commit."""
     audit.record(db, user, action, "session", session_id, detail, ip)
     db.commit()
 

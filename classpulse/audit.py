@@ -24,7 +24,7 @@ def record(
     ip: str | None = None,
 ) -> AuditEntry:
     """Add an audit entry to ``db`` (the caller commits). ``action`` is dotted, e.g.
-    ``view.live``, ``view.timeline``, ``export.report``, ``policy.update``, ``delete.student``."""
+    ``view.live``, ``view.history``, ``export.report``, ``policy.update``, ``delete.student``."""
     entry = AuditEntry(
         actor_id=actor.id if actor is not None else None,
         actor_email=actor.email if actor is not None else "",

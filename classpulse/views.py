@@ -2,10 +2,10 @@
 
 Every place that shows or sends emotion data asks here: the aggregator before it publishes a
 live update, the gateway's live hub before it fans one out to dashboards and student pages
-(snapshot, ``self`` messages), and every read route (timeline, history, reports, exports, the
+(snapshot, ``self`` messages), and every read route (history, reports, exports, the
 student's own view). Pages display what they are given and hide nothing themselves.
 
-| mode | a student's estimate (live, snapshot, self, timeline, history, report rows) | the class's mix of a bucket |
+| mode | a student's estimate (live, snapshot, self, history, report rows) | the class's mix of a bucket |
 |---|---|---|
 | ``per_student`` | shown | shown |
 | ``aggregate_only`` | withheld: presence and frame counts only | shown while at least ``min_group_size`` students showed a face |
@@ -33,14 +33,11 @@ from classpulse.contracts import ATTENTION_FIELDS, EMOTION_FIELDS, LiveUpdate, e
 from classpulse.policy import Policy
 
 # Per view, the fields that carry a student's emotion estimate and what they read when withheld
-# (each view keeps its JSON shape: a withheld ``probs`` is ``{}`` where the field is always a
-# mapping, ``None`` where it may be missing).
+# (each view keeps its JSON shape: a withheld field reads ``None``, as where it may be missing).
 WITHHELD: dict[str, dict[str, Any]] = {
     # A live update (LiveUpdate), as published, kept for late dashboards and relayed to the
     # student as ``self``; ``quality`` says why an estimate is uncertain: about it too.
     "update": dict.fromkeys(EMOTION_FIELDS),
-    # One student's stored bucket on the timeline.
-    "timeline": {"probs": {}, "dominant": None},
     # One stored bucket as a history or report row, and a bucket of the student's own view.
     "bucket": {"probs": None, "dominant": None},
     # The student's own view: their mean over the session.

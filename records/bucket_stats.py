@@ -1,9 +1,9 @@
 """Mean probabilities and the dominant label of stored time buckets: one reading of
-``prob_sums`` for reports, history, the timeline, the class mix and the student's own view.
+``prob_sums`` for reports, history, the class mix and the student's own view.
 
 A bucket stores, per label, the sum of the probabilities of its classified frames (each adds 1
 in all), and ``frames_with_face``. Two means follow from that:
-- per faced frame (``mean_probs``): what reports, history and the timeline show;
+- per faced frame (``mean_probs``): what reports and history show;
 - per classified frame (``shares``): normalised by the sums' total, so frames seen while
   emotion inference was off do not dilute it (the class mix, the student's own view).
 
