@@ -120,6 +120,11 @@ def test_faces_messages_are_bounded_by_their_wire_format():
     assert decide(full) is None
     assert decide(full + b"\0") == ingest.TOO_LARGE
     assert decide(faces(), faces_max=ingest.faces_max_bytes(0, 64)) == ingest.TOO_LARGE
+    # The cap is version 2's (76-byte faces, the longer record): a full version 1 message, from
+    # a page opened before version 2, is shorter and passes too.
+    assert len(full) == 24 + n * (76 + s * s)
+    old = edge_wire.encode(320, 240, [FACE] * n, crops=bytes(n * s * s), crop_size=s, version=1)
+    assert len(old) == len(full) - 8 * n and decide(old) is None
 
 
 def test_page_config_says_whether_frames_may_be_sent():
