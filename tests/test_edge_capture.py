@@ -604,7 +604,7 @@ def test_the_faces_message_is_far_smaller_than_the_jpeg(pipeline):
     frame = face_jpeg()
     with_crops, boxes = faces_message(pipeline, frame), faces_message(pipeline, frame, crops=False)
     raw = faces_message(pipeline, frame, packed=False)
-    assert len(boxes) == 24 + 68 and len(raw) == 24 + 68 + 64 * 64
+    assert len(boxes) == 24 + 76 and len(raw) == 24 + 76 + 64 * 64  # version 2: 76 per face
     # Packed crops (as the pages send them): under a third of the camera frame's JPEG.
     assert len(with_crops) < 0.85 * len(raw) and len(with_crops) < len(frame) / 3
     assert now_ms() > 1.6e12
