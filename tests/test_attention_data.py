@@ -268,6 +268,8 @@ def test_exports_and_live_views_follow_the_switch_and_off_shows_no_emotion(
         drill = k.client.get(path, headers=k.teacher).json()
         assert drill["rows"][0]["facing_share"] == 0.75 and not estimates_in(drill)
         snap, msg = _live(k, ada)
+        # Per-student data on a dashboard, if only attention: audited as a view of it.
+        assert rows(settings, "SELECT count(*) FROM audit_log WHERE action = 'view.live'") == [(1,)]
         assert not estimates_in(snap) and not estimates_in(msg)
         assert msg["facing_share"] == 0.25 and msg["away_s"] == 12.0 and msg["emotion"] is None
         me = k.client.get("/api/student/me", headers={"Authorization": "Bearer " + ada["token"]})

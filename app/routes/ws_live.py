@@ -61,8 +61,8 @@ def _check(
         if not can_watch(user, session):
             # The same answer as for a session that does not exist, as the HTTP routes give.
             return wsc.NOT_FOUND, "session not found"
-        audited = views.shows_students(res.policy.policy)
-        if audited:  # a view of per-student data: audited
+        audited = _per_student(res.policy.policy)
+        if audited:  # a view of per-student data (estimates or attention): audited
             record_view(db, user, "view.live", session.id, client_address(ws))
         return _Allowed(session.id, audited)
 
@@ -76,12 +76,19 @@ def _audit_late(res: Resources, ip: str | None, user_id: int, session_id: uuid.U
             record_view(db, user, "view.live", session_id, ip, reason="policy changed")
 
 
+def _per_student(policy: views.Mode) -> bool:
+    """Whether the policy shows per-student data: estimates (per_student) or attention."""
+    return views.shows_students(policy) or views.shows_attention(policy)
+
+
 def _shows_per_student(item: bytes | str) -> bool:
     """Whether a hub message starts a per-student view: a policy change to ``per_student``, or
     a student's update that carries an emotion estimate (the aggregator may apply the new
     policy before the policy message gets here). Cheap for the many updates that are neither:
     only candidates are decoded."""
-    if isinstance(item, str) or not (b'"policy"' in item or views.may_carry_estimate(item)):
+    if isinstance(item, str) or not (
+        b'"policy"' in item or views.may_carry_estimate(item) or views.may_carry_attention(item)
+    ):
         return False
     try:
         msg = msgspec.json.decode(item)
@@ -90,8 +97,9 @@ def _shows_per_student(item: bytes | str) -> bool:
     if not isinstance(msg, dict):
         return False
     if msg.get("type") == "policy":
-        return views.shows_students(msg.get("emotion_mode"))
-    return views.carries_estimate(msg)
+        return views.shows_students(msg.get("emotion_mode")) or msg.get("attention") is True
+    # Attention reaches a socket only while the policy observes it (the hub withholds it else).
+    return views.carries_estimate(msg) or views.carries_attention(msg)
 
 
 @router.websocket("/ws/sessions/{session_id}/live")
@@ -130,7 +138,7 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res) -> None:
             except RedisError as exc:
                 log.warning("live socket: no snapshot, Redis unavailable: %s", exc)
                 return await wsc.close(ws, 1011, "Redis unavailable; reconnect later")
-            if views.shows_students(policy):  # the policy changed to per_student since the check
+            if _per_student(policy):  # the policy changed to show per-student data since the check
                 await audit_if_needed()
             await ws.send_text(msgspec.json.encode(snapshot).decode())
 
