@@ -172,3 +172,53 @@ def test_facing_the_screen_with_emotions_off(server, tmp_path):
     assert any(m.get("type") == "self" and m.get("facing") is True for m in student_messages)
     assert_no_emotion(teacher_messages, "dashboard socket")
     assert_no_emotion(student_messages, "student socket")
+
+
+@pytest.mark.parametrize("mode", ["per_student", "aggregate_only"])
+def test_facing_beside_each_emotion_mode_and_gone_when_switched_off(server, tmp_path, mode):
+    """Attention has its own switch: the observation shows beside what the emotion mode shows,
+    and when an admin turns attention off mid-class, the dashboard and the student page drop
+    it at once (the policy message), whatever they had received."""
+    from playwright.sync_api import expect
+
+    admin = server.login()
+    create_teacher(server, admin)
+    server.api("PUT", "/api/admin/policy", {"emotion_mode": mode, "attention": True}, admin)
+    token = server.login(*TEACHER)
+    session = server.api("POST", "/api/sessions", {"title": "Art 8A"}, token)
+
+    with chromium(webcam=tmp_path / "webcam.y4m") as browser:
+        teacher = teacher_logged_in(browser, server)
+        teacher.goto(f"{server.base}/sessions/{session['id']}")
+        student = browser.new_context(permissions=["camera"]).new_page()
+        student.goto(session["join_url"])
+        student.click("#consent-accept")
+        student.fill("#display-name", "Ada")
+        student.click("#join-submit")
+        expect(student.locator("#attention-mode")).to_contain_text(
+            "Also observed: whether your head faces the screen", timeout=15_000
+        )
+
+        tile = teacher.locator("[data-student-id]").filter(has_text="Ada")
+        expect(tile.locator(".facing")).to_have_text(
+            "facing the screen 100 % of the last 5 min", timeout=30_000
+        )
+        expect(teacher.locator("#facing-now")).to_have_text("1 of 1 facing the screen")
+        expect(teacher.locator("#policy-banner")).to_contain_text("Head orientation is observed")
+        if mode == "per_student":
+            expect(tile.locator(".emotion")).to_have_attribute("data-emotion", "happy")
+        else:
+            expect(tile.locator(".emotion")).to_be_hidden()
+        check_page(teacher, f"dashboard-attention-{mode}")
+
+        server.api("PUT", "/api/admin/policy", {"attention": False}, admin)
+        expect(teacher.locator("#facing-panel")).to_be_hidden(timeout=10_000)
+        expect(tile.locator(".facing-line")).to_have_attribute("data-facing", "none")
+        expect(tile.locator(".facing-line")).to_be_hidden()
+        expect(teacher.locator("#policy-banner")).not_to_contain_text("Head orientation")
+        expect(student.locator("#attention-mode")).to_be_hidden(timeout=10_000)
+        expect(student.locator("#self-facing")).to_be_hidden()
+        # Nothing comes back: the service withholds the fields from now on.
+        teacher.wait_for_timeout(3000)
+        expect(tile.locator(".facing-line")).to_have_attribute("data-facing", "none")
+        expect(teacher.locator("#facing-panel")).to_be_hidden()

@@ -42,6 +42,7 @@ export function renderFacingPanel() {
   const c = countNow();
   const text = c.observed ? facingClassText(c.facing, c.observed) : "No student's head orientation is observed now.";
   if (nowText.textContent !== text) nowText.textContent = text;
+  if (!series.points.length && c.observed) sample(); // the chart starts with the first observation
 }
 
 function describe() {
