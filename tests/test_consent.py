@@ -145,3 +145,23 @@ def test_withdrawal_over_the_socket_is_recorded(settings, clean_redis):
                     ws.receive_json()
             assert closed.value.reason == "withdrawn"
     assert [a for a, _ in consent_records(settings, ada["student_id"])] == ["accepted", "withdrawn"]
+
+
+def test_the_notice_says_what_facing_the_screen_observes_and_the_old_one_is_refused(settings):
+    """The notice before the attention switch existed ("2026-12-6") no longer admits a join:
+    the student reads the one that says what "facing the screen" observes."""
+    with a_class(settings) as k:
+        code = k.session["join_code"]
+        info = k.client.get(f"/api/join/{code}").json()
+        assert info["consent_version"] == CONSENT_VERSION != "2026-12-6"
+        text = " ".join(info["consent_text"].split())
+        for words in (
+            'Only when the school has switched on "Facing the screen"',
+            "whether you face the screen or turn away, and for how long",
+            "no expression and no emotion is read from it",
+            "it is not a judgement of your attention",
+        ):
+            assert words in text, words
+        body = {"display_name": "Ada", "consent": True, "consent_version": "2026-12-6"}
+        r = k.client.post(f"/api/join/{code}", json=body)
+        assert r.status_code == 409 and CONSENT_VERSION in r.json()["detail"]
