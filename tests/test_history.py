@@ -134,9 +134,14 @@ def test_teacher_reviews_history_downloads_pdf_and_sees_alerts(server, settings,
         expect(page.locator("#history-status")).to_contain_text("2 time buckets")
         expect(page.locator("#alert-list .alert-item")).to_have_count(2)
         expect(page.locator("#class-table tbody tr")).to_have_count(2)
+        # Attention off (the default): the API sends no share, and no trace of one shows.
+        expect(page.locator("#facing-section")).to_be_hidden()
+        expect(page.locator("#class-table thead")).not_to_contain_text("facing")
+        expect(page.locator("#summary")).not_to_contain_text("Facing")
         page.select_option("#student-select", label="Ada")
         expect(page.locator("#student-status")).to_contain_text("2 time buckets for Ada")
         expect(page.locator("#student-chart-box")).to_be_visible()
+        expect(page.locator("#student-facing")).to_be_hidden()
         with page.expect_download() as download:
             page.click("#report-pdf")
         pdf = tmp_path / "report.pdf"
