@@ -504,7 +504,7 @@ def _pose(face: FaceResult) -> dict[str, float]:
     """A face's yaw and pitch for its result: the page's (faces message version 2), else from
     its keypoints (frames capture: the worker's detector; version 1: the page's keypoints)."""
     if face.yaw is None or face.pitch is None:
-        face.yaw, face.pitch = head_pose(face.box, face.keypoints)
+        face.yaw, face.pitch = head_pose(face.box, face.keypoints.tolist())
     return {"yaw": round(face.yaw, 2), "pitch": round(face.pitch, 2)}
 
 
