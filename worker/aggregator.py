@@ -60,16 +60,18 @@ FLUSH_MAX_S = 0.25  # reading a flush stops this long after its first read retur
 PRUNE_EVERY_S = 60.0
 THRESHOLD_READ_S = 10.0  # the workers' published "uncertain" threshold is re-read this often
 
+# Id lists go as one JSON array each: msgspec encodes thousands of ids in microseconds, where
+# psycopg's Python list dumper quotes a text[] element by element.
 APPLY_IDS = text(
-    "INSERT INTO applied_results (id) SELECT unnest(CAST(:ids AS text[])) "
+    "INSERT INTO applied_results (id) SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)) "
     "ON CONFLICT (id) DO NOTHING RETURNING id"
 )
 # FOR KEY SHARE: a student deleted meanwhile (an admin's request, retention) is deleted only after
 # this batch commits, so the buckets' foreign key holds; the cascade then removes the buckets.
 # Withdrawal (an UPDATE of withdrawn_at) does not wait: it is no key update.
 KNOWN_STUDENTS = text(
-    "SELECT id::text FROM students WHERE id = ANY(CAST(:ids AS uuid[])) AND withdrawn_at IS NULL"
-    " ORDER BY id FOR KEY SHARE"
+    "SELECT id::text FROM students WHERE withdrawn_at IS NULL AND id = ANY(ARRAY("
+    "SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS uuid))) ORDER BY id FOR KEY SHARE"
 )
 
 __all__ = ["STATE_IDLE_S", "Aggregator", "StudentState", "main"]
@@ -91,6 +93,7 @@ class Aggregator:
         self._pending_own = True  # on start, first re-read what this name left unacknowledged
         self._last_reclaim = 0.0
         self._last_prune = time.monotonic()
+        self._uuids: set[str] = set()  # ids already checked as UUIDs (emptied by prune)
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
         # The results stream shards this aggregator consumes (all unless told).
         self.results_streams = [
@@ -175,15 +178,21 @@ class Aggregator:
 
     def known_students(self, conn: Connection, student_ids: list[str]) -> set[str]:
         """Students that exist and have not withdrawn, locked against deletion until commit."""
-        return {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": student_ids})}
+        ids = c.encoder.encode(student_ids).decode()
+        return {row[0] for row in conn.execute(KNOWN_STUDENTS, {"ids": ids})}
 
     def _commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
         with self.engine.begin() as conn:
-            fresh = {
-                row[0] for row in conn.execute(APPLY_IDS, {"ids": [r.frame_id for r in results]})
-            }
+            ids = c.encoder.encode([r.frame_id for r in results]).decode()
+            fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": ids})}
             known = self.known_students(conn, list({r.student_id for r in results}))
-            applied = [r for r in results if r.frame_id in fresh and r.student_id in known]
+            applied = []
+            for r in results:
+                # discard: a result written twice (a worker's retry) and read into one flush
+                # counts once, like one read in two flushes
+                if r.student_id in known and r.frame_id in fresh:
+                    fresh.discard(r.frame_id)
+                    applied.append(r)
             # The policy decides what each result leaves behind (worker/buckets.py).
             deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)
             class_deltas: dict[tuple[str, datetime], Delta] = defaultdict(Delta)
@@ -224,6 +233,7 @@ class Aggregator:
         now = time.monotonic() if now is None else now
         for sid in [k for k, st in self.students.items() if now - st.used > STATE_IDLE_S]:
             del self.students[sid]
+        self._uuids.clear()
 
     def publish(self, applied: list[c.FrameResult]) -> None:
         """Fold the applied results into the students' live state in receive order, then
@@ -278,7 +288,10 @@ class Aggregator:
         for _, fields in entries:
             try:
                 res = c.result_decoder.decode(fields[c.R_DATA])
-                uuid.UUID(res.session_id), uuid.UUID(res.student_id)
+                for i in (res.session_id, res.student_id):
+                    if i not in self._uuids:  # a student's id is parsed once, not per result
+                        uuid.UUID(i)
+                        self._uuids.add(i)
                 # FrameResult.v is checked here, where results are consumed: one of a schema this
                 # aggregator does not know (a newer worker mid-upgrade) is malformed to it.
                 if res.v != c.SCHEMA_VERSION:
