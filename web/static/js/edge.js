@@ -10,12 +10,14 @@
  * its filter differs from OpenCV's.
  *
  * A module: the image operations (edge/image.js), the BlazeFace decoding (edge/decode.js) and
- * the faces message (edge/wire.js) beside it. Exposed as window.ClassPulseEdge (the student page
+ * the faces message (edge/wire.js, version 2: with each face's head yaw and pitch from
+ * lib/head_pose.js) beside it. Exposed as window.ClassPulseEdge (the student page
  * and the Chromium tests use it); onnxruntime-web is loaded only when a page asks for it. */
 
 import { ssdAnchors, weightedNms } from "./edge/decode.js";
 import { cropFaces, greyRegion, resizeLinear, roundHalfEven, squareCropBox } from "./edge/image.js";
 import { encodeFaces, packCrops } from "./edge/wire.js";
+import { headPose } from "./lib/head_pose.js";
 
 const ORT_SCRIPT = "/static/vendor/onnxruntime-web/ort.wasm.min.js";
 const ORT_LOADER = "/static/vendor/onnxruntime-web/ort-wasm-simd-threaded.mjs";
@@ -245,4 +247,5 @@ window.ClassPulseEdge = {
   resizeLinear: resizeLinear,
   greyRegion: greyRegion,
   squareCropBox: squareCropBox,
+  headPose: headPose, // what encodeFaces sends as each face's yaw and pitch
 };
