@@ -40,7 +40,7 @@ from classpulse.streams import (
     stop_on_signals,
 )
 from worker.aof import AofCompactor
-from worker.batch import Tally, lookups, unfilter
+from worker.batch import Tally, WriteBatch, lookups, unfilter, write_script
 from worker.pipeline import (
     BadFrame,
     DetectedFrame,
@@ -131,6 +131,7 @@ class InferenceWorker:
         self.frames_streams = [c.frames_stream(k, self.shards) for k in self.owned]
         self._shard = {c.frames_stream(k, self.shards): k for k in range(self.shards)}
         self.results_streams = c.results_streams(self.shards)  # by shard
+        self._write_script = write_script(r)  # a read's writes in one call (worker/batch.py)
         # XREADGROUP's COUNT is per stream: the batch size split over the owned shards, so that
         # one read (one model call, one MULTI/EXEC) stays about one batch however many shards.
         self.read_count = max(1, -(-self.batch_size // len(self.frames_streams)))
@@ -223,9 +224,10 @@ class InferenceWorker:
         done_ms = time.time() * 1000
         tally.add("worker.processed", len(frames))
         tally.add("worker.faces", timings.faces)
-        # Results, acknowledgements, counters and lag in one MULTI/EXEC: a frame is acknowledged
-        # exactly when its result is in the results stream.
-        pipe = self.r.pipeline(transaction=True)
+        # Results, acknowledgements, counters and lag in one atomic script call (WriteBatch,
+        # results first): a frame is acknowledged exactly when its result is in the results
+        # stream.
+        pipe = WriteBatch(self._write_script)
         encode, maxlen = c.encoder.encode, self.settings.results_stream_maxlen
         streams = self.results_streams
         for frame, faces in zip(frames, results, strict=True):
@@ -237,20 +239,14 @@ class InferenceWorker:
                 continue
             tally.processed(frame.session_id, frame.student_id)
             result.frame_id = c.result_id(frame.entry_id, frame.shard, self.shards)
-            # XADD results MAXLEN ~ n * data …, queued as is: redis-py's xadd() re-checks and
-            # rebuilds these arguments for every result.
-            pipe.execute_command(
-                "XADD", streams[frame.shard], "MAXLEN", "~", maxlen, "*", c.R_DATA, encode(result)
-            )
+            pipe.xadd(streams[frame.shard], c.R_DATA, encode(result), maxlen)
         if entries:
             for stream, part in parts:
                 if part:
                     # Acknowledged and deleted: an analysed (or dropped) frame's payload leaves
                     # Redis now, not when MAXLEN trims it (nor stays in its append-only file:
                     # compact_aof). XACKDEL would do both, but only Redis 8.2 has it.
-                    ids = [e[0] for e in part]
-                    pipe.xack(stream, c.WORKER_GROUP, *ids)
-                    pipe.xdel(stream, *ids)
+                    pipe.ack_delete(stream, c.WORKER_GROUP, [e[0] for e in part])
             # How far behind this worker is: the gateways lower the pages' rate on it.
             pipe.hset(c.WORKER_LAG_KEY, self.name, f"{now_ms - oldest_ms:.0f} {now_ms / 1000:.1f}")
             pipe.expire(c.WORKER_LAG_KEY, LAG_KEY_TTL_S)
