@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from classpulse import edge_wire
+from classpulse.head_pose import head_pose
 from classpulse.settings import REPO_ROOT
 from tests.browser import TEACHER, chromium, create_teacher
 from worker.classifier import EmotionClassifier
@@ -191,6 +192,12 @@ def test_page_detector_and_crops_match_the_worker(edge_server, tmp_path):
         float(np.abs(np.array(p.keypoints) - d.keypoints).max())
         for p, d in zip(sent.faces, worker_faces, strict=True)
     )
+    # Version 2: the page's yaw/pitch (lib/head_pose.js in Chromium) are head_pose.py's of its
+    # own keypoints, and near the worker's reading of the same frame.
+    for p, d in zip(sent.faces, worker_faces, strict=True):
+        assert (p.yaw, p.pitch) == pytest.approx(head_pose(p.box, p.keypoints), abs=0.01)
+        worker_pose = head_pose(d.box, d.keypoints.tolist())
+        assert max(abs(p.yaw - worker_pose[0]), abs(p.pitch - worker_pose[1])) < 1, worker_pose
     page_crops = np.frombuffer(sent.crops, np.uint8).reshape(-1, CROP_SIZE, CROP_SIZE)
     worker_crops = classifier.crops(frame, [d.box for d in worker_faces])
     crop_diff = int(np.abs(page_crops.astype(int) - worker_crops.astype(int)).max())
