@@ -16,8 +16,8 @@ allow, so the rows written per result show how well a flush folds.
 Prints the load average, results/s, the bucket rows written per result (PostgreSQL's own count
 of inserted + updated bucket tuples, read after the aggregator's connections closed) and the CPU
 µs per result of the aggregator process (its own time) and of PostgreSQL (all its processes,
-psutil). --attention mirrors a policy that observes attention (per_student), so the per-second
-attention ring runs too. --compare REV runs the worker/ package of git revision REV (exported
+psutil). The policy is mirrored in Redis as the gateway keeps it (per_student); --attention
+mirrors one that observes attention, so the per-second attention ring runs too. --compare REV runs the worker/ package of git revision REV (exported
 into a temporary folder put first on sys.path) and this tree's, alternating --rounds times in
 fresh processes, and prints each run and the ratios: the box is shared, compare within one run.
 Bounded: well under a minute a run at the defaults.
@@ -152,8 +152,9 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
         try:
             pairs = seed(pg.url, args.students, args.classes)
             r = redis.Redis.from_url(rd.url)
-            if args.attention:
-                write_mirror(r, Policy("per_student", attention=True), 1)
+            # The policy's Redis mirror, as the gateway keeps it: without it every aggregator
+            # would read the policy from PostgreSQL (a fallback), which is not what runs.
+            write_mirror(r, Policy("per_student", attention=args.attention), 1)
             ensure_group(r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
             fill(r, pairs, args.results)
             settings = Settings(database_url=pg.url, redis_url=rd.url)

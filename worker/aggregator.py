@@ -62,9 +62,12 @@ THRESHOLD_READ_S = 10.0  # the workers' published "uncertain" threshold is re-re
 
 # Id lists go as one JSON array each: msgspec encodes thousands of ids in microseconds, where
 # psycopg's Python list dumper quotes a text[] element by element.
+# It returns the ids applied before (a replay; usually none), not the thousands it inserts.
 APPLY_IDS = text(
-    "INSERT INTO applied_results (id) SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)) "
-    "ON CONFLICT (id) DO NOTHING RETURNING id"
+    "WITH ids AS (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)) AS id),"
+    " new AS (INSERT INTO applied_results (id) SELECT id FROM ids"
+    " ON CONFLICT (id) DO NOTHING RETURNING id)"
+    " SELECT id FROM ids EXCEPT SELECT id FROM new"
 )
 # FOR KEY SHARE: a student deleted meanwhile (an admin's request, retention) is deleted only after
 # this batch commits, so the buckets' foreign key holds; the cascade then removes the buckets.
@@ -184,14 +187,14 @@ class Aggregator:
     def _commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
         with self.engine.begin() as conn:
             ids = c.encoder.encode([r.frame_id for r in results]).decode()
-            fresh = {row[0] for row in conn.execute(APPLY_IDS, {"ids": ids})}
+            seen = {row[0] for row in conn.execute(APPLY_IDS, {"ids": ids})}
             known = self.known_students(conn, list({r.student_id for r in results}))
             applied = []
             for r in results:
-                # discard: a result written twice (a worker's retry) and read into one flush
+                # seen.add: a result written twice (a worker's retry) and read into one flush
                 # counts once, like one read in two flushes
-                if r.student_id in known and r.frame_id in fresh:
-                    fresh.discard(r.frame_id)
+                if r.student_id in known and r.frame_id not in seen:
+                    seen.add(r.frame_id)
                     applied.append(r)
             # The policy decides what each result leaves behind (worker/buckets.py).
             deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)

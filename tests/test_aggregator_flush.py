@@ -1,0 +1,185 @@
+"""The aggregator's flushes (worker/aggregator.py): while the results stream has a backlog,
+several reads are folded in one transaction, each bucket written once; nothing is acknowledged
+before the commit that applied it; a result written twice into one flush counts once; and one
+live update per student per flush carries the same state as folding the results one by one."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import pytest
+from sqlalchemy.exc import OperationalError
+
+import worker.aggregator as aggregator_module
+from classpulse import contracts as c
+from classpulse.policy import Policy, write_mirror
+from classpulse.streams import ensure_group
+from tests.db_helpers import sql
+from tests.test_stream_services import push
+from worker.aggregator import FLUSH_MAX_RESULTS, READ_COUNT, Aggregator
+
+LABELS = ("happy", "sad", "neutral")
+
+
+def result(roster, who: str, k: int, t_ms: float, happy: float = 0.7, yaw: float | None = None):
+    rest = (1 - happy) / 2
+    face = c.Face((10, 10, 100, 100), 0.9, dict(zip(LABELS, (happy, rest, rest), strict=True)))
+    if yaw is not None:
+        face.yaw, face.pitch = yaw, 0.0
+    return c.FrameResult(
+        frame_id=f"{k + 1}-{uuid.uuid4().hex[:8]}",
+        session_id=roster["session"],
+        student_id=roster[who],
+        seq=k,
+        received_ms=t_ms,
+        processed_ms=t_ms,
+        width=320,
+        height=240,
+        faces=[face],
+        models={},
+        timings_ms={},
+    )
+
+
+def bucket_t0(settings) -> float:
+    """A receive time at the start of the current bucket, in ms (all results in one bucket)."""
+    size = settings.bucket_seconds
+    return time.time() // size * size * 1000
+
+
+def aggregator(settings, r, engine, attention: bool = False) -> Aggregator:
+    write_mirror(r, Policy("per_student", attention=attention), 1)
+    ensure_group(r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
+    agg = Aggregator(settings, r, engine)
+    agg._pending_own = False  # noqa: SLF001 (a fresh consumer: nothing of its own pending)
+    return agg
+
+
+def pending(r) -> int:
+    return r.xpending(c.RESULTS_STREAM, c.AGGREGATOR_GROUP)["pending"]
+
+
+def stored(settings) -> list[tuple]:
+    return sql(
+        settings,
+        "SELECT student_id::text, bucket_start, frames FROM emotion_buckets ORDER BY 1, 2",
+    )
+
+
+def test_a_backlog_is_folded_in_flushes_of_several_reads(settings, clean_redis, engine, roster):
+    t0 = bucket_t0(settings)
+    n = 3 * READ_COUNT + 7
+    push(clean_redis, [result(roster, ("ada", "bo")[k % 2], k, t0 + k) for k in range(n)])
+    agg = aggregator(settings, clean_redis, engine)
+    parts = agg.read()
+    got = sum(len(entries) for _, entries in parts)
+    assert READ_COUNT < got <= FLUSH_MAX_RESULTS, "a full read did not pull the next one in"
+    assert pending(clean_redis) == got  # read, not acknowledged yet
+    assert agg.handle_parts(parts) == got
+    assert pending(clean_redis) == 0
+    while more := agg.read():
+        agg.handle_parts(more)
+    bucket = datetime.fromtimestamp(t0 / 1000, UTC)
+    # Two students, one bucket each: one row each, every frame counted once.
+    assert stored(settings) == sorted(
+        [(roster["ada"], bucket, (n + 1) // 2), (roster["bo"], bucket, n // 2)]
+    )
+
+
+def test_a_read_that_is_not_full_is_its_own_flush(settings, clean_redis, engine, roster):
+    t0 = bucket_t0(settings)
+    push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(10)])
+    agg = aggregator(settings, clean_redis, engine)
+    parts = agg.read()
+    assert sum(len(entries) for _, entries in parts) == 10
+    push(clean_redis, [result(roster, "ada", 10, t0 + 10)])  # arrives after: the next flush
+    assert agg.handle_parts(parts) == 10
+    assert agg.handle_parts(agg.read()) == 1
+
+
+def test_nothing_is_acknowledged_before_the_commit_that_applied_it(
+    settings, clean_redis, engine, roster, monkeypatch
+):
+    t0 = bucket_t0(settings)
+    n = READ_COUNT + 50
+    push(clean_redis, [result(roster, ("ada", "bo")[k % 2], k, t0 + k) for k in range(n)])
+    agg = aggregator(settings, clean_redis, engine)
+    parts = agg.read()
+    assert sum(len(entries) for _, entries in parts) == n
+
+    def database_gone(*_args, **_kw):  # PostgreSQL failing in the middle of the transaction
+        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(aggregator_module, "write_buckets", database_gone)
+    with pytest.raises(OperationalError):
+        agg.handle_parts(parts)
+    assert pending(clean_redis) == n  # nothing acknowledged
+    assert sql(settings, "SELECT count(*) FROM applied_results") == [(0,)]  # rolled back
+    monkeypatch.undo()
+    assert agg.handle_parts(parts) == n  # the loop retries the same flush as is
+    assert pending(clean_redis) == 0
+    assert sum(frames for *_, frames in stored(settings)) == n
+    assert agg.handle_parts(parts) == 0  # a replay of it (acknowledgement lost): nothing again
+    assert sum(frames for *_, frames in stored(settings)) == n
+
+
+def test_a_result_written_twice_into_one_flush_counts_once(settings, clean_redis, engine, roster):
+    t0 = bucket_t0(settings)
+    twice = result(roster, "ada", 0, t0)
+    push(clean_redis, [twice, result(roster, "bo", 1, t0 + 1), twice])  # a worker's retry
+    agg = aggregator(settings, clean_redis, engine)
+    assert agg.handle_parts(agg.read()) == 2
+    assert sum(frames for *_, frames in stored(settings)) == 2
+
+
+def test_one_live_update_per_student_per_flush_as_if_folded_one_by_one(
+    settings, clean_redis, engine, roster
+):
+    t0 = bucket_t0(settings)
+    happy = [0.9, 0.2, 0.6, 0.8, 0.4, 0.7, 0.95, 0.1]
+    yaws = [0.0, 60.0, 60.0, 0.0, 70.0, 0.0, 65.0, 65.0]  # facing, then away now and then
+    results = [
+        result(roster, who, k, t0 + 250 * k, happy=h, yaw=y)
+        for k, (h, y) in enumerate(zip(happy, yaws, strict=True))
+        for who in ("ada", "bo")
+    ]
+    push(clean_redis, results)
+    agg = aggregator(settings, clean_redis, engine, attention=True)
+    sub = clean_redis.pubsub()
+    sub.subscribe(c.live_channel(roster["session"]))
+    sub.get_message(timeout=1)  # the subscription's confirmation
+    assert agg.handle_parts(agg.read()) == len(results)
+    published = []
+    while msg := sub.get_message(timeout=0.5):
+        published.append(msgspec.json.decode(msg["data"]))
+    sub.close()
+    students = [m["student_id"] for m in published if m.get("type") == "student"]
+    assert sorted(students) == sorted([roster["ada"], roster["bo"]])  # one each
+
+    # The reference: each result folded and turned into an update one by one.
+    ref = Aggregator(settings, clean_redis, engine)
+    expected = {}
+    for res in results:
+        expected[res.student_id] = ref.live_update(
+            msgspec.json.decode(msgspec.json.encode(res), type=c.FrameResult)
+        )
+    snapshot = clean_redis.hgetall(c.snapshot_key(roster["session"]))
+    fields = ("emotion", "confidence", "probs", "quality", "facing", "facing_share", "away_s")
+    for who in ("ada", "bo"):
+        got = c.live_decoder.decode(snapshot[roster[who].encode()])
+        want = expected[roster[who]]
+        assert [getattr(got, f) for f in fields] == [getattr(want, f) for f in fields]
+        assert (got.frames, got.seq, got.received_ms) == (want.frames, want.seq, want.received_ms)
+    # And the smoothing is numpy's, in plain floats.
+    a = settings.smoothing_alpha
+    p = None
+    for h in happy:
+        x = np.array([h, (1 - h) / 2, (1 - h) / 2])
+        p = x if p is None else a * x + (1 - a) * p
+    got = c.live_decoder.decode(snapshot[roster["ada"].encode()])
+    assert got.probs == {k: round(float(v), 4) for k, v in zip(LABELS, p, strict=True)}
+    assert got.facing is False and got.away_s is not None and got.facing_share == 0.375
