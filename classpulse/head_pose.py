@@ -10,9 +10,9 @@ can run it too):
 
 1. Roll is removed first: every keypoint is expressed in a frame whose x axis runs along the
    eye line (right eye → left eye, i.e. image left → right for a face looking at the camera;
-   where that line is steeper than 45° or points left, as the detector may place the hidden eye
-   near a profile, the ear line, else the image's x axis) and whose origin is the midpoint of the two ear tragions, the head's
-   vertical rotation axis.
+   where that line is steeper than 45° or points left, as the detector may place the hidden
+   eye near a profile, the ear line, else the image's x axis) and whose origin is the midpoint
+   of the two ear tragions, the head's vertical rotation axis.
 2. Yaw. Turning the head by θ moves the nose tip, which sits a depth ``d`` in front of the ear
    axis, sideways by ``d·sin θ`` and shrinks the ear-to-ear half width ``w`` to ``w·cos θ``. So
    ``θ = atan2(nose_x, YAW_DEPTH_RATIO · half_ear_width)`` with ``YAW_DEPTH_RATIO = d / w``;
@@ -25,8 +25,8 @@ can run it too):
    in a frame turned by only half the eye line's angle: on a turned head the eyes lie far to the
    side of the ear midpoint, so the eye line's angle, which is noisy there (the detector places
    the hidden eye loosely; turning and tilting together slant it), would leak sideways offsets
-   into heights. Halving it measured best on the renders below (mean pitch error within ±45°:
-   full roll correction 4.2°, half 3.2°, none 3.4° with heads rolled up to ±10°).
+   into heights. Halving it measured best on the bench's renders (mean pitch error within
+   ±45°: full roll correction 4.2°, half 3.2°, none 3.4°, heads rolled up to ±10°).
 
 The three constants were fitted (least mean absolute error) in ``bench/head_pose_accuracy.py``
 on a photographed face mapped onto a 3D head shape, rendered at known yaw, pitch and roll and
@@ -41,7 +41,8 @@ import math
 from collections.abc import Sequence
 
 # Nose-tip depth in front of the ear axis over half the ear-to-ear width (fitted; an adult's
-# anthropometric value, ≈ 10 cm over ≈ 7.2 cm, is 1.4 — the detector's tragions sit wider).
+# anthropometric value, ≈ 10 cm over ≈ 7.2 cm, is 1.4: the detector's tragions sit a little
+# closer together than the anatomical ones).
 YAW_DEPTH_RATIO = 1.68
 # Pitch: eye height above the tragions per eye-to-mouth distance when the head is level
 # (negative: the detector puts the tragions below the eyes), and the arctangent's gain.
@@ -49,7 +50,7 @@ PITCH_LEVEL_RATIO = -0.127
 PITCH_GAIN = 1.17
 # "Facing the screen": the head within these angles of the camera. A laptop's screen sits just
 # below its camera, and students glance across it; beyond these angles the face is turned away.
-# Chosen in bench/head_pose_accuracy.py for precision and recall on labelled renders.
+# Their precision and recall on labelled renders: bench/head_pose_accuracy.py.
 FACING_YAW_DEG = 30.0
 FACING_PITCH_DEG = 25.0
 LIMIT_DEG = 90.0  # every angle is clipped to ±LIMIT_DEG
