@@ -184,13 +184,14 @@ def facing_report(rows: list[dict], est: np.ndarray, t: np.ndarray) -> dict[str,
         abs(abs(t[:, 1]) - hp.FACING_PITCH_DEG) > 5
     )
     tp_far = int((pred & label & far).sum())
+    far_precision = tp_far / max(1, int((pred & far).sum()))
     print(
         f'"facing the screen" (|yaw| ≤ {hp.FACING_YAW_DEG:g}°, |pitch| ≤ {hp.FACING_PITCH_DEG:g}°) '
         f"on {len(rows)} labelled renders: precision {precision:.3f}, recall {recall:.3f} "
         f"({missed_facing} facing renders without a detected face)"
     )
     print(
-        f"  more than 5° from a threshold: precision {tp_far / max(1, int((pred & far).sum())):.3f}, "
+        f"  more than 5° from a threshold: precision {far_precision:.3f}, "
         f"recall {tp_far / max(1, int((label & far).sum())):.3f}"
     )
     return {"precision": precision, "recall": recall}

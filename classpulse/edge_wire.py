@@ -2,11 +2,12 @@
 
 In edge capture the student's page runs the face detector and sends, per captured frame, one
 binary WebSocket message with the face boxes, scores and keypoints and (when the policy wants
-emotions) one grey crop per face, instead of a JPEG. Version 2 (what the pages send) adds each face's
-head yaw and pitch (``classpulse.head_pose``); version 1 (pages opened before it) is still read,
-its faces with ``yaw``/``pitch`` None (the worker computes them from the keypoints). The gateway validates it with ``parse``
-before writing it to the frames stream; the worker parses it again (a stream entry is untrusted
-too). ``encode`` builds one (tests, benchmarks, simulated students).
+emotions) one grey crop per face, instead of a JPEG. Version 2 (what the pages send) adds each
+face's head yaw and pitch (``classpulse.head_pose``); version 1 (pages opened before it) is
+still read, its faces with ``yaw``/``pitch`` None (the worker computes them from the keypoints).
+The gateway validates it with ``parse`` before writing it to the frames stream; the worker
+parses it again (a stream entry is untrusted too). ``encode`` builds one (tests, benchmarks,
+simulated students).
 
 No numpy here: the gateway imports this module, and it decodes no image and runs no model.
 """
