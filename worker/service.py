@@ -1,8 +1,11 @@
+# Over 300 lines: one class, the read → parse → policy → analyse → write loop; per-read helpers are in worker/batch.py.
 """The inference worker: frames stream → FramePipeline → results stream.
 
 A plain loop (arq style): read a batch through the consumer group, drop stale frames, decode,
 detect, classify all faces of the batch in one call, then write the results and acknowledge
-the frames in one MULTI/EXEC so a crash can never leave a frame both answered and pending.
+the frames in one atomic script call (worker/batch.WriteBatch) so a crash can never leave a
+frame both answered and pending. Per read, not per message: one round trip for the withdrawn
+flags and the policy, one un-filter pass over the packed crops, one write.
 Frames that a dead worker left pending are reclaimed with XAUTOCLAIM; a malformed frame is
 counted and acknowledged, never fatal. No database, no FastAPI.
 
