@@ -154,6 +154,9 @@ def test_the_notice_says_what_facing_the_screen_observes_and_the_old_one_is_refu
         code = k.session["join_code"]
         info = k.client.get(f"/api/join/{code}").json()
         assert info["consent_version"] == CONSENT_VERSION != "2026-12-6"
+        assert info["attention"] is False  # the join page can say whether it applies
+        k.put_policy(attention=True)
+        assert k.client.get(f"/api/join/{code}").json()["attention"] is True
         text = " ".join(info["consent_text"].split())
         for words in (
             'Only when the school has switched on "Facing the screen"',

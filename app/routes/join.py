@@ -35,6 +35,9 @@ class JoinInfo(BaseModel):
     consent_version: str
     consent_text: str
     emotion_mode: str  # the organisation's policy now: per_student | aggregate_only | off
+    # Whether head orientation ("facing the screen") is observed now: the notice's words on it
+    # apply only then, and the join page can say so before the student answers.
+    attention: bool = False
 
 
 class JoinIn(BaseModel):
@@ -127,6 +130,7 @@ async def join_info(code: JoinCode, request: Request, db: DbSession, res: Res) -
         consent_version=CONSENT_VERSION,
         consent_text=CONSENT_TEXT,
         emotion_mode=res.policy.mode,
+        attention=res.policy.policy.attention,
     )
 
 
