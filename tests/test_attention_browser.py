@@ -102,6 +102,10 @@ def test_facing_the_screen_with_emotions_off(server, tmp_path):
         listen(student, student_messages)
         student.goto(session["join_url"])
         expect(student.locator("#consent-text")).to_contain_text("screen")
+        # ...and what this school observes now, before the student agrees.
+        expect(student.locator("#consent-mode")).to_contain_text(
+            "whether your head faces the screen"
+        )
         student.click("#consent-accept")
         student.fill("#display-name", "Ada")
         student.click("#join-submit")

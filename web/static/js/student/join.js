@@ -3,6 +3,7 @@
 
 import { setError, show } from "../lib/dom.js";
 import { api, errorText } from "../lib/http.js";
+import { observedText } from "../lib/wording.js";
 import { startCamera } from "./camera.js";
 import { renderCounts, restoreCounts } from "./counts.js";
 import { connect } from "./live.js";
@@ -49,8 +50,13 @@ export async function loadInvitation() {
   $("class-title").textContent = info.session_title;
   $("class-teacher").textContent = info.teacher ? "Teacher: " + info.teacher : "";
   state.consentVersion = info.consent_version;
-  if (info.emotion_mode)
-    $("consent-mode").textContent = "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode);
+  if (info.emotion_mode) {
+    // What this school observes now, before the student agrees: the mode, and head orientation
+    // when the policy observes it (the notice below explains both).
+    const observed = observedText(info.attention, info.emotion_mode);
+    $("consent-mode").textContent =
+      "At this school now: " + (MODE_TEXT[info.emotion_mode] || info.emotion_mode) + (observed ? " " + observed : "");
+  }
   $("consent-version").textContent = String(info.consent_version);
   $("consent-text").replaceChildren(...noticeNodes(info.consent_text));
   step("consent-step");
