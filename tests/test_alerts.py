@@ -413,3 +413,23 @@ def test_a_faulty_rule_never_stops_the_aggregator(
     eng._last = 0
     with pytest.raises(redis.ConnectionError):  # the aggregator's loop handles outages
         eng.tick()
+
+
+def test_state_of_another_schema_version_reads_as_no_state(
+    settings, clean_redis, engine, classroom
+):
+    """During an upgrade an aggregator of another release may write the snapshot: its updates
+    are not misread as this release's (the rules wait for the next update of this version)."""
+    r = clean_redis
+    sid = classroom["session"]
+    set_state(r, classroom, NOW, ["sad", "angry", "fear", "happy", "neutral"])
+    eng = AlertEngine(r, engine, "test")
+    with Session(engine) as db:
+        roster = list(db.scalars(select(Student).where(Student.session_id == uuid.UUID(sid))))
+    now, _ = eng._state(sid, roster)
+    assert all(s.update is not None for s in now)
+    for key in (c.snapshot_key(sid), c.presence_key(sid)):
+        for student, raw in r.hgetall(key).items():
+            r.hset(key, student, raw.replace(b'"v":1', b'"v":2'))
+    later, _ = eng._state(sid, roster)
+    assert all(s.update is None and s.connection_t == 0.0 for s in later)

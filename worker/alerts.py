@@ -199,9 +199,13 @@ class AlertEngine:
         pipe.hgetall(contracts.presence_key(session_id))
         pipe.get(contracts.class_live_key(session_id))
         emotions, presence, class_raw = pipe.execute()
+        # State written by another schema version (an aggregator of another release during an
+        # upgrade) reads as no state: rules wait for this release's next update, never misread.
         class_now = None
         with contextlib.suppress(msgspec.DecodeError, TypeError):
             class_now = msgspec.json.decode(class_raw, type=contracts.ClassUpdate)
+        if class_now is not None and class_now.v != contracts.SCHEMA_VERSION:
+            class_now = None
         out = []
         for st in roster:
             s = StudentNow(str(st.id), st.display_name)
@@ -209,11 +213,14 @@ class AlertEngine:
             if raw:
                 with contextlib.suppress(msgspec.DecodeError):
                     p = contracts.live_decoder.decode(raw)
-                    s.connection, s.connection_t = p.presence, p.t
+                    if p.v == contracts.SCHEMA_VERSION:
+                        s.connection, s.connection_t = p.presence, p.t
             raw = emotions.get(s.student_id.encode())
             if raw:
                 with contextlib.suppress(msgspec.DecodeError):
-                    s.update = contracts.live_decoder.decode(raw)
+                    update = contracts.live_decoder.decode(raw)
+                    if update.v == contracts.SCHEMA_VERSION:
+                        s.update = update
             out.append(s)
         return out, class_now
 
