@@ -163,12 +163,15 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
             agg._pending_own = False  # noqa: SLF001 (a fresh consumer: nothing of its own pending)
             rows0 = rows_written(pg.url)
             flushes = applied = 0
+            redis_proc = psutil.Process(rd.proc.pid)
+            rd0 = sum(redis_proc.cpu_times()[:2])
             cpu0, pg0, t0 = time.process_time(), pg_cpu(pg), time.perf_counter()
             while parts := agg.read():
                 applied += agg.handle_parts(parts)
                 flushes += 1
             elapsed = time.perf_counter() - t0
             cpu, pgc = time.process_time() - cpu0, pg_cpu(pg) - pg0
+            rdc = sum(redis_proc.cpu_times()[:2]) - rd0
             engine.dispose()  # its backends exit and report their statistics
             rows = rows_written(pg.url) - rows0
             with psycopg.connect(pg.url, autocommit=True) as conn:
@@ -184,6 +187,7 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
         "elapsed": elapsed,
         "agg_us": cpu / n * 1e6,
         "pg_us": pgc / n * 1e6,
+        "redis_us": rdc / n * 1e6,
         "rows_per_result": rows / n,
     }
 
@@ -197,7 +201,7 @@ def show(label: str, m: dict[str, float]) -> None:
         f"  {label:>8}: {m['results_s']:7,.0f} results/s, {m['flushes']:4.0f} flushes in "
         f"{m['elapsed']:5.2f} s, {m['rows_per_result']:.3f} bucket rows written per result; "
         f"CPU per result: aggregator {m['agg_us']:5.1f} µs + PostgreSQL {m['pg_us']:5.1f} µs "
-        f"= {m['agg_us'] + m['pg_us']:5.1f} µs   (load {loadavg()})"
+        f"= {m['agg_us'] + m['pg_us']:5.1f} µs (Redis {m['redis_us']:4.1f} µs)   (load {loadavg()})"
     )
 
 
@@ -239,6 +243,7 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
         ("rows_per_result", "bucket rows written per result"),
         ("agg_us", "aggregator CPU µs/result"),
         ("pg_us", "PostgreSQL CPU µs/result"),
+        ("redis_us", "Redis CPU µs/result"),
     ):
         a, b = mean(old, k), mean(new, k)
         print(f"  {what:>32}: {a:8.2f} → {b:8.2f}  ({b / a:.2f}×)")

@@ -97,6 +97,7 @@ class Aggregator:
         self._last_reclaim = 0.0
         self._last_prune = time.monotonic()
         self._uuids: set[str] = set()  # ids already checked as UUIDs (emptied by prune)
+        self._bucket_starts: dict[int, datetime] = {}  # bucket number -> its start
         self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
         # The results stream shards this aggregator consumes (all unless told).
         self.results_streams = [
@@ -158,7 +159,13 @@ class Aggregator:
     # --- folding ------------------------------------------------------------------------------
     def bucket_start(self, received_ms: float) -> datetime:
         size = self.settings.bucket_seconds
-        return datetime.fromtimestamp((received_ms / 1000) // size * size, UTC)
+        n = int(received_ms / 1000 // size)
+        start = self._bucket_starts.get(n)
+        if start is None:  # a few buckets a minute: made once each, not per result
+            if len(self._bucket_starts) > 1000:
+                self._bucket_starts.clear()
+            start = self._bucket_starts[n] = datetime.fromtimestamp(n * size, UTC)
+        return start
 
     def commit(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
         """Fold new results into their buckets in one transaction; return the ones applied.

@@ -76,7 +76,10 @@ class Delta:
 def main_face(res: c.FrameResult) -> c.Face | None:
     """The student's own face: the largest (a sibling behind them is smaller). With or without
     probabilities: a face seen with emotion inference off still counts as presence."""
-    return max(res.faces, key=lambda f: f.box[2] * f.box[3]) if res.faces else None
+    faces = res.faces
+    if len(faces) == 1:  # the usual case, without a key function per result
+        return faces[0]
+    return max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
 
 
 def fold(
@@ -102,10 +105,17 @@ def fold(
         return
     k.frames_with_face += 1
     k.observe(faces)
-    for label, p in (face.probs or {}).items():
-        k.prob_sums[label] += p
-        if views.shows_students(res.mode):  # kept per student only where shown per student
-            d.prob_sums[label] += p
+    if not face.probs:
+        return
+    klass_sums = k.prob_sums
+    if views.shows_students(res.mode):  # kept per student only where shown per student
+        student_sums = d.prob_sums
+        for label, p in face.probs.items():
+            klass_sums[label] += p
+            student_sums[label] += p
+    else:
+        for label, p in face.probs.items():
+            klass_sums[label] += p
 
 
 def write_buckets(
