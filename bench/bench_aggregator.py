@@ -161,6 +161,9 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
             engine = make_engine(pg.url, pool_size=2)
             agg = Aggregator(settings, r, engine)
             agg._pending_own = False  # noqa: SLF001 (a fresh consumer: nothing of its own pending)
+            tune_gc = getattr(sys.modules[Aggregator.__module__], "tune_gc", None)
+            if tune_gc is not None:  # as the aggregator's main() does (revisions before: none)
+                tune_gc()
             rows0 = rows_written(pg.url)
             flushes = applied = 0
             redis_proc = psutil.Process(rd.proc.pid)
