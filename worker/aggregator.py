@@ -112,7 +112,8 @@ class Aggregator:
         consumer's own unacknowledged results, then (every few seconds) what a dead aggregator
         left, else new results of every owned shard: one XREADGROUP, and more while the stream
         has a backlog (``read_more``)."""
-        # COUNT is per stream: about 500 results per batch (one transaction) however many shards.
+        # COUNT is per stream: about 500 results per read however many shards (a flush, one
+        # transaction, may join several reads: read_more).
         count = max(50, -(-READ_COUNT // len(self.results_streams)))
         streams = self.results_streams
         if self._pending_own:  # after a restart: this consumer's own unacknowledged results first
