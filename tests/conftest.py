@@ -28,6 +28,43 @@ ADMIN_URL = os.environ.get(
 REDIS_BASE = os.environ.get("CLASSPULSE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 MODELS = REPO_ROOT / "models"
 
+# The fast tier (`scripts/test --fast`, i.e. `pytest -m "not slow"`) leaves out what is slow by
+# nature, listed here with the reason instead of a marker in each file: a module, or one test of
+# a module ("module::test", every parameter of it). A test marked `browser` (Chromium) is slow
+# too, and so is one marked `slow` in its own module (a fuzzing run, a class of 40 arriving).
+# The full suite (`scripts/test`, CI) runs everything. Measured: tests/test_*.py one module at
+# a time with --durations, then the fast tier as a whole (README, "Tests in parts").
+SLOW = {
+    "test_caddy_proxy": "the real Caddy in front of a running service, Chromium through it",
+    "test_class_arrival": "40 students arriving at once against the whole service",
+    "test_cli_accounts": "the classpulse command as a process",
+    "test_embedded": "starts the embedded PostgreSQL and Redis servers",
+    "test_faults": "kills and restarts workers, the aggregator, Redis and PostgreSQL",
+    "test_gateway_redis_restart": "restarts a private Redis under a running gateway",
+    "test_k8s_manifests": "kubectl over both overlays; probes and migrations as real processes",
+    "test_multi_gateway": "two gateways, workers and aggregators as processes, one killed",
+    "test_process_boundaries": "starts each service as the container does",
+    "test_scale": "many students and processes at once",
+    "test_school_limits": "a school's worth of joins and logins from one address (600, 1,000)",
+    "test_static_streams": "stalled readers held until their deadlines, the gateway's memory",
+    "test_training": "trains networks with torch",
+    # Walks of the whole app (20 s and 16 s here); the table checks beside them stay fast.
+    "test_access_matrix::test_access_matrix": "every route and socket as each of six callers",
+    "test_redaction::test_no_route_or_live_message_shows_a_student_estimate_outside_per_student": (
+        "every route and socket as each reader under each policy mode"
+    ),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module else ""
+        test = getattr(item, "originalname", item.name)
+        if name in SLOW or f"{name}::{test}" in SLOW or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
@@ -70,14 +107,64 @@ def clean_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+# What every test starts without: these tables and every table referencing them, as
+# ``TRUNCATE ... CASCADE`` would empty them.
+CLEAN_TABLES = ("users", "class_sessions", "students", "emotion_buckets", "applied_results")
+# How to empty them, worked out once per run from the catalogue: (table, truncate), referencing
+# tables first.
+_CLEANUP: list[tuple[str, bool]] = []
+
+
+def _cleanup_plan(conn: psycopg.Connection) -> list[tuple[str, bool]]:
+    """CLEAN_TABLES and every table whose foreign keys reach them (recursively), each after the
+    tables that reference it, and whether to TRUNCATE it (a partitioned table nothing references:
+    its rows go without dead tuples, so the planner sees each test's tables as the last one
+    left them) or DELETE from it (a few rows: no new files for the table and its indexes)."""
+    edges = conn.execute(
+        """SELECT DISTINCT c.conrelid::regclass::text, c.confrelid::regclass::text
+           FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+           WHERE c.contype = 'f' AND NOT r.relispartition"""
+    ).fetchall()
+    partitioned = {
+        r[0] for r in conn.execute("SELECT oid::regclass::text FROM pg_class WHERE relkind = 'p'")
+    }
+    referencing: dict[str, set[str]] = {}
+    for child, parent in edges:
+        referencing.setdefault(parent, set()).add(child)
+    reached, todo = set(), list(CLEAN_TABLES)
+    while todo:
+        table = todo.pop()
+        if table not in reached:
+            reached.add(table)
+            todo += referencing.get(table, ())
+    order: list[str] = []
+    while len(order) < len(reached):
+        ready = sorted(
+            t
+            for t in reached - set(order)
+            if referencing.get(t, set()) & reached <= set(order) | {t}
+        )
+        assert ready, f"foreign keys in a cycle among {sorted(reached - set(order))}"
+        order += ready
+    return [(t, t in partitioned and not referencing.get(t)) for t in order]
+
+
 @pytest.fixture
 def clean_db(database_url: str) -> Iterator[str]:
-    """The test database with every row removed after the test."""
+    """The test database with every row removed after the test. Not one ``TRUNCATE ...
+    CASCADE``: that makes new files for every daily partition of the bucket tables, 0.3-0.7 s
+    a test, minutes across the suite. The bucket tables are truncated only when a test wrote to
+    them; the other tables hold a few rows, deleted."""
     yield database_url
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE users, class_sessions, students, emotion_buckets, applied_results CASCADE"
-        )
+        if not _CLEANUP:
+            _CLEANUP.extend(_cleanup_plan(conn))
+        with conn.transaction():
+            for table, truncate in _CLEANUP:  # names from the catalogue
+                if not truncate:
+                    conn.execute(f"DELETE FROM {table}")
+                elif conn.execute(f"SELECT EXISTS (SELECT FROM {table})").fetchone()[0]:
+                    conn.execute(f"TRUNCATE {table}")
 
 
 @pytest.fixture

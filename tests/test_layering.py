@@ -91,3 +91,22 @@ def test_the_foundation_holds_only_shared_modules():
     for module in core:
         up = [i for i in _imports(MODULES[module]) if i.split(".")[0] in PACKAGES[1:]]
         assert not up, (module, up)
+
+
+def test_the_slow_list_names_tests_that_exist():
+    """tests/conftest.py SLOW names modules and tests by name: a renamed one would silently
+    join the fast tier."""
+    from tests.conftest import SLOW
+
+    tests_dir = REPO_ROOT / "tests"
+    for key in SLOW:
+        module, _, test = key.partition("::")
+        path = tests_dir / f"{module}.py"
+        assert path.exists(), f"SLOW names {module}, which is not in tests/"
+        if test:
+            names = {
+                n.name
+                for n in ast.walk(ast.parse(path.read_text()))
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            }
+            assert test in names, f"SLOW names {key}, but {module} has no test {test}"
