@@ -204,14 +204,15 @@ def compare(args: argparse.Namespace) -> int:
             for label, rs in runs.items():
                 wall = [r["seconds"] for r in rs]
                 cpu = [r["cpu_seconds"] for r in rs]
-                rest = min(r["cpu_seconds"] - r["classify_cpu"] for r in rs) / args.frames * 1e6
+                rests = [(r["cpu_seconds"] - r["classify_cpu"]) / args.frames * 1e6 for r in rs]
                 best[label] = (min(wall), min(cpu))
                 print(
                     f"  {kind:6s} {label:22s} wall: best {args.frames / min(wall):7.1f} msg/s, "
                     f"median {args.frames / statistics.median(wall):7.1f}; worker CPU: "
                     f"{min(cpu) / args.frames * 1e6:.0f} µs/msg = "
-                    f"{args.frames / min(cpu):7.1f} msg/s per core, {rest:.0f} µs/msg outside "
-                    f"the classifier ({len(rs)} rounds)"
+                    f"{args.frames / min(cpu):7.1f} msg/s per core; outside the classifier "
+                    f"best {min(rests):.0f}, median {statistics.median(rests):.0f} µs/msg "
+                    f"({len(rs)} rounds)"
                 )
             (old_wall, old_cpu), (new_wall, new_cpu) = best.values()
             print(
