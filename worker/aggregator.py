@@ -1,4 +1,6 @@
 """The aggregator: results stream → per-student smoothing + time buckets → PostgreSQL + live.
+(Over 300 lines: the read → commit → publish → ack loop and its exactly-once rules are one unit;
+folding, live state, class mix and alerts live in their own modules.)
 
 The only writer of emotion data. Each flush (one read, or while the stream has a backlog several
 reads, bounded by FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
