@@ -156,7 +156,13 @@ class Aggregator:
             full = any(len(entries) >= count for _, entries in last)
             if not full or total >= FLUSH_MAX_RESULTS or time.monotonic() >= deadline:
                 return list(merged.items())
-            last = read_groups(self.r, self.results_streams, c.AGGREGATOR_GROUP, self.name, count)
+            try:
+                last = read_groups(
+                    self.r, self.results_streams, c.AGGREGATOR_GROUP, self.name, count
+                )
+            except redis.RedisError:
+                self._pending_own = True  # what this flush read stays pending: re-read it first
+                raise
 
     def read_batch(self) -> list[Entry]:
         """The entries of ``read`` (one shard's: ``handle`` acknowledges them on the first owned
