@@ -1,7 +1,7 @@
 """Alert rules per session: the defaults, merging with a session's stored overrides, validation.
 
 Shared by the gateway (``GET/PUT /api/sessions/{id}/alert-rules``) and the aggregator's rule
-engine (``worker/alerts.py``), which is why it lives here and not in either of them.
+engine (``aggregator/alerts.py``), which is why it lives here and not in either of them.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_aggregator(args: argparse.Namespace) -> int:
     settings = settings_from(args, keyless=True)
     _need(settings, "database_url", "redis_url")
-    from worker.aggregator import main
+    from aggregator.service import main
 
     return main(settings)
 

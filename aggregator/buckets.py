@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from classpulse import contracts as c
 from classpulse import views
-from worker.attention import observed
+from aggregator.attention import observed
 
 # Each key column's type, as the statement reads the rows (jsonb_to_recordset).
 KEY_TYPES = {"session_id": "uuid", "student_id": "uuid", "bucket_start": "timestamptz"}

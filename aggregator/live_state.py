@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from classpulse import contracts as c
-from worker.attention import AttentionState, observed
-from worker.buckets import main_face
+from aggregator.attention import AttentionState, observed
+from aggregator.buckets import main_face
 
 RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
 MIN_STREAK = 2  # faced frames after a (re)start before a label is shown

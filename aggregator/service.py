@@ -45,11 +45,11 @@ from classpulse.streams import (
 )
 from records import partitions
 from records.retention import Retention
-from worker.alerts import AlertEngine
-from worker.buckets import Delta, fold, write_buckets
-from worker.class_mix import ClassMix, publish_class
-from worker.live_state import STATE_IDLE_S, Step, StudentState, add_attention, build, step
-from worker.policy_reader import PolicyReader, apply_mode
+from aggregator.alerts import AlertEngine
+from aggregator.buckets import Delta, fold, write_buckets
+from aggregator.class_mix import ClassMix, publish_class
+from aggregator.live_state import STATE_IDLE_S, Step, StudentState, add_attention, build, step
+from aggregator.policy_reader import PolicyReader, apply_mode
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
@@ -93,7 +93,7 @@ class Aggregator:
         self.engine = engine
         self.name = consumer_name("aggregator")
         self.heartbeat = Heartbeat(r, c.AGGREGATOR_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
-        self.alerts = AlertEngine(r, engine, self.name)  # alert rules: worker/alerts.py
+        self.alerts = AlertEngine(r, engine, self.name)  # alert rules: aggregator/alerts.py
         self.students: dict[str, StudentState] = {}
         self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
         self.policy = self.privacy.policy
@@ -216,7 +216,7 @@ class Aggregator:
                 if r.student_id in known and r.frame_id not in seen:
                     seen.add(r.frame_id)
                     applied.append(r)
-            # The policy decides what each result leaves behind (worker/buckets.py).
+            # The policy decides what each result leaves behind (aggregator/buckets.py).
             deltas: dict[tuple[str, str, datetime], Delta] = defaultdict(Delta)
             class_deltas: dict[tuple[str, datetime], Delta] = defaultdict(Delta)
             for res in applied:
@@ -352,7 +352,7 @@ class Aggregator:
                 if batch:
                     self.handle_parts(batch)
                     batch = []
-                self.alerts.tick()  # hook: open/close alerts, at most every 2 s (worker/alerts.py)
+                self.alerts.tick()  # hook: open/close alerts, at most every 2 s (aggregator/alerts.py)
                 backoff.reset()
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
