@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 
+from aggregator.attention import observed
 from classpulse import contracts as c
 from classpulse import views
-from aggregator.attention import observed
 
 # Each key column's type, as the statement reads the rows (jsonb_to_recordset).
 KEY_TYPES = {"session_id": "uuid", "student_id": "uuid", "bucket_start": "timestamptz"}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from classpulse import contracts as c
 from aggregator.attention import AttentionState, observed
 from aggregator.buckets import main_face
+from classpulse import contracts as c
 
 RESUME_GAP_MS = 10_000  # a student's frames this far apart: the stream paused, start afresh
 MIN_STREAK = 2  # faced frames after a (re)start before a label is shown

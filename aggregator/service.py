@@ -28,6 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from aggregator.alerts import AlertEngine
+from aggregator.buckets import Delta, fold, write_buckets
+from aggregator.class_mix import ClassMix, publish_class
+from aggregator.live_state import STATE_IDLE_S, Step, StudentState, add_attention, build, step
+from aggregator.policy_reader import PolicyReader, apply_mode
 from classpulse import contracts as c
 from classpulse import views
 from classpulse.db import make_engine
@@ -45,11 +50,6 @@ from classpulse.streams import (
 )
 from records import partitions
 from records.retention import Retention
-from aggregator.alerts import AlertEngine
-from aggregator.buckets import Delta, fold, write_buckets
-from aggregator.class_mix import ClassMix, publish_class
-from aggregator.live_state import STATE_IDLE_S, Step, StudentState, add_attention, build, step
-from aggregator.policy_reader import PolicyReader, apply_mode
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000

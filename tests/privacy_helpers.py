@@ -15,6 +15,7 @@ import psycopg
 import redis
 from fastapi.testclient import TestClient
 
+from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import make_engine
 from classpulse.settings import Settings
@@ -28,7 +29,6 @@ from tests.test_gateway_helpers import (
     token_protocols,
 )
 from tests.test_stream_services import drain_worker, jpeg, run_aggregator
-from worker.aggregator import Aggregator
 from worker.pipeline import FramePipeline
 from worker.service import InferenceWorker
 

@@ -1,4 +1,4 @@
-"""The aggregator's flushes (worker/aggregator.py): while the results stream has a backlog,
+"""The aggregator's flushes (aggregator/service.py): while the results stream has a backlog,
 several reads are folded in one transaction, each bucket written once; nothing is acknowledged
 before the commit that applied it; a result written twice into one flush counts once; and one
 live update per student per flush carries the same state as folding the results one by one."""
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
-import worker.aggregator as aggregator_module
+import aggregator.service as aggregator_module
+from aggregator.service import FLUSH_MAX_RESULTS, READ_COUNT, Aggregator
 from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
 from classpulse.streams import ensure_group
 from tests.db_helpers import sql
 from tests.test_stream_services import push
-from worker.aggregator import FLUSH_MAX_RESULTS, READ_COUNT, Aggregator
 
 LABELS = ("happy", "sad", "neutral")
 

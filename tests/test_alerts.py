@@ -14,6 +14,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregator.alerts import AlertEngine, StudentNow, evaluate
+from aggregator.service import Aggregator
 from app.hub import DropOldestQueue, Hub
 from classpulse import alert_rules
 from classpulse import contracts as c
@@ -21,8 +23,6 @@ from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
 from tests.history_helpers import set_policy
 from tests.test_gateway_helpers import bearer, client_for, make_user, token_protocols
-from worker.aggregator import Aggregator
-from worker.alerts import AlertEngine, StudentNow, evaluate
 
 NOW = 1_800_000_000.0
 RULES = alert_rules.merged(None)

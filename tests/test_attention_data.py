@@ -18,6 +18,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregator.attention import AttentionState
+from aggregator.service import Aggregator
 from app.hub import DropOldestQueue, Hub
 from classpulse import contracts as c
 from classpulse import views
@@ -29,8 +31,6 @@ from tests.privacy_helpers import a_class, rows, send_frames
 from tests.test_gateway_helpers import student_update, token_protocols
 from tests.test_redaction import csv_estimates_in, estimates_in
 from tests.test_stream_services import push, run_aggregator
-from worker.aggregator import Aggregator
-from worker.attention import AttentionState
 
 T0 = 1_700_000_000_000.0  # on a 5 s bucket boundary
 AWAY = FACING_YAW_DEG * 2  # a head turned this far does not face the screen

@@ -13,7 +13,7 @@ from tests.db_helpers import NOW, frame_result, sql, sql_exec
 
 # --- 6. bounded in-memory state ------------------------------------------------------------------
 def test_idle_student_states_are_dropped(settings, clean_redis, engine, roster):
-    from worker.aggregator import STATE_IDLE_S, Aggregator
+    from aggregator.service import STATE_IDLE_S, Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     agg.live_update(frame_result(roster, "ada", 1))
@@ -24,7 +24,7 @@ def test_idle_student_states_are_dropped(settings, clean_redis, engine, roster):
 
 
 def test_the_class_mix_forgets_sessions_nobody_is_in(monkeypatch):
-    import worker.class_mix as wp
+    import aggregator.class_mix as wp
 
     clock = [1000.0]
     monkeypatch.setattr(wp.time, "monotonic", lambda: clock[0])

@@ -325,7 +325,7 @@ def test_evaluate_and_calibrate_on_fer2013_csv(tmp_path, capsys):
 
 
 def test_aggregator_follows_the_published_threshold_unless_set(settings, clean_redis, engine):
-    from worker.aggregator import Aggregator
+    from aggregator.service import Aggregator
 
     assert settings.uncertain_below is None  # default: follow the model
     agg = Aggregator(settings, clean_redis, engine)

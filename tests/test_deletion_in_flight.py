@@ -42,7 +42,7 @@ def _delete_in_thread(settings, student_id: str) -> tuple[threading.Thread, dict
 def test_a_student_deleted_during_a_batch_waits_for_its_commit(
     settings, clean_redis, engine, roster, monkeypatch
 ):
-    from worker.aggregator import Aggregator
+    from aggregator.service import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     write_mirror(clean_redis, Policy("per_student"), 1)
@@ -78,7 +78,7 @@ def test_a_foreign_key_violation_refolds_the_batch_without_the_deleted_student(
 ):
     """Whatever makes the upsert's foreign key fail, the aggregator folds the batch again with
     the students read afresh, instead of exiting."""
-    from worker.aggregator import Aggregator
+    from aggregator.service import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     write_mirror(clean_redis, Policy("per_student"), 1)
@@ -114,7 +114,7 @@ def _stalled_state(r, roster, student: str, now: float) -> None:
 def test_the_alert_engine_survives_a_student_deleted_during_an_evaluation(
     settings, clean_redis, engine, roster, monkeypatch
 ):
-    from worker.alerts import AlertEngine
+    from aggregator.alerts import AlertEngine
 
     now = time.time()
     _stalled_state(clean_redis, roster, "ada", now)
@@ -148,7 +148,7 @@ def test_an_integrity_error_in_the_alert_rules_is_not_fatal(
 ):
     from sqlalchemy.exc import IntegrityError
 
-    from worker.alerts import AlertEngine
+    from aggregator.alerts import AlertEngine
 
     alerts = AlertEngine(clean_redis, engine, "aggregator-test")
 

@@ -14,13 +14,13 @@ import psycopg
 import pytest
 from alembic import command
 
+from aggregator.buckets import Delta, write_buckets
 from classpulse.db import make_engine
 from classpulse.migrate import alembic_config, upgrade
 from records import partitions
 from records.retention import purge
 from tests.conftest import ADMIN_URL
 from tests.db_helpers import NOW, sql, sql_exec
-from worker.buckets import Delta, write_buckets
 
 TODAY = NOW.date()
 

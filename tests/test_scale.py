@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy.orm import Session
 
+from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket
 from tests import test_stream_services as streams
 from tests.test_stream_services import add_frame, buckets, loops_running, stats, wait_for_frames
-from worker.aggregator import Aggregator
 from worker.service import InferenceWorker
 
 # The stream tests' fixture (models loaded once per module), shared.

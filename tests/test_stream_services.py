@@ -17,9 +17,9 @@ from skimage import data as skdata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket, Student
-from worker.aggregator import Aggregator
 from worker.pipeline import FramePipeline
 from worker.service import InferenceWorker
 

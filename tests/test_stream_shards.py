@@ -18,13 +18,13 @@ import redis
 from redis.asyncio import Redis
 from sqlalchemy.orm import Session
 
+from aggregator.service import Aggregator
 from app.frame_sink import FrameSink
 from classpulse import contracts as c
 from classpulse.db import ClassSession, Student, User
 from classpulse.settings import Settings
 from tests import test_stream_services as streams
 from tests.test_stream_services import buckets, jpeg, loops_running, stats, wait_for_frames
-from worker.aggregator import Aggregator
 from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the models, loaded once per module
