@@ -8,14 +8,14 @@ transaction that also records the flush's frame ids in ``applied_results``; only
 before are added, so a replay (a crash between commit and XACK, a reclaimed batch) never
 double-counts. A flush writes each bucket it touches once, however many of its results fall in
 it. Results are acknowledged only after the commit; live updates are published after it too,
-one per student per flush (their latest state).
+one per student per flush (their latest state). The loop around (groups, heartbeat, reclaim,
+backoff, a lost group) is the one the inference worker runs too: classpulse/consumer.py.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
 import uuid
 from collections import defaultdict
@@ -35,25 +35,18 @@ from aggregator.live_state import STATE_IDLE_S, Step, StudentState, add_attentio
 from aggregator.policy_reader import PolicyReader, apply_mode
 from classpulse import contracts as c
 from classpulse import views
+from classpulse.consumer import StreamConsumer
 from classpulse.db import make_engine
 from classpulse.policy import EmotionMode, Policy
 from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
-from classpulse.streams import (
-    Backoff,
-    Entry,
-    Heartbeat,
-    consumer_name,
-    ensure_groups,
-    read_groups,
-    reclaim_all,
-    stop_on_signals,
-)
+from classpulse.streams import Entry, Parts, read_groups, stop_on_signals
 from records import partitions
 from records.retention import Retention
 
 log = logging.getLogger(__name__)
 RECLAIM_IDLE_MS = 15_000
 READ_COUNT = 500  # results per XREADGROUP
+READ_BLOCK_MS = 200  # an idle aggregator's read waits this long for results
 # While reads come back full (a backlog), more reads join the same flush (one transaction): the
 # more results a flush holds, the more of them share a student's bucket and its one upsert
 # (at 1,000 students a read of 500 holds each student about once). Bounded so that a flush
@@ -83,16 +76,23 @@ KNOWN_STUDENTS = text(
     "SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS uuid))) ORDER BY id FOR KEY SHARE"
 )
 
-__all__ = ["STATE_IDLE_S", "Aggregator", "StudentState", "main"]
 
+class Aggregator(StreamConsumer):
+    retry_failed_read = True  # a flush whose commit failed is folded again: it is idempotent
 
-class Aggregator:
     def __init__(self, settings: Settings, r: redis.Redis, engine: Engine) -> None:
+        # The results stream shards this aggregator consumes (all unless told).
+        super().__init__(
+            r,
+            role="aggregator",
+            group=c.AGGREGATOR_GROUP,
+            streams=[c.results_stream(k, settings.stream_shards) for k in settings.owned_shards],
+            heartbeat_prefix=c.AGGREGATOR_HEARTBEAT_PREFIX,
+            reclaim_idle_ms=settings.reclaim_idle_ms or RECLAIM_IDLE_MS,
+        )
         self.settings = settings
-        self.r = r
         self.engine = engine
-        self.name = consumer_name("aggregator")
-        self.heartbeat = Heartbeat(r, c.AGGREGATOR_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
+        self.results_streams = self.streams  # the results stream shards read (StreamConsumer's)
         self.alerts = AlertEngine(r, engine, self.name)  # alert rules: aggregator/alerts.py
         self.students: dict[str, StudentState] = {}
         self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
@@ -100,22 +100,16 @@ class Aggregator:
         self.class_mix = ClassMix()
         self._threshold, self._threshold_at = DEFAULT_UNCERTAIN_BELOW, -THRESHOLD_READ_S
         self._pending_own = True  # on start, first re-read what this name left unacknowledged
-        self._last_reclaim = 0.0
         self._last_prune = time.monotonic()
         self._uuids: set[str] = set()  # ids already checked as UUIDs (emptied by prune)
         self._bucket_starts: dict[int, datetime] = {}  # bucket number -> its start
-        self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
-        # The results stream shards this aggregator consumes (all unless told).
-        self.results_streams = [
-            c.results_stream(k, settings.stream_shards) for k in settings.owned_shards
-        ]
 
-    # --- reading ------------------------------------------------------------------------------
-    def read(self) -> list[tuple[str, list[Entry]]]:
+    # --- reading (the consumer loop's steps: classpulse/consumer.py) --------------------------
+    def read(self) -> Parts:
         """The next flush as (results stream shard, entries) parts: after a restart this
-        consumer's own unacknowledged results, then (every few seconds) what a dead aggregator
-        left, else new results of every owned shard: one XREADGROUP, and more while the stream
-        has a backlog (``read_more``)."""
+        consumer's own unacknowledged results, then what a dead aggregator left (looked for
+        every few seconds), else new results of every owned shard: one XREADGROUP, and more while
+        the stream has a backlog (``read_more``)."""
         # COUNT is per stream: about 500 results per read however many shards (a flush, one
         # transaction, may join several reads: read_more).
         count = max(50, -(-READ_COUNT // len(self.results_streams)))
@@ -125,22 +119,12 @@ class Aggregator:
             if parts:
                 return parts
             self._pending_own = False
-        now = time.monotonic()
-        if now - self._last_reclaim > min(5.0, self.reclaim_idle_ms / 1000):
-            self._last_reclaim = now
-            claimed = reclaim_all(
-                self.r, streams, c.AGGREGATOR_GROUP, self.name, self.reclaim_idle_ms, count
-            )
-            if claimed:
-                n = sum(len(e) for _, e in claimed)
-                log.info("reclaimed %d results from a dead aggregator", n)
-                return claimed
-        parts = read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, block=200)
-        return self.read_more(parts, count)
+        claimed = self.reclaim(count)
+        if claimed:  # a flush of its own: those results are late already
+            return claimed
+        return self.read_more(self.read_new(count, READ_BLOCK_MS), count)
 
-    def read_more(
-        self, parts: list[tuple[str, list[Entry]]], count: int
-    ) -> list[tuple[str, list[Entry]]]:
+    def read_more(self, parts: Parts, count: int) -> Parts:
         """Add further reads of new results to ``parts`` while the last read came back full (a
         backlog: results that are late already), without blocking, up to FLUSH_MAX_RESULTS or
         FLUSH_MAX_S. A read that is not full ends the flush at once, so at a rate the
@@ -163,11 +147,6 @@ class Aggregator:
             except redis.RedisError:
                 self._pending_own = True  # what this flush read stays pending: re-read it first
                 raise
-
-    def read_batch(self) -> list[Entry]:
-        """The entries of ``read`` (one shard's: ``handle`` acknowledges them on the first owned
-        results stream; with several shards use ``read`` and ``handle_parts``)."""
-        return [e for _, entries in self.read() for e in entries]
 
     # --- folding ------------------------------------------------------------------------------
     def bucket_start(self, received_ms: float) -> datetime:
@@ -225,12 +204,6 @@ class Aggregator:
         return applied
 
     # --- live ---------------------------------------------------------------------------------
-    def live_update(self, res: c.FrameResult) -> c.LiveUpdate:
-        """Fold one result into its student's live state and return its update."""
-        state = self.students.setdefault(res.student_id, StudentState())
-        s = step(state, res, self.settings.smoothing_alpha, time.monotonic())
-        return self._build(state, s)
-
     def _build(self, state: StudentState, s: Step) -> c.LiveUpdate:
         below = self.uncertain_below() if s.face is not None and s.face.probs else 1.0
         return build(state, s, below, self.settings.small_face_px)
@@ -295,15 +268,22 @@ class Aggregator:
                 pipe.publish(c.live_channel(session_id), payload)
         pipe.execute()
 
-    # --- loop ---------------------------------------------------------------------------------
-    def handle(self, entries: list[Entry], stream: str | None = None) -> int:
-        """Fold, publish and acknowledge one batch read from ``stream`` (default: the first
-        results stream this aggregator owns, which must then be its only one)."""
-        if stream is None and len(self.results_streams) > 1:
-            raise ValueError("several results stream shards: say which stream the entries are of")
-        return self.handle_parts([(stream or self.results_streams[0], entries)])
+    # --- one flush (the consumer loop's steps: classpulse/consumer.py) ------------------------
+    def consume(self, parts: Parts) -> int:
+        return self.handle_parts(parts)
 
-    def handle_parts(self, parts: list[tuple[str, list[Entry]]]) -> int:
+    def tick(self) -> None:
+        self.alerts.tick()  # hook: open/close alerts, at most every 2 s (aggregator/alerts.py)
+
+    def outage(self, exc: Exception) -> str | None:
+        """PostgreSQL unreachable (or its connection lost): the flush is folded again later."""
+        if isinstance(exc, OperationalError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            return f"database unavailable ({exc.orig})"
+        return None
+
+    def handle_parts(self, parts: Parts) -> int:
         """One batch of several results stream shards: folded in one transaction, then each
         part acknowledged on its own stream."""
         entries = [e for _, part in parts for e in part]
@@ -336,41 +316,6 @@ class Aggregator:
             pipe.hincrby(c.STATS_KEY, "aggregator.malformed", bad)
         pipe.execute()
         return len(applied)
-
-    def run(self, stop: threading.Event) -> None:
-        backoff = Backoff()
-        ready = False
-        batch: list = []
-        while not stop.is_set():
-            try:
-                if not ready:
-                    ensure_groups(self.r, self.results_streams, c.AGGREGATOR_GROUP)
-                    ready = True
-                self.heartbeat.beat()
-                if not batch:  # a batch whose commit failed is retried as is
-                    batch = self.read()
-                if batch:
-                    self.handle_parts(batch)
-                    batch = []
-                self.alerts.tick()  # hook: open/close alerts, at most every 2 s (aggregator/alerts.py)
-                backoff.reset()
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
-                    raise  # else: data lost, or a stream shard deleted while read: recreate
-                ready, batch = False, []
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ready = False
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
-                backoff.wait(stop)
-            except (OperationalError, DBAPIError) as exc:
-                if not getattr(exc, "connection_invalidated", False) and not isinstance(
-                    exc, OperationalError
-                ):
-                    raise
-                log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, backoff.delay)
-                backoff.wait(stop)
-        self.heartbeat.clear()
-        log.info("aggregator %s stopped", self.name)
 
 
 def tune_gc() -> None:

@@ -1,4 +1,5 @@
-"""Redis Streams plumbing shared by the worker and the aggregator (sync redis-py)."""
+"""Redis Streams plumbing shared by the worker and the aggregator (sync redis-py); the loop they
+share is classpulse/consumer.py."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class Heartbeat:
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its fields
+Parts = list[tuple[str, list[Entry]]]  # a read of several streams: (stream, its entries)
 
 
 def read_group(
@@ -100,14 +102,14 @@ def read_groups(
     count: int,
     block: int | None = None,
     start: str = ">",
-) -> list[tuple[str, list[Entry]]]:
+) -> Parts:
     """XREADGROUP of several streams (stream shards) in one call: (stream, entries) for each
     stream that had any. ``count`` applies per stream, as Redis does. On a Redis Cluster the
     streams must share a slot: a consumer there owns one shard (CLASSPULSE_STREAM_SHARDS_OWNED)."""
     resp: Any = r.xreadgroup(
         group, consumer, dict.fromkeys(streams, start), count=count, block=block
     )
-    out: list[tuple[str, list[Entry]]] = []
+    out: Parts = []
     for name, entries in resp or []:
         if entries:
             out.append((name.decode() if isinstance(name, bytes) else name, entries))
@@ -135,7 +137,7 @@ def reclaim(
 
 def reclaim_all(
     r: redis.Redis, streams: list[str], group: str, consumer: str, idle_ms: int, count: int
-) -> list[tuple[str, list[Entry]]]:
+) -> Parts:
     """``reclaim`` on each stream shard this consumer owns: (stream, entries) where any."""
     out = []
     for stream in streams:

@@ -53,6 +53,7 @@ WATCH = (
     "training",
     "app",
     "worker",
+    "aggregator",
 )
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|(\s*)(\S+)\s*$")
 

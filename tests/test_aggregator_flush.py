@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import aggregator.service as aggregator_module
-from aggregator.service import FLUSH_MAX_RESULTS, READ_COUNT, Aggregator
+from aggregator.service import FLUSH_MAX_RESULTS, READ_COUNT
 from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
 from classpulse.streams import ensure_group
 from tests.db_helpers import sql
+from tests.pipeline_helpers import Aggregator
 from tests.test_stream_services import push
 
 LABELS = ("happy", "sad", "neutral")

@@ -15,13 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregator.alerts import AlertEngine, StudentNow, evaluate
-from aggregator.service import Aggregator
 from app.hub import DropOldestQueue, Hub
 from classpulse import alert_rules
 from classpulse import contracts as c
 from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
 from tests.history_helpers import set_policy
+from tests.pipeline_helpers import Aggregator
 from tests.test_gateway_helpers import bearer, client_for, make_user, token_protocols
 
 NOW = 1_800_000_000.0

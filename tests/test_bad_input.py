@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 from app.main import create_app
 from classpulse import contracts
 from tests import test_stream_services as streams
+from tests.pipeline_helpers import InferenceWorker
 from tests.test_gateway_helpers import (
     JPEG,
     PASSWORD,
@@ -32,7 +33,6 @@ from tests.test_gateway_helpers import (
 )
 from tests.test_stream_services import jpeg as face_jpeg
 from tests.test_stream_services import stats
-from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
 

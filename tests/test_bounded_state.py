@@ -13,7 +13,8 @@ from tests.db_helpers import NOW, frame_result, sql, sql_exec
 
 # --- 6. bounded in-memory state ------------------------------------------------------------------
 def test_idle_student_states_are_dropped(settings, clean_redis, engine, roster):
-    from aggregator.service import STATE_IDLE_S, Aggregator
+    from aggregator.live_state import STATE_IDLE_S
+    from tests.pipeline_helpers import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     agg.live_update(frame_result(roster, "ada", 1))

@@ -22,12 +22,12 @@ from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
 from tests import test_stream_services as streams
 from tests.edge_helpers import faces_message, now_ms
+from tests.pipeline_helpers import InferenceWorker
 from tests.privacy_helpers import Pipeline, a_class, rows
 from tests.test_gateway_helpers import JPEG, joined_session, next_json, token_protocols
 from tests.test_stream_services import add_frame, drain_worker, stats
 from tests.test_stream_services import jpeg as face_jpeg
 from worker.pipeline import decode_jpeg
-from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
 

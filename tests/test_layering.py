@@ -1,6 +1,7 @@
 """The floors of the codebase, read from every module's imports (top level and inside functions):
-the shared core imports no floor above it, the gateway and the worker never import each other,
-and routes never import routes. docs/architecture.md draws the same picture."""
+the shared core imports no floor above it, the gateway, the inference worker and the aggregator
+never import one another, and routes never import routes. docs/architecture.md draws the same
+picture."""
 
 from __future__ import annotations
 
@@ -11,24 +12,28 @@ import pytest
 
 from classpulse.settings import REPO_ROOT
 
-PACKAGES = ("classpulse", "app", "worker", "records", "training")
+PACKAGES = ("classpulse", "app", "worker", "aggregator", "records", "training")
 # What each package (or part of one) may import of the others, besides itself. The CLI is the
 # top floor: it starts every process, so it may import everything (inside its commands).
 ALLOWED: dict[str, set[str]] = {
     "classpulse": set(),
-    "classpulse.cli": {"app", "worker", "records", "training"},
+    "classpulse.cli": {"app", "worker", "aggregator", "records", "training"},
     "records": {"classpulse"},
     "app": {"classpulse", "records"},
-    "worker": {"classpulse", "records"},
+    # One package per process: what the worker and the aggregator share is in the core
+    # (classpulse/consumer.py, classpulse/streams.py), so neither needs the other.
+    "worker": {"classpulse"},
+    "aggregator": {"classpulse", "records"},
     # Evaluation on faces runs the service's own path (detector → crop → classifier), so what
     # it measures is what the workers would do.
     "training": {"classpulse", "worker"},
 }
 # Libraries a floor must not touch at all (the gateway decodes no image and runs no model; the
-# worker serves no HTTP).
+# worker serves no HTTP and has no database; the aggregator runs no model and serves no HTTP).
 FORBIDDEN_LIBS = {
     "app": {"cv2", "onnxruntime", "torch"},
-    "worker": {"fastapi", "starlette", "uvicorn", "torch"},
+    "worker": {"fastapi", "starlette", "uvicorn", "torch", "sqlalchemy", "psycopg", "alembic"},
+    "aggregator": {"cv2", "onnxruntime", "fastapi", "starlette", "uvicorn", "torch"},
     "classpulse": {"fastapi", "starlette", "cv2", "onnxruntime", "torch"},
     "records": {"fastapi", "starlette", "cv2", "onnxruntime", "torch"},
 }
@@ -85,7 +90,8 @@ def test_routes_never_import_routes():
 
 
 def test_the_foundation_holds_only_shared_modules():
-    """Nothing in classpulse/ (outside the CLI) imports app, worker, training or records."""
+    """Nothing in classpulse/ (outside the CLI) imports app, worker, aggregator, records or
+    training."""
     core = [m for m in MODULES if _floor(m) == "classpulse"]
     assert len(core) >= 10
     for module in core:

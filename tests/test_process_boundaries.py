@@ -9,10 +9,11 @@ import pytest
 from tests.process_probe import start
 
 # What each process must never load: the gateway decodes no images and runs no model; the worker
-# has no web framework and no database; the aggregator neither models nor web framework. PDF
-# rendering (matplotlib) and training (torch) load only when a PDF or a training run is asked for.
+# has no web framework and no database; the aggregator neither models nor web framework; none
+# loads another process's package. PDF rendering (matplotlib) and training (torch) load only when
+# a PDF or a training run is asked for.
 FORBIDDEN = {
-    "gateway": ("cv2", "onnxruntime", "matplotlib", "torch", "worker", "training"),
+    "gateway": ("cv2", "onnxruntime", "matplotlib", "torch", "worker", "aggregator", "training"),
     "worker": (
         "fastapi",
         "starlette",
@@ -24,6 +25,7 @@ FORBIDDEN = {
         "matplotlib",
         "torch",
         "app",
+        "aggregator",
         "training",
     ),
     "aggregator": (
@@ -35,6 +37,7 @@ FORBIDDEN = {
         "matplotlib",
         "torch",
         "app",
+        "worker",
         "training",
     ),
 }
@@ -45,5 +48,9 @@ def test_process_loads_only_its_own_floor(command, database_url, redis_url, clea
     started = start(command, database_url, redis_url)
     loaded = sorted(m for m in FORBIDDEN[command] if started.loaded(m))
     assert not loaded, f"classpulse {command} loaded {loaded}"
-    # The probe sees imports at all: each process loads its own package.
-    assert started.loaded({"gateway": "app", "worker": "worker", "aggregator": "worker"}[command])
+    # The probe sees imports at all: each process loads its own package; the worker and the
+    # aggregator run the one consumer loop.
+    assert started.loaded("classpulse.consumer") == (command != "gateway")
+    assert started.loaded(
+        {"gateway": "app", "worker": "worker", "aggregator": "aggregator"}[command]
+    )

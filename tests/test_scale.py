@@ -8,12 +8,11 @@ import time
 import pytest
 from sqlalchemy.orm import Session
 
-from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket
 from tests import test_stream_services as streams
+from tests.pipeline_helpers import Aggregator, InferenceWorker
 from tests.test_stream_services import add_frame, buckets, loops_running, stats, wait_for_frames
-from worker.service import InferenceWorker
 
 # The stream tests' fixture (models loaded once per module), shared.
 pipeline = streams.pipeline

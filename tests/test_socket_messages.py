@@ -12,12 +12,12 @@ import msgspec
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from aggregator.service import Aggregator
 from app.policy_views import policy_message
 from classpulse import contracts, edge_wire
 from classpulse import socket_messages as sm
 from classpulse.policy import Policy
 from tests.db_helpers import frame_result
+from tests.pipeline_helpers import Aggregator
 from tests.test_gateway_helpers import joined_session, next_json, student_update, token_protocols
 
 # What the pages send, as they write it (web/static/js/student/live.js, camera.js, lib/socket.js).

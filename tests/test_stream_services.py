@@ -17,11 +17,10 @@ from skimage import data as skdata
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket, Student
+from tests.pipeline_helpers import Aggregator, InferenceWorker
 from worker.pipeline import FramePipeline
-from worker.service import InferenceWorker
 
 
 @pytest.fixture(scope="module")

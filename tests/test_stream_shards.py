@@ -24,8 +24,8 @@ from classpulse import contracts as c
 from classpulse.db import ClassSession, Student, User
 from classpulse.settings import Settings
 from tests import test_stream_services as streams
+from tests.pipeline_helpers import InferenceWorker
 from tests.test_stream_services import buckets, jpeg, loops_running, stats, wait_for_frames
-from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the models, loaded once per module
 

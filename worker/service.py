@@ -7,7 +7,9 @@ the frames in one atomic script call (worker/batch.WriteBatch) so a crash can ne
 frame both answered and pending. Per read, not per message: one round trip for the withdrawn
 flags and the policy, one un-filter pass over the packed crops, one write.
 Frames that a dead worker left pending are reclaimed with XAUTOCLAIM; a malformed frame is
-counted and acknowledged, never fatal. No database, no FastAPI.
+counted and acknowledged, never fatal. No database, no FastAPI. The loop around (groups,
+heartbeat, reclaim, backoff, a lost group) is the one the aggregator runs too:
+classpulse/consumer.py.
 
 Edge capture: an entry may instead hold a faces message (the page ran the detector): it is
 parsed again (a stream entry is untrusted too), skips decoding and detection, and its crops join
@@ -18,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import msgspec
@@ -29,19 +29,11 @@ import redis
 
 from classpulse import contracts as c
 from classpulse import edge_wire
+from classpulse.consumer import StreamConsumer
 from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, stricter
 from classpulse.settings import Settings
-from classpulse.streams import (
-    Backoff,
-    Entry,
-    Heartbeat,
-    consumer_name,
-    ensure_groups,
-    read_groups,
-    reclaim_all,
-    stop_on_signals,
-)
+from classpulse.streams import Entry, Parts, stop_on_signals
 from worker.aof import AofCompactor
 from worker.batch import Tally, WriteBatch, lookups, unfilter, write_script
 from worker.pipeline import (
@@ -54,8 +46,8 @@ from worker.pipeline import (
 )
 
 log = logging.getLogger(__name__)
-RECLAIM_EVERY_S = 5.0
 RECLAIM_IDLE_MS = 10_000  # a frame pending this long belongs to a worker that died or hung
+READ_BLOCK_MS = 500  # an idle worker's read waits this long for frames
 CPU_BATCH, GPU_BATCH = 32, 128
 # cp:worker_lag holds "lag_ms epoch_s" per worker. Readers ignore reports older than a few
 # seconds; reports older than LAG_FORGET_S (workers that died, every restart a new name) are
@@ -115,23 +107,26 @@ class Frame:
         return w, h
 
 
-class InferenceWorker:
+class InferenceWorker(StreamConsumer):
     def __init__(self, settings: Settings, r: redis.Redis, pipeline: FramePipeline) -> None:
-        self.settings = settings
-        self.r = r
-        self.pipeline = pipeline
-        self.name = consumer_name("worker")
-        self.heartbeat = Heartbeat(r, c.WORKER_HEARTBEAT_PREFIX + self.name, c.HEARTBEAT_TTL_S)
-        self.aof = AofCompactor(r, self.name, settings.aof_rewrite_every_s)
-        self._last_reclaim = 0.0
-        self._last_lag_prune = 0.0
-        self.batch_size = batch_size(settings, pipeline)
-        self.reclaim_idle_ms = settings.reclaim_idle_ms or RECLAIM_IDLE_MS
         # The stream shards this worker consumes (all unless told), each frames stream with the
         # results stream of the same shard (same hash tag: one Cluster slot for the MULTI/EXEC).
         self.shards = settings.stream_shards
         self.owned = settings.owned_shards
-        self.frames_streams = [c.frames_stream(k, self.shards) for k in self.owned]
+        super().__init__(
+            r,
+            role="worker",
+            group=c.WORKER_GROUP,
+            streams=[c.frames_stream(k, self.shards) for k in self.owned],
+            heartbeat_prefix=c.WORKER_HEARTBEAT_PREFIX,
+            reclaim_idle_ms=settings.reclaim_idle_ms or RECLAIM_IDLE_MS,
+        )
+        self.settings = settings
+        self.pipeline = pipeline
+        self.frames_streams = self.streams  # the frames stream shards read (StreamConsumer's)
+        self.aof = AofCompactor(r, self.name, settings.aof_rewrite_every_s)
+        self._last_lag_prune = 0.0
+        self.batch_size = batch_size(settings, pipeline)
         self._shard = {c.frames_stream(k, self.shards): k for k in range(self.shards)}
         self.results_streams = c.results_streams(self.shards)  # by shard
         self._write_script = write_script(r)  # a read's writes in one call (worker/batch.py)
@@ -143,8 +138,10 @@ class InferenceWorker:
         self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
         self.packed: list[DetectedFrame] = []  # this read's packed crops, still "Sub"-filtered
 
+    # --- the consumer loop's steps (classpulse/consumer.py) ----------------------------------
     def setup(self) -> None:
-        ensure_groups(self.r, self.frames_streams, c.WORKER_GROUP)
+        """The groups, and what this worker's model is (for the gateways and the aggregator)."""
+        super().setup()
         labels = msgspec.json.encode(list(self.pipeline.labels)).decode()
         info: dict[str, str] = {"labels": labels, **self.pipeline.versions}
         info["stream_shards"] = str(self.shards)  # gateways warn when theirs differs
@@ -160,48 +157,32 @@ class InferenceWorker:
         self.r.hset(c.MODEL_INFO_KEY, mapping=info)  # type: ignore[arg-type]  # redis-py's Mapping is invariant
         self.heartbeat.last = 0.0
         self.heartbeat.beat()
-
-    def read(self) -> list[tuple[str, list[Entry]]]:
-        """The next batches, one per frames stream shard that had entries: what dead consumers
-        left pending (XAUTOCLAIM, every few seconds), else new entries of every owned shard in one
-        XREADGROUP (up to ``read_count`` per shard: about one batch in all)."""
-        now = time.monotonic()
-        if now - self._last_reclaim > min(RECLAIM_EVERY_S, self.reclaim_idle_ms / 1000):
-            self._last_reclaim = now
-            claimed = reclaim_all(
-                self.r,
-                self.frames_streams,
-                c.WORKER_GROUP,
-                self.name,
-                self.reclaim_idle_ms,
-                self.read_count,
-            )
-            if claimed:
-                n = sum(len(e) for _, e in claimed)
-                log.info("reclaimed %d pending frames from dead consumers", n)
-                return claimed
-        return read_groups(
-            self.r, self.frames_streams, c.WORKER_GROUP, self.name, self.read_count, block=500
+        log.info(
+            "worker %s ready on %s, batch %d, streams %s",
+            self.name,
+            ", ".join(self.pipeline.detector.model.providers),
+            self.batch_size,
+            ", ".join(self.frames_streams),
         )
 
-    def read_batch(self) -> list[Entry]:
-        """The entries of ``read`` (of one shard, or every shard's together: ``process`` then
-        finds each entry's shard from its session)."""
-        return [e for _, entries in self.read() for e in entries]
+    def read(self) -> Parts:
+        """The next batches, one per frames stream shard that had entries: what dead consumers
+        left pending, else new entries of every owned shard in one XREADGROUP (up to
+        ``read_count`` per shard: about one batch in all)."""
+        return self.reclaim(self.read_count) or self.read_new(self.read_count, READ_BLOCK_MS)
 
-    def process(self, entries: list[Entry], stream: str | None = None) -> int:
-        """Analyse one batch read from ``stream`` (a frames stream shard; None: the one this
-        worker owns, or with several the shard of each entry's session); returns how many results
-        were written."""
-        if stream is None and len(self.frames_streams) > 1:
-            by_stream: dict[str, list[Entry]] = defaultdict(list)
-            for entry in entries:
-                sid = entry[1].get(c.F_SESSION, b"").decode(errors="replace")
-                by_stream[c.frames_stream(c.shard_of(sid, self.shards), self.shards)].append(entry)
-            return self.process_parts(list(by_stream.items()))
-        return self.process_parts([(stream or self.frames_streams[0], entries)])
+    def consume(self, parts: Parts) -> int:
+        return self.process_safely(parts)
 
-    def process_parts(self, parts: list[tuple[str, list[Entry]]]) -> int:
+    def idle(self) -> None:
+        self.aof.maybe_rewrite()  # deletions of the last busy second
+
+    def stopped(self) -> None:
+        with contextlib.suppress(redis.RedisError):  # a stopped worker reports no lag
+            self.r.hdel(c.WORKER_LAG_KEY, self.name)
+
+    # --- one read ---------------------------------------------------------------------------
+    def process_parts(self, parts: Parts) -> int:
         """Analyse one batch read from one or more frames stream shards: every face of it in one
         model call (many shards must not mean small batches), each result written to the results
         shard of its frame's shard, each part acknowledged on its own stream; returns how many
@@ -262,7 +243,7 @@ class InferenceWorker:
             prune_worker_lag(self.r)
         return len(frames)
 
-    def process_safely(self, parts: list[tuple[str, list[Entry]]]) -> int:
+    def process_safely(self, parts: Parts) -> int:
         """``process_parts``, and if it fails other than on Redis (every frame's own failures
         are caught inside: this is the last line), each entry alone, so that only what cannot
         be processed is dropped, counted and deleted: never the worker, never the rest of the
@@ -298,17 +279,17 @@ class InferenceWorker:
         entries: list[Entry],
         now_ms: float,
         tally: Tally,
-        shards: list[int] | None = None,
-        withdrawn: set[bytes] | frozenset[bytes] = frozenset(),
+        shards: list[int],
+        withdrawn: set[bytes],
     ) -> tuple[list[Frame], float]:
         """The batch's analysable frames, decoded, and the oldest receive time seen; the rest
         (``withdrawn`` students, malformed, stale, undecodable) are counted and dropped.
-        ``shards``: the stream shard of each entry (default 0). The packed crops of faces
+        ``shards``: the stream shard of each entry. The packed crops of faces
         messages are left filtered, listed in ``self.packed`` for ``unfilter``."""
         frames: list[Frame] = []
         oldest_ms = now_ms
         self.packed = []
-        for (entry_id, fields), shard in zip(entries, shards or [0] * len(entries), strict=True):
+        for (entry_id, fields), shard in zip(entries, shards, strict=True):
             with contextlib.suppress(KeyError, ValueError):
                 oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
             try:
@@ -459,44 +440,6 @@ class InferenceWorker:
         if crops is not None and msg.filtered:  # packed: its "Sub" filter undone with the read's
             self.packed.append(frame)
         return frame
-
-    def run(self, stop: threading.Event) -> None:
-        backoff = Backoff()
-        ready = False
-        while not stop.is_set():
-            try:
-                if not ready:
-                    self.setup()
-                    ready = True
-                    log.info(
-                        "worker %s ready on %s, batch %d, streams %s",
-                        self.name,
-                        ", ".join(self.pipeline.detector.model.providers),
-                        self.batch_size,
-                        ", ".join(self.frames_streams),
-                    )
-                self.heartbeat.beat()
-                parts = self.read()
-                if parts:
-                    self.process_safely(parts)
-                else:
-                    self.aof.maybe_rewrite()  # deletions of the last busy second
-                backoff.reset()
-            except redis.ResponseError as exc:
-                # Redis restarted without its data, or (Redis 7: UNBLOCKED) a stream shard was
-                # deleted while this worker waited on it: recreate the groups.
-                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
-                    ready = False
-                    continue
-                raise
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                ready = False
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff.delay)
-                backoff.wait(stop)
-        self.heartbeat.clear()
-        with contextlib.suppress(redis.RedisError):  # a stopped worker reports no lag
-            self.r.hdel(c.WORKER_LAG_KEY, self.name)
-        log.info("worker %s stopped", self.name)
 
 
 def _pose(face: FaceResult) -> dict[str, float]:
