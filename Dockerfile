@@ -42,6 +42,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY classpulse ./classpulse
 COPY app ./app
 COPY worker ./worker
+COPY aggregator ./aggregator
 COPY records ./records
 COPY training ./training
 COPY migrations ./migrations
@@ -50,7 +51,7 @@ COPY models ./models
 # The application runs from this tree (PYTHONPATH below), not from site-packages: templates,
 # static files, models and migrations are found next to the code (classpulse.settings.REPO_ROOT).
 # Bytecode compiled here, since the root filesystem is read-only at run time.
-RUN /opt/venv/bin/python -m compileall -q classpulse app worker records training migrations
+RUN /opt/venv/bin/python -m compileall -q classpulse app worker aggregator records training migrations
 
 FROM ${BASE_IMAGE} AS runtime
 # The interpreter the venv was made with (same base image, same path); OpenCV headless needs

@@ -1,4 +1,4 @@
-/* The open alerts (worker/alerts.py), opened and closed by live messages. */
+/* The open alerts (aggregator/alerts.py), opened and closed by live messages. */
 
 import { show } from "../lib/dom.js";
 import { teacherApi } from "../lib/http.js";
