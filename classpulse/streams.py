@@ -79,21 +79,6 @@ Entry = tuple[bytes, dict[bytes, bytes]]  # a stream entry: its id and its field
 Parts = list[tuple[str, list[Entry]]]  # a read of several streams: (stream, its entries)
 
 
-def read_group(
-    r: redis.Redis,
-    stream: str,
-    group: str,
-    consumer: str,
-    count: int,
-    block: int | None = None,
-    start: str = ">",
-) -> list[Entry]:
-    """XREADGROUP of one stream: new entries (``>``), or this consumer's own pending ones
-    (``0``)."""
-    resp: Any = r.xreadgroup(group, consumer, {stream: start}, count=count, block=block)
-    return resp[0][1] if resp else []
-
-
 def read_groups(
     r: redis.Redis,
     streams: list[str],

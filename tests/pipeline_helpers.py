@@ -1,7 +1,8 @@
 """The inference worker and the aggregator as the tests drive them: the production classes plus
 the shortcuts only tests take (one read's entries as one list, a batch handed in without saying
-its stream, one result folded alone). The services themselves run ``StreamConsumer.run``
-(classpulse/consumer.py), which reads and consumes (stream, entries) parts."""
+its stream, one result folded alone; a JPEG's size as the worker's decoder reads it). The
+services themselves run ``StreamConsumer.run`` (classpulse/consumer.py), which reads and
+consumes (stream, entries) parts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from collections import defaultdict
 from aggregator import service as aggregator_service
 from aggregator.live_state import StudentState, step
 from classpulse import contracts as c
+from classpulse.jpeg_header import JpegHeaderError, jpeg_size
 from classpulse.streams import Entry
 from worker import service as worker_service
+from worker.pipeline import BadFrame
 
 
 class InferenceWorker(worker_service.InferenceWorker):
@@ -53,3 +56,12 @@ class Aggregator(aggregator_service.Aggregator):
         state = self.students.setdefault(res.student_id, StudentState())
         s = step(state, res, self.settings.smoothing_alpha, time.monotonic())
         return self._build(state, s)
+
+
+def jpeg_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) the decoder will produce, from the header (classpulse.jpeg_header);
+    BadFrame if the file is not a cleanly laid out JPEG (as ``decode_jpeg`` raises)."""
+    try:
+        return jpeg_size(data)
+    except JpegHeaderError as exc:
+        raise BadFrame(exc.reason, str(exc)) from exc

@@ -15,10 +15,10 @@ import psycopg
 import redis
 from fastapi.testclient import TestClient
 
-from aggregator.service import Aggregator
 from classpulse import contracts as c
 from classpulse.db import make_engine
 from classpulse.settings import Settings
+from tests.pipeline_helpers import Aggregator, InferenceWorker
 from tests.test_gateway_helpers import (
     bearer,
     client_for,
@@ -30,7 +30,6 @@ from tests.test_gateway_helpers import (
 )
 from tests.test_stream_services import drain_worker, jpeg, run_aggregator
 from worker.pipeline import FramePipeline
-from worker.service import InferenceWorker
 
 
 @dataclass

@@ -19,7 +19,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aggregator.attention import AttentionState
-from aggregator.service import Aggregator
 from app.hub import DropOldestQueue, Hub
 from classpulse import contracts as c
 from classpulse import views
@@ -27,6 +26,7 @@ from classpulse.db import ClassBucket, EmotionBucket
 from classpulse.head_pose import FACING_YAW_DEG
 from classpulse.policy import Policy, write_mirror
 from records.reports import CSV_ATTENTION, DEFAULT_LABELS
+from tests.pipeline_helpers import Aggregator
 from tests.privacy_helpers import a_class, rows, send_frames
 from tests.test_gateway_helpers import student_update, token_protocols
 from tests.test_redaction import csv_estimates_in, estimates_in

@@ -17,8 +17,8 @@ from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
 from tests import test_stream_services as streams
 from tests.edge_helpers import faces_message
+from tests.pipeline_helpers import InferenceWorker
 from worker.pipeline import decode_jpeg
-from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
 

@@ -164,8 +164,8 @@ def test_published_calibration_and_threshold(calibrated_mini):
 
 def test_worker_publishes_it_and_the_gateway_reads_it(calibrated_mini, clean_redis, redis_url):
     from app.snapshot import model_calibration
+    from tests.pipeline_helpers import InferenceWorker
     from worker.pipeline import FramePipeline
-    from worker.service import InferenceWorker
 
     path, cal = calibrated_mini
     settings = Settings(providers=["cpu"], emotion_model=path, redis_url=redis_url)
@@ -325,7 +325,7 @@ def test_evaluate_and_calibrate_on_fer2013_csv(tmp_path, capsys):
 
 
 def test_aggregator_follows_the_published_threshold_unless_set(settings, clean_redis, engine):
-    from aggregator.service import Aggregator
+    from tests.pipeline_helpers import Aggregator
 
     assert settings.uncertain_below is None  # default: follow the model
     agg = Aggregator(settings, clean_redis, engine)

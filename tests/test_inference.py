@@ -8,9 +8,10 @@ import onnxruntime as ort
 import pytest
 from skimage import data as skdata
 
+from tests.pipeline_helpers import jpeg_dimensions
 from worker.classifier import EmotionClassifier, square_crop_box
 from worker.detector import FaceDetector, ssd_anchors
-from worker.pipeline import BadFrame, FramePipeline, decode_jpeg, jpeg_dimensions
+from worker.pipeline import BadFrame, FramePipeline, decode_jpeg
 from worker.runtime import GPUUnavailableError, OnnxModel, choose_providers
 
 from .conftest import MODELS

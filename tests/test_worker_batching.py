@@ -16,10 +16,10 @@ from classpulse.policy import Policy, write_mirror
 from classpulse.streams import read_groups
 from tests import test_stream_services as streams
 from tests.edge_helpers import faces_message, now_ms, parity_clip
+from tests.pipeline_helpers import InferenceWorker
 from tests.test_stream_services import stats
 from worker.batch import WriteBatch, lookups, unfilter_rows, write_script
 from worker.pipeline import decode_jpeg
-from worker.service import InferenceWorker
 
 pipeline = streams.pipeline  # the models, loaded once per module
 

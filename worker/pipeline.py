@@ -14,11 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classpulse.jpeg_header import (
-    JpegHeaderError,
-    frame_size,
-    jpeg_size,
-)
+from classpulse.jpeg_header import JpegHeaderError, frame_size
 from classpulse.settings import Settings
 from worker.classifier import EmotionClassifier
 from worker.detector import Detection, FaceDetector
@@ -31,15 +27,6 @@ class BadFrame(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def jpeg_dimensions(data: bytes) -> tuple[int, int]:
-    """(width, height) the decoder will produce, from the header (classpulse.jpeg_header);
-    BadFrame if the file is not a cleanly laid out JPEG."""
-    try:
-        return jpeg_size(data)
-    except JpegHeaderError as exc:
-        raise BadFrame(exc.reason, str(exc)) from exc
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
