@@ -275,7 +275,7 @@ def main() -> int:
     ap.add_argument("--attention", action="store_true", help="policy observes attention")
     ap.add_argument("--compare", metavar="REV", help="also run the aggregator of this git revision")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --compare")
-    ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder holding that revision's packages
+    ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder of the revision's packages
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker_from:
