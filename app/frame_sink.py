@@ -4,6 +4,13 @@ Why one writer: redis-py's asyncio pool raises past 100 connections, so a thousa
 awaiting its own XADD fail; and one pipelined round trip for up to 64 frames costs Redis about
 as much as one XADD. Frames are real-time data: when the queue is full the frame is dropped and
 counted, never queued without bound.
+
+Linger: under load the writer starts at most one pipeline per ``LINGER_S`` and carries whatever
+queued meanwhile. Without it, messages arriving a few milliseconds apart each paid their own
+round trip (a loopback write that wakes Redis, an event-loop wake for the reply): a fifth of the
+gateway's CPU per faces message at 200 students (py-spy, bench/load_suite.py). A frame arriving
+after a quiet spell is written at once; under load one waits at most ``LINGER_S``. The ack still
+means "stored in the stream": ``done`` is called after the pipeline's reply, per frame, in order.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 64
 QUEUE_SIZE = 2048  # ~2 s of 1,000 frames/s: past that Redis is too slow and frames go stale
 DOWN_HOLD_S = 1.0  # after a failed write, refuse frames at once for this long
+LINGER_S = 0.005  # at most one pipeline per this long under load (+≤ 5 ms before the ack)
 
 # Called once per frame from the writer task: None when written, else the drop reason.
 Done = Callable[[str | None], None]
@@ -45,6 +53,7 @@ class FrameSink:
         on_depth: Callable[[int], None] = lambda _depth: None,
         shards: int = 1,
         attention: Callable[[], bool] = lambda: False,
+        linger_s: float = LINGER_S,
     ):
         self._redis = redis
         self._maxlen = maxlen  # per stream shard
@@ -58,6 +67,9 @@ class FrameSink:
         self._attention = attention
         self._queue: asyncio.Queue[_Frame] = asyncio.Queue(QUEUE_SIZE)
         self._down_until = 0.0
+        self._linger_s = linger_s
+        self._last_write = 0.0  # monotonic time the last pipeline started
+        self.writes = 0  # pipelines sent (tests, benchmarks: frames per round trip)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -108,13 +120,20 @@ class FrameSink:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            # Whatever arrived while the previous pipeline was in flight goes in this one.
+            # The previous pipeline started less than the linger ago: frames are arriving
+            # faster than one per linger, so wait out the rest and carry them in one round trip.
+            wait = self._last_write + self._linger_s - time.monotonic()
+            if wait > 0 and self._queue.qsize() < BATCH - 1:
+                await asyncio.sleep(wait)
+            # Whatever arrived meanwhile (and while the previous pipeline was in flight) goes in.
             while len(batch) < BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._on_depth(self._queue.qsize())
+            self._last_write = time.monotonic()
             await self._write(batch)
 
     async def _write(self, batch: list[_Frame]) -> None:
+        self.writes += 1
         pipe = self._redis.pipeline(transaction=False)
         for frame in batch:
             pipe.xadd(frame.stream, frame.fields, maxlen=self._maxlen, approximate=True)  # type: ignore[arg-type]

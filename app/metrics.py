@@ -47,8 +47,8 @@ class Metrics:
         self.frames_dropped = Counter(
             "classpulse_frames_dropped", "Frames refused or dropped", ["reason"], registry=None
         )
-        for reason in DROP_REASONS:  # export zeros so rates work before the first drop
-            self.frames_dropped.labels(reason)
+        # Export zeros so rates work before the first drop; ``dropped`` keeps the children.
+        self._dropped = {reason: self.frames_dropped.labels(reason) for reason in DROP_REASONS}
         self.ingest_messages = Counter(
             "classpulse_ingest_messages",
             "Binary messages received from student pages, by kind (frame: JPEG; faces: edge "
@@ -62,9 +62,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        for kind in INGEST_KINDS:
-            self.ingest_messages.labels(kind)
-            self.ingest_bytes.labels(kind)
+        # Children bound once: labels() takes a lock and builds a key on every call, and the
+        # student socket counts every binary message (ws_student: received, kind, bytes, outcome).
+        self.ingest = {
+            kind: (self.ingest_messages.labels(kind), self.ingest_bytes.labels(kind))
+            for kind in INGEST_KINDS
+        }
         self.capture_fallbacks = Counter(
             "classpulse_capture_fallbacks",
             "Student pages that fell back from edge capture to JPEG frames, by reason",
@@ -102,6 +105,13 @@ class Metrics:
         self.worker_lag = Gauge(
             "classpulse_worker_lag_ms", "Age of the frames the slowest worker reads", registry=r
         )
+
+    def dropped(self, reason: str) -> Counter:
+        """The drop counter of ``reason`` (bound once per reason, not per frame)."""
+        child = self._dropped.get(reason)
+        if child is None:
+            child = self._dropped[reason] = self.frames_dropped.labels(reason)
+        return child
 
     async def render(self, redis: Redis, shards: int = 1) -> bytes:
         """Exposition text: this process's metrics, then the pipeline's shared counters."""
