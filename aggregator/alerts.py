@@ -1,3 +1,4 @@
+# Over 300 lines: the rules (the pure `evaluate`) and the engine that feeds, applies and publishes them are one unit.
 """The alert rule engine, run by the aggregator after each committed batch and once a tick.
 
 State comes from Redis, not this process's memory: the latest emotion update per student
