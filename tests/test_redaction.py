@@ -122,10 +122,11 @@ def _is_estimate(value: Any) -> bool:
     return False
 
 
-def estimates_in(body: Any) -> list[str]:
+def estimates_in(body: Any, about_student: bool = False) -> list[str]:
     """Where a JSON answer or message shows a student's emotion estimate: an estimate field
     (``views.ESTIMATE_FIELDS``) holding a value in an object about one student (it has a
-    ``student_id``) or inside one."""
+    ``student_id``) or inside one; with ``about_student`` (a route about one student: the
+    caller's own, or one named in its path) anywhere in it."""
     found: list[str] = []
 
     def walk(x: Any, where: str, student: bool) -> None:
@@ -140,7 +141,7 @@ def estimates_in(body: Any) -> list[str]:
             for i, v in enumerate(x):
                 walk(v, f"{where}[{i}]", student)
 
-    walk(body, "$", False)
+    walk(body, "$", about_student)
     return found
 
 
@@ -171,9 +172,9 @@ def csv_attention_in(text: str) -> list[str]:
     return [f"column {name}" for name in header if name in CSV_ATTENTION]
 
 
-def shown_in(body: Any) -> list[str]:
+def shown_in(body: Any, about_student: bool = False) -> list[str]:
     """Estimates and attention a JSON answer or message shows, each marked with which."""
-    return [f"estimate {e}" for e in estimates_in(body)] + [
+    return [f"estimate {e}" for e in estimates_in(body, about_student)] + [
         f"attention {a}" for a in attention_in(body)
     ]
 
@@ -265,7 +266,10 @@ def walk_app(client: Any, w: Any, r: Any) -> dict[str, list[str]]:
                 continue
             path = concrete_path(key[1], call, w)
             got = call_route(client, key[0], path, call, who, w)
-            found[where] = shown_in(got.body)
+            # A student's answers are about that student, and so is a route naming one in its
+            # path: an estimate anywhere in them is a student's, with or without a student_id.
+            about_student = who == STUDENT_A or "student" in key[1]
+            found[where] = shown_in(got.body, about_student)
             if (name := _format_param(route)) and got.code == 200:
                 params = {**(_value(call.params, w) or {}), name: "csv"}
                 csv_call = replace(call, params=params)
