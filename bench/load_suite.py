@@ -53,6 +53,7 @@ class Stats:
     rates: Counter[float] = field(default_factory=Counter)  # rate messages received, by fps
     sent: int = 0
     skipped: int = 0
+    connected: int = 0  # students whose socket is open (their config received)
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -83,6 +84,7 @@ async def student(
         url, additional_headers=_auth(token), max_size=2**20, compression=None
     ) as ws:
         config = json.loads(await ws.recv())
+        stats.connected += 1
         window = asyncio.Semaphore(int(config.get("max_in_flight", 2)))
         rate = {"fps": float(config.get("fps", fps))}
         seq, captured = 0, 0
@@ -258,6 +260,7 @@ async def run_level(
         )
         if i % 10 == 9:
             await asyncio.sleep(1 / fps / 10)  # spread the students' phases
+    steady = asyncio.create_task(steady_cpu(server, stats, n, until))
     await asyncio.gather(*tasks)
     elapsed = min(seconds, time.monotonic() - t0)  # the sending window (rates are over it)
     cpu_after = cpu_by_role(server)  # the sending window only, as the rates are
@@ -291,7 +294,25 @@ async def run_level(
         "api_processed": sum(s["processed"] for s in stream["students"].values()),
         "target_fps": after.get("classpulse_target_fps", float("nan")),
         "cpu": (cpu_before, cpu_after),
+        "steady": await steady,
     }
+
+
+async def steady_cpu(server: DevServer, stats: Stats, n: int, until: float) -> tuple | None:
+    """CPU by role over the level's steady part: from 1 s after the last student connected to
+    0.5 s before the end. The whole level's table also holds the sockets' connects (token,
+    database check, presence: ≈ 1–2 ms of gateway CPU each), which at a few hundred students
+    and 10 s is a tenth of the gateway's figure; this one is per message only."""
+    while stats.connected < n and time.monotonic() < until:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    end = until - 0.5
+    if time.monotonic() > end - 2.0:
+        return None  # too short to say anything: run longer levels
+    before, sent0, t0 = cpu_by_role(server), stats.sent, time.monotonic()
+    await asyncio.sleep(end - t0)
+    after, sent1, t1 = cpu_by_role(server), stats.sent, time.monotonic()
+    return before, after, sent1 - sent0, t1 - t0
 
 
 def report(r: dict) -> None:
@@ -317,8 +338,15 @@ def report(r: dict) -> None:
     print(
         f"  backpressure: rate messages {dict(s.rates) or 'none'}; target fps at the end {r['target_fps']}"
     )
-    print("  CPU per process (who pays; the busiest first):")
+    print("  CPU per process over the level, connects included (who pays; the busiest first):")
     print(cpu_table(*r["cpu"], max(s.sent, 1), secs))
+    if r["steady"] is not None:
+        before, after, sent, steady_s = r["steady"]
+        print(
+            f"  CPU per process, steady (all connected; {steady_s:.1f} s, {sent} messages, "
+            f"{sent / steady_s:.0f}/s):"
+        )
+        print(cpu_table(before, after, max(sent, 1), steady_s))
     if lat:
         print(
             f"  frame sent → emotion on the dashboard: n={len(lat)} p50 {pct(lat, 50):.0f} ms, "
@@ -355,6 +383,17 @@ async def settle(server: DevServer, fps: float, limit_s: float = 60.0) -> None:
             return
         await asyncio.sleep(1)
     print(f"  (target fps still below {fps:g} after {limit_s:.0f} s: the next level starts anyway)")
+
+
+def gateway_per_k(r: dict) -> str:
+    """The gateway's CPU seconds per 1,000 messages, steady and over the whole level."""
+    (before, after), sent = r["cpu"], max(r["stats"].sent, 1)
+    whole = (after["gateway"] - before["gateway"]) / sent * 1000
+    if r["steady"] is None:
+        return f"{whole:.3f} s/1k msgs (level)"
+    before, after, steady_sent, _ = r["steady"]
+    steady = (after["gateway"] - before["gateway"]) / max(steady_sent, 1) * 1000
+    return f"{steady:.3f} s/1k msgs steady, {whole:.3f} over the level"
 
 
 def most_students(results: list[dict], p95_ms: float = 250.0) -> dict[str, int]:
@@ -402,7 +441,7 @@ def main() -> int:
                 print(
                     f"  {r['n']:>4} students ({r['capture']}): offered {r['n'] * args.fps:.0f} frames/s, processed "
                     f"{r['processed'] / r['seconds']:.0f}/s, dropped {sum(r['drops'].values()):.0f}, "
-                    f"p95 {pct(lat, 95):.0f} ms"
+                    f"p95 {pct(lat, 95):.0f} ms; gateway CPU {gateway_per_k(r)}"
                 )
             best = most_students(results)
             print(f"most students at p95 ≤ 250 ms and no stale drops: {best}")

@@ -110,11 +110,23 @@ def message_size(n: int, crop_size: int, version: int = VERSION) -> int:
     return HEADER_SIZE + FACE_STRUCTS[version].size * n + crop_size * crop_size * n
 
 
+def check(
+    data: bytes | bytearray | memoryview,
+    max_faces: int,
+    crop_size_expected: int | None,
+    crops_allowed: bool,
+) -> None:
+    """``parse``'s rules and reasons, without building its faces: the gateway's check of every
+    faces message (the worker parses the stream entry again)."""
+    parse(data, max_faces, crop_size_expected, crops_allowed, _build=False)
+
+
 def parse(
     data: bytes | bytearray | memoryview,
     max_faces: int,
     crop_size_expected: int | None,
     crops_allowed: bool,
+    _build: bool = True,
 ) -> FacesMessage:
     """Validate a faces message and return its view; ``WireError`` on any broken rule.
 
@@ -162,9 +174,8 @@ def parse(
         raise WireError(BAD_VALUE, "detector time must be finite, 0 ≤ t < 60000 ms")
     if not (math.isfinite(capture_ms) and capture_ms >= 0.0):
         raise WireError(BAD_VALUE, "capture time must be finite and not negative")
-    faces = [
-        _face(values, width, height) for values in record.iter_unpack(view[HEADER_SIZE:faces_end])
-    ]
+    records = record.iter_unpack(view[HEADER_SIZE:faces_end])
+    faces = [face for values in records if (face := _face(values, width, height, _build))]
     tail = view[faces_end:]
     if packed:
         tail = memoryview(_inflate(tail, n * size * size))
@@ -211,8 +222,10 @@ def pack_crops(crops: bytes | bytearray | memoryview, size: int) -> bytes:
     return compressor.compress(sub_filter(crops, size)) + compressor.flush()
 
 
-def _face(values: tuple[float, ...], width: int, height: int) -> FaceBox:
-    if not all(math.isfinite(v) for v in values):
+def _face(values: tuple[float, ...], width: int, height: int, build: bool = True) -> FaceBox | None:
+    """One face's values checked (the first fault's reason), then built unless ``build`` is
+    False (``check``: no tuples, no FaceBox)."""
+    if not all(map(math.isfinite, values)):
         raise WireError(BAD_VALUE, "face values must be finite (no NaN or inf)")
     x, y, w, h, score = values[:5]
     if not 0.0 <= score <= 1.0:
@@ -221,16 +234,18 @@ def _face(values: tuple[float, ...], width: int, height: int) -> FaceBox:
     if w <= 0 or h <= 0 or x < -dx or y < -dy or x + w > width + dx or y + h > height + dy:
         raise WireError(BAD_BOX, f"box ({x:g}, {y:g}, {w:g}, {h:g}) outside {width}×{height}")
     end = 5 + 2 * KEYPOINTS
-    points = tuple((values[i], values[i + 1]) for i in range(5, end, 2))
-    for px, py in points:
+    xs, ys = values[5:end:2], values[6:end:2]
+    for px, py in zip(xs, ys, strict=True):
         if not (-dx <= px <= width + dx and -dy <= py <= height + dy):
             raise WireError(BAD_BOX, f"keypoint ({px:g}, {py:g}) outside {width}×{height}")
-    if len(values) == end:  # version 1: no angles
-        return FaceBox((x, y, w, h), score, points)
-    yaw, pitch = values[end], values[end + 1]
-    if not (abs(yaw) <= LIMIT_DEG and abs(pitch) <= LIMIT_DEG):
-        raise WireError(BAD_VALUE, f"yaw {yaw:g} or pitch {pitch:g} outside [-90, 90]")
-    return FaceBox((x, y, w, h), score, points, yaw, pitch)
+    yaw = pitch = None
+    if len(values) > end:  # version 2: the page's head yaw and pitch
+        yaw, pitch = values[end], values[end + 1]
+        if not (abs(yaw) <= LIMIT_DEG and abs(pitch) <= LIMIT_DEG):
+            raise WireError(BAD_VALUE, f"yaw {yaw:g} or pitch {pitch:g} outside [-90, 90]")
+    if not build:
+        return None
+    return FaceBox((x, y, w, h), score, tuple(zip(xs, ys, strict=True)), yaw, pitch)
 
 
 def encode(

@@ -4,13 +4,15 @@ means "stored in the stream", in order; a frame after a quiet spell is not held 
 from __future__ import annotations
 
 import asyncio
+import random
+import struct
 import time
 
 import redis as sync_redis
 from redis.asyncio import Redis
 
 from app.frame_sink import FrameSink
-from classpulse import contracts
+from classpulse import contracts, edge_wire
 
 
 def _last_seq(client: sync_redis.Redis) -> int:
@@ -73,3 +75,33 @@ async def test_a_frame_after_a_quiet_spell_is_written_at_once(redis_url, clean_r
         2,
     ]
     await redis.aclose()
+
+
+def _reason(fn, data: bytes) -> str | None:
+    try:
+        fn(data, 2, 64, True)
+    except edge_wire.WireError as exc:
+        return exc.reason
+    return None
+
+
+def test_check_refuses_what_parse_refuses_with_the_same_reason():
+    """The gateway runs ``edge_wire.check`` (no face objects built); the worker runs ``parse``.
+    Crafted values in every field of the face records: same verdict, same reason."""
+    rng = random.Random(21)
+    points = [(120, 130), (170, 130), (150, 160), (150, 190), (105, 140), (215, 140)]
+    faces = [((100, 100, 120, 140), 0.9, points), ((300, 120, 90, 100), 0.8, points)]
+    crops = bytes(rng.randrange(256) for _ in range(2 * 64 * 64))
+    good = edge_wire.encode(640, 480, faces, crops=crops, crop_size=64, packed=True)
+    assert _reason(edge_wire.check, good) is None
+    specials = [float("nan"), float("inf"), -1.0, 2.0, -500.0, 700.0, 95.0, 0.0]
+    seen = set()
+    for _ in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.choice((1, 2))):  # one or two floats of the face records replaced
+            at = edge_wire.HEADER_SIZE + 4 * rng.randrange(2 * edge_wire.FACE.size // 4)
+            struct.pack_into("<f", data, at, rng.choice(specials))
+        reason = _reason(edge_wire.parse, bytes(data))
+        assert _reason(edge_wire.check, bytes(data)) == reason
+        seen.add(reason)
+    assert {None, edge_wire.BAD_VALUE, edge_wire.BAD_BOX} <= seen

@@ -204,7 +204,7 @@ class StudentSocket:
         """Why a faces message breaks the wire rules, or None. Crops must have the workers'
         classifier input side, and are refused under ``off``."""
         try:
-            edge_wire.parse(
+            edge_wire.check(  # parse's rules and reasons, without building its result
                 data,
                 max_faces=self.res.settings.max_faces,
                 crop_size_expected=self.res.frame_flow.crop_size,
