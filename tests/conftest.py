@@ -194,8 +194,8 @@ def server(tmp_path: Path, clean_db: str, redis_url: str, clean_redis: redis.Red
 
 @pytest.fixture
 def joined(settings: Settings) -> Iterator:
-    """A running app, a teacher's session and Ada joined to it: test_gateway_helpers.Joined."""
-    from tests.test_gateway_helpers import joined_session
+    """A running app, a teacher's session and Ada joined to it: gateway_helpers.Joined."""
+    from tests.gateway_helpers import joined_session
 
     with joined_session(settings) as j:
         yield j

@@ -69,7 +69,7 @@ from classpulse import contracts
 from classpulse import policy as org_policy
 from classpulse.db import Alert, ClassBucket, EmotionBucket, make_engine
 from classpulse.settings import REPO_ROOT, Settings
-from tests.test_gateway_helpers import PASSWORD, bearer, make_user
+from tests.gateway_helpers import PASSWORD, bearer, make_user
 
 IDENTITIES = ("admin", "teacher", "student", "anonymous")
 # The gate: no 5xx and no body that contradicts its documented schema.

@@ -18,8 +18,7 @@ from fastapi.testclient import TestClient
 from classpulse import contracts as c
 from classpulse.db import make_engine
 from classpulse.settings import Settings
-from tests.pipeline_helpers import Aggregator, InferenceWorker
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     bearer,
     client_for,
     join,
@@ -28,7 +27,8 @@ from tests.test_gateway_helpers import (
     next_json,
     token_protocols,
 )
-from tests.test_stream_services import drain_worker, jpeg, run_aggregator
+from tests.pipeline_helpers import Aggregator, InferenceWorker
+from tests.stream_helpers import drain_worker, jpeg, run_aggregator
 from worker.pipeline import FramePipeline
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from classpulse import audit, contracts
 from classpulse.db import AuditEntry, User, make_engine
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     PASSWORD,
     bearer,
     client_for,

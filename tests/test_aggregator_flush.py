@@ -21,7 +21,7 @@ from classpulse.policy import Policy, write_mirror
 from classpulse.streams import ensure_group
 from tests.db_helpers import sql
 from tests.pipeline_helpers import Aggregator
-from tests.test_stream_services import push
+from tests.stream_helpers import push
 
 LABELS = ("happy", "sad", "neutral")
 

@@ -20,9 +20,9 @@ from classpulse import alert_rules
 from classpulse import contracts as c
 from classpulse.db import Alert, ClassSession, Student, utcnow
 from classpulse.policy import Policy
+from tests.gateway_helpers import bearer, client_for, make_user, token_protocols
 from tests.history_helpers import set_policy
 from tests.pipeline_helpers import Aggregator
-from tests.test_gateway_helpers import bearer, client_for, make_user, token_protocols
 
 NOW = 1_800_000_000.0
 RULES = alert_rules.merged(None)

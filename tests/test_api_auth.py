@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from app.auth import create_student_token
-from tests.test_gateway_helpers import PASSWORD, bearer, client_for, join, make_user, new_session
+from tests.gateway_helpers import PASSWORD, bearer, client_for, join, make_user, new_session
 
 PROTECTED = [
     ("GET", "/api/auth/me"),

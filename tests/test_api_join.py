@@ -10,7 +10,7 @@ import psycopg
 
 from app.consent import CONSENT_VERSION
 from classpulse import contracts
-from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session
+from tests.gateway_helpers import bearer, client_for, join, make_user, new_session
 
 
 def _student_rows(settings) -> int:

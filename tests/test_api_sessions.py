@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from tests.test_gateway_helpers import bearer, client_for, join, make_user, new_session
+from tests.gateway_helpers import bearer, client_for, join, make_user, new_session
 
 
 def test_create_and_list(settings):

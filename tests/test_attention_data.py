@@ -26,11 +26,11 @@ from classpulse.db import ClassBucket, EmotionBucket
 from classpulse.head_pose import FACING_YAW_DEG
 from classpulse.policy import Policy, write_mirror
 from records.reports import CSV_ATTENTION, DEFAULT_LABELS
+from tests.gateway_helpers import student_update, token_protocols
 from tests.pipeline_helpers import Aggregator
 from tests.privacy_helpers import a_class, rows, send_frames
-from tests.test_gateway_helpers import student_update, token_protocols
-from tests.test_redaction import csv_estimates_in, estimates_in
-from tests.test_stream_services import push, run_aggregator
+from tests.redaction_helpers import csv_estimates_in, estimates_in
+from tests.stream_helpers import push, run_aggregator
 
 T0 = 1_700_000_000_000.0  # on a 5 s bucket boundary
 AWAY = FACING_YAW_DEG * 2  # a head turned this far does not face the screen

@@ -15,7 +15,7 @@ from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message
 from tests.pipeline_helpers import InferenceWorker
 from worker.pipeline import decode_jpeg

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.frame_flow import MIN_FPS, FrameFlow
 from classpulse import contracts
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     JPEG,
     PNG,
     bearer,

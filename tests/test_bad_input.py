@@ -17,9 +17,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.main import create_app
 from classpulse import contracts
-from tests import test_stream_services as streams
-from tests.pipeline_helpers import InferenceWorker
-from tests.test_gateway_helpers import (
+from tests import stream_helpers as streams
+from tests.access_helpers import all_routes
+from tests.gateway_helpers import (
     JPEG,
     PASSWORD,
     PNG,
@@ -31,8 +31,9 @@ from tests.test_gateway_helpers import (
     next_json,
     token_protocols,
 )
-from tests.test_stream_services import jpeg as face_jpeg
-from tests.test_stream_services import stats
+from tests.pipeline_helpers import InferenceWorker
+from tests.stream_helpers import jpeg as face_jpeg
+from tests.stream_helpers import stats
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
 
@@ -52,19 +53,6 @@ def bomb_jpeg(width: int = 60000, height: int = 60000) -> bytes:
             real[i + 5 : i + 9] = struct.pack(">HH", height, width)
             return bytes(real)
     raise AssertionError("no SOF marker in the test JPEG")
-
-
-def all_routes(app):
-    """Every route, including those in included routers (FastAPI nests them)."""
-
-    def walk(routes):
-        for r in routes:
-            if hasattr(r, "original_router"):
-                yield from walk(r.original_router.routes)
-            elif hasattr(r, "path"):
-                yield r
-
-    return list(walk(app.routes))
 
 
 # --- frames -----------------------------------------------------------------------------------

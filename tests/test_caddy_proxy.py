@@ -376,7 +376,7 @@ def test_large_immutable_files_pass_the_proxy_as_the_gateway_serves_them(stack):
 def test_chromium_student_and_teacher_through_the_proxy(stack, teacher_session, tmp_path):
     from playwright.sync_api import expect
 
-    from tests.test_lan_https import chromium_at
+    from tests.lan_helpers import chromium_at
 
     server, caddy = stack
     base = f"https://{HOST}:{caddy.https_port}"

@@ -25,6 +25,7 @@ import skimage.data
 from classpulse import contracts as c
 from classpulse.modelmeta import Calibration, ModelContract, ModelContractError, read_onnx_metadata
 from classpulse.settings import DEFAULT_UNCERTAIN_BELOW, Settings
+from tests.calibration_helpers import MINI, REPO, overconfident
 from training.calibrate import (
     calibration_for,
     confidence_threshold,
@@ -37,19 +38,8 @@ from training.calibrate import (
 from worker.classifier import EmotionClassifier
 from worker.runtime import OnnxModel
 
-REPO = Path(__file__).resolve().parents[1]
-MINI = REPO / "models" / "emotion_mini_xception.onnx"
 BIG = REPO / "models" / "emotion_big_xception.onnx"
 REFERENCE = REPO / "tests" / "data" / "reference" / "mini_xception_keras.npz"
-
-
-def overconfident(n: int, t_true: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Logits whose labels are drawn from softmax(z / t_true): a model t_true× overconfident."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(0, 3, (n, 7))
-    p = softmax_t(z, t_true)
-    y = np.array([rng.choice(7, p=row) for row in p])
-    return z, y
 
 
 # --- the arithmetic ---------------------------------------------------------------------------
@@ -206,7 +196,7 @@ def face_folder(tmp_path_factory) -> Path:
 
 
 def _run(*argv, capsys):
-    from tests.test_training import run
+    from tests.training_helpers import run
 
     return run(*argv, capsys=capsys)
 
@@ -297,7 +287,7 @@ def test_evaluate_crops_only_and_calibrate_on_crops(tmp_path, capsys, calibrated
 
 
 def test_evaluate_and_calibrate_on_fer2013_csv(tmp_path, capsys):
-    from tests.test_training import write_csv
+    from tests.training_helpers import write_csv
 
     data = write_csv(tmp_path / "fer.csv", per_class=(1, 6, 4))
     code, res, err = _run(

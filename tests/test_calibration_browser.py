@@ -16,8 +16,8 @@ import redis
 from classpulse import contracts as c
 from classpulse.cli.devserver import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.browser import chromium, create_teacher, teacher_logged_in
+from tests.calibration_helpers import MINI, overconfident
 from tests.history_helpers import seed_session
-from tests.test_calibration import MINI, overconfident
 from training.calibrate import calibration_for, softmax_t, write_calibrated
 from worker.classifier import EmotionClassifier
 from worker.runtime import OnnxModel

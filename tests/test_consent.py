@@ -11,9 +11,9 @@ from starlette.websockets import WebSocketDisconnect
 from app.consent import CONSENT_VERSION
 from classpulse import contracts as c
 from classpulse.settings import Settings
+from tests.gateway_helpers import next_json, token_protocols
 from tests.privacy_helpers import Pipeline, a_class, rows, send_frames
-from tests.test_gateway_helpers import next_json, token_protocols
-from tests.test_stream_services import jpeg
+from tests.stream_helpers import jpeg
 from worker.pipeline import FramePipeline
 
 

@@ -14,26 +14,31 @@ import zlib
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message, now_ms
+from tests.edge_socket_helpers import (
+    BOX,
+    FACE,
+    KEYPOINTS,
+    _ack,
+    _metrics,
+    _send,
+    _stream_stats,
+    _student,
+)
+from tests.gateway_helpers import JPEG, joined_session, next_json, token_protocols
 from tests.pipeline_helpers import InferenceWorker
 from tests.privacy_helpers import Pipeline, a_class, rows
-from tests.test_gateway_helpers import JPEG, joined_session, next_json, token_protocols
-from tests.test_stream_services import add_frame, drain_worker, stats
-from tests.test_stream_services import jpeg as face_jpeg
+from tests.stream_helpers import add_frame, drain_worker, stats
+from tests.stream_helpers import jpeg as face_jpeg
 from worker.pipeline import decode_jpeg
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
-
-BOX = (100.0, 40.0, 60.0, 60.0)
-KEYPOINTS = [(120, 60), (150, 60), (135, 75), (135, 90), (105, 65), (165, 65)]
-FACE = (BOX, 0.9, KEYPOINTS)
 
 
 def message(faces=(FACE,), crops: bool = True, size: int = 64, w=320, h=240, **kw) -> bytes:
@@ -103,48 +108,6 @@ REFUSED = {
     "crop size without crops": (patched(message(crops=False), 7, "<B", 64), "bad_faces"),
     "frame 8 px wide": (message(w=8), "bad_faces"),
 }
-
-
-def _ack(ws):
-    return next_json(ws, lambda m: m["type"] == "ack", limit=200)
-
-
-def _metrics(client) -> dict[str, dict[tuple, float]]:
-    """Family name -> {label values: value} of the gateway's /metrics (counter totals)."""
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(client.get("/metrics").text):
-        for s in family.samples:
-            if s.name.endswith("_created"):
-                continue
-            out.setdefault(family.name, {})[tuple(sorted(s.labels.values()))] = s.value
-    return out
-
-
-def _stream_stats(k, student_id: str, **until: int) -> dict:
-    """The student's stream stats, once they reach ``until`` (the socket's last counts are
-    flushed when it closes) or after 5 s."""
-    url = f"/api/sessions/{k.session['id']}/stream-stats"
-    deadline = time.time() + 5
-    while True:
-        me = k.client.get(url, headers=k.teacher).json()["students"].get(student_id, {})
-        if all(me.get(name) == n for name, n in until.items()) or time.time() > deadline:
-            return me
-        time.sleep(0.1)
-
-
-def _student(client, token):
-    return client.websocket_connect("/ws/student", subprotocols=token_protocols(token))
-
-
-def _send(client, token: str, payloads: list[bytes]) -> list[dict]:
-    """Send binary messages over one student socket; their acks, in order."""
-    with _student(client, token) as ws:
-        ws.receive_json()  # config
-        acks = []
-        for data in payloads:
-            ws.send_bytes(data)
-            acks.append(_ack(ws))
-    return acks
 
 
 # --- the wire format --------------------------------------------------------------------------

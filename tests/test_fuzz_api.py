@@ -11,7 +11,7 @@ import pytest
 
 from records import reports
 from tests.fuzz_harness import IDENTITIES, fuzzer
-from tests.test_gateway_helpers import bearer, client_for, make_user
+from tests.gateway_helpers import bearer, client_for, make_user
 
 # CI tier: about 20-30 s an identity here. Derandomized, so a failure reproduces on every run.
 EXAMPLES = 12

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from classpulse import contracts
-from tests.test_gateway_helpers import client_for
+from tests.gateway_helpers import client_for
 
 
 def test_health_and_readiness(settings, clean_redis):

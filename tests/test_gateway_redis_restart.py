@@ -11,7 +11,7 @@ import redis
 
 from classpulse import contracts
 from tests import chaos
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     JPEG,
     joined_session,
     next_json,

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from classpulse import contracts as c
 from classpulse.db import AuditEntry
 from tests.browser import chromium, create_teacher, teacher_logged_in
+from tests.gateway_helpers import bearer, client_for, make_user
 from tests.history_helpers import T0, T1, db_session, seed_session, set_policy
-from tests.test_gateway_helpers import bearer, client_for, make_user
 
 TEACHER = ("history@school.test", "teacher-password-1")
 

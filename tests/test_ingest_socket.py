@@ -15,9 +15,9 @@ from skimage import data as skdata
 from app import ingest
 from classpulse import contracts as c
 from classpulse import edge_wire
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
+from tests.edge_socket_helpers import FACE, _ack, _metrics, _send, _stream_stats, _student
 from tests.privacy_helpers import a_class
-from tests.test_edge_capture import FACE, _ack, _metrics, _send, _stream_stats, _student
 
 pipeline = streams.pipeline  # the worker's models, loaded once per module
 
@@ -131,7 +131,7 @@ def test_damaged_messages_over_the_socket_are_refused_with_known_reasons(
     """Random damage to real frames and faces messages (tests/test_ingest.py's mutations),
     under "off" too: every message gets its ack with a known reason, nothing crashes, the
     socket goes on, and only what was acked reached the stream."""
-    from tests.test_ingest import mutations
+    from tests.ingest_helpers import mutations
 
     settings = settings.model_copy(update={"capture_mode": capture, "frame_max_fps": 1e6})
     known = set(ingest.REASONS) | set(edge_wire.REASONS) | {None}

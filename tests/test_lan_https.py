@@ -13,10 +13,7 @@ loopback name, so no localhost exemption makes plain HTTP a secure context.
 
 from __future__ import annotations
 
-import os
-import shutil
 import ssl
-import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -32,14 +29,13 @@ from cryptography.hazmat.primitives import serialization
 from classpulse import tls
 from classpulse.cli.devserver import DevServer, free_port
 from tests.a11y import check_page
-from tests.browser import CHROMIUM, CHROMIUM_FLAGS, TEACHER, create_teacher, write_y4m
+from tests.browser import TEACHER, create_teacher
+from tests.lan_helpers import HOST, OUTSIDE, chromium_at
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    pass
 
 pytestmark = pytest.mark.browser
-HOST = "classroom.test"
-OUTSIDE = "bank.example"  # a name the local CA may not certify
 
 
 @contextmanager
@@ -67,41 +63,6 @@ def https_server(cert: Path, key: Path) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextmanager
-def chromium_at(home: Path, webcam: Path, ca: Path | None = None) -> Iterator[Browser]:
-    """Chromium that resolves classroom.test to 127.0.0.1, with a fake webcam; with ``ca``,
-    that CA trusted in the NSS store of ``home`` (Chromium on Linux reads ~/.pki/nssdb)."""
-    from playwright.sync_api import sync_playwright
-
-    env = {**os.environ, "HOME": str(home)}
-    if ca is not None:
-        certutil = shutil.which("certutil")
-        assert certutil, "certutil missing: apt-get install libnss3-tools (scripts/test does)"
-        nssdb = home / ".pki" / "nssdb"
-        nssdb.mkdir(parents=True)
-        db = f"sql:{nssdb}"
-        subprocess.run([certutil, "-d", db, "-N", "--empty-password"], check=True, env=env)
-        subprocess.run(
-            [certutil, "-d", db, "-A", "-t", "C,,", "-n", "classpulse", "-i", str(ca)],
-            check=True,
-            env=env,
-        )
-    write_y4m(webcam)
-    args = [
-        *CHROMIUM_FLAGS,
-        f"--host-resolver-rules=MAP {HOST} 127.0.0.1,MAP {OUTSIDE} 127.0.0.1",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={webcam}",
-    ]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args, env=env)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_over_plain_http_the_student_page_says_the_camera_needs_https(server, tmp_path):

@@ -12,8 +12,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
+from tests.gateway_helpers import next_json, student_update, token_protocols
 from tests.privacy_helpers import a_class, rows
-from tests.test_gateway_helpers import next_json, student_update, token_protocols
 
 VIEW_LIVE = "SELECT count(*) FROM audit_log WHERE action = 'view.live'"
 

@@ -11,9 +11,9 @@ import pytest
 from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
 from classpulse.settings import Settings
+from tests.gateway_helpers import token_protocols
 from tests.privacy_helpers import Pipeline, a_class, rows, send_frames
-from tests.test_gateway_helpers import token_protocols
-from tests.test_stream_services import add_frame, make_result, push, run_aggregator
+from tests.stream_helpers import add_frame, make_result, push, run_aggregator
 from worker.pipeline import FramePipeline
 
 

@@ -9,9 +9,9 @@ import uuid
 from sqlalchemy import select, update
 
 from classpulse.db import Alert, ClassSession, Student
+from tests.gateway_helpers import bearer, client_for, make_user
 from tests.history_helpers import T0, db_session, seed_session
-from tests.test_gateway_helpers import bearer, client_for, make_user
-from tests.test_reports import cli_export, csv_rows, render_pages, teacher_report
+from tests.report_helpers import cli_export, csv_rows, render_pages, teacher_report
 
 EVIL_NAME = '=HYPERLINK("http://x","y")'
 EVIL_TITLE = '@SUM(1+1)*cmd|" /C calc"!A0'

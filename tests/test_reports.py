@@ -3,22 +3,18 @@ against buckets with known sums (tests/history_helpers.py); policy modes; access
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
 
-import numpy as np
-import pypdfium2 as pdfium
 import pytest
 from sqlalchemy import select
 
 from classpulse import policy as org_policy
-from classpulse.cli import main as cli_main
 from classpulse.db import AuditEntry, ClassSession
 from records.reports import build_report, write_csv
+from tests.gateway_helpers import bearer, client_for, make_user
 from tests.history_helpers import T0, T1, add_class_bucket, db_session, seed_session, set_policy
-from tests.test_gateway_helpers import bearer, client_for, make_user
+from tests.report_helpers import cli_export, csv_rows, render_pages, teacher_report
 
 
 @pytest.fixture
@@ -30,20 +26,6 @@ def policy_reset(settings):
 def audit_entries(settings, action="export.report"):
     with db_session(settings) as db:
         return list(db.scalars(select(AuditEntry).where(AuditEntry.action == action)))
-
-
-def csv_rows(text):
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def teacher_report(settings, teacher: int, session_id: str, fmt: str | None = None):
-    """The session's report as its teacher downloads it (``fmt``: csv, json or pdf; the API's
-    default without one): the response."""
-    params = {} if fmt is None else {"format": fmt}
-    with client_for(settings) as client:
-        return client.get(
-            f"/api/sessions/{session_id}/report", params=params, headers=bearer(settings, teacher)
-        )
 
 
 def test_csv_report_per_student_exact_values(settings):
@@ -198,14 +180,6 @@ def test_off_report_is_presence_only(settings, policy_reset):
     assert data["summary"]["frames"] == 17
 
 
-def render_pages(pdf_bytes):
-    pdf = pdfium.PdfDocument(pdf_bytes)
-    try:
-        return len(pdf), np.asarray(pdf[0].render(scale=1).to_pil().convert("L"))
-    finally:
-        pdf.close()
-
-
 def test_pdf_report_renders_with_charts(settings):
     teacher = make_user(settings, "t@school.example")
     seeded = seed_session(settings, teacher)
@@ -302,11 +276,6 @@ def test_admin_export_across_sessions_and_dates(settings):
     assert [
         (e.actor_id, e.target_type, e.detail["format"], len(e.detail["sessions"])) for e in entries
     ] == [(admin, "export", "csv", 1), (admin, "export", "json", 2)]
-
-
-def cli_export(to: str, *args: str) -> int:
-    """`classpulse export --from 2026-03-01 --to TO ARGS...`; returns its exit status."""
-    return cli_main(["export", "--from", "2026-03-01", "--to", to, *args])
 
 
 def test_cli_export(settings, tmp_path, monkeypatch, capsysbinary):

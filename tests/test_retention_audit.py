@@ -15,8 +15,8 @@ from classpulse import contracts as c
 from classpulse.cli import main as cli_main
 from classpulse.db import make_engine
 from records.retention import purge
+from tests.gateway_helpers import token_protocols
 from tests.privacy_helpers import a_class, rows, send_frames
-from tests.test_gateway_helpers import token_protocols
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=31)  # past the default 30 days

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from classpulse import contracts as c
 from classpulse.db import EmotionBucket
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
 from tests.pipeline_helpers import Aggregator, InferenceWorker
-from tests.test_stream_services import add_frame, buckets, loops_running, stats, wait_for_frames
+from tests.stream_helpers import add_frame, buckets, loops_running, stats, wait_for_frames
 
 # The stream tests' fixture (models loaded once per module), shared.
 pipeline = streams.pipeline

@@ -27,16 +27,16 @@ from app.students import REPLACED, REPLACED_REASON
 from classpulse import contracts
 from classpulse.db import User, make_engine
 from classpulse.settings import Settings
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     PASSWORD,
     bearer,
     client_for,
+    from_address,
     join,
     new_session,
     next_json,
     token_protocols,
 )
-from tests.test_security import from_address
 
 SCHOOL = "203.0.113.7"  # the school's NAT address: every request below comes from it
 DEFAULTS = Settings()  # the shipped limits, the numbers the README states

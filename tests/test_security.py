@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import contextmanager
 
 import pytest
 from pydantic import ValidationError
@@ -16,10 +15,11 @@ from app.auth import create_access_token
 from app.main import create_app
 from app.text_rules import DisplayNameError, clean_display_name
 from classpulse.settings import DEV_SECRET, SECRET_FILE, Settings, with_signing_key
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     PASSWORD,
     bearer,
     client_for,
+    from_address,
     join,
     make_user,
     new_session,
@@ -103,19 +103,6 @@ def test_bodies_over_the_cap_get_413_before_any_route(settings):
         # Under the cap everything works as before.
         r = client.post("/api/auth/login", json={"email": "t@school.example", "password": PASSWORD})
         assert r.status_code == 200
-
-
-# --- 5. login limits -------------------------------------------------------------------------
-@contextmanager
-def from_address(client, address: str):
-    """Requests of this block come from ``address`` (as uvicorn reports it, proxy resolved)."""
-    transport = client._transport
-    before = transport.client
-    transport.client = (address, 50000)
-    try:
-        yield client
-    finally:
-        transport.client = before
 
 
 def _login(client, password=PASSWORD):

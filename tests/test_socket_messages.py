@@ -17,8 +17,8 @@ from classpulse import contracts, edge_wire
 from classpulse import socket_messages as sm
 from classpulse.policy import Policy
 from tests.db_helpers import frame_result
+from tests.gateway_helpers import joined_session, next_json, student_update, token_protocols
 from tests.pipeline_helpers import Aggregator
-from tests.test_gateway_helpers import joined_session, next_json, student_update, token_protocols
 
 # What the pages send, as they write it (web/static/js/student/live.js, camera.js, lib/socket.js).
 PAGE_SENDS = {

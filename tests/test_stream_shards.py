@@ -22,9 +22,9 @@ from app.frame_sink import FrameSink
 from classpulse import contracts as c
 from classpulse.db import ClassSession, Student, User
 from classpulse.settings import Settings
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
 from tests.pipeline_helpers import Aggregator, InferenceWorker
-from tests.test_stream_services import buckets, jpeg, loops_running, stats, wait_for_frames
+from tests.stream_helpers import buckets, jpeg, loops_running, stats, wait_for_frames
 
 pipeline = streams.pipeline  # the models, loaded once per module
 
@@ -228,7 +228,7 @@ async def test_the_gateway_sink_writes_each_session_to_its_shard(settings, clean
 
 
 def test_metrics_report_every_shards_backlog(settings, clean_redis):
-    from tests.test_gateway_helpers import client_for
+    from tests.gateway_helpers import client_for
 
     two = settings.model_copy(update={"stream_shards": 2})
     from classpulse.streams import ensure_groups

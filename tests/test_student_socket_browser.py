@@ -16,7 +16,7 @@ import requests
 
 from tests.browser import chromium, student_joined
 from tests.fuzz_harness import serve
-from tests.test_gateway_helpers import bearer, make_user
+from tests.gateway_helpers import bearer, make_user
 
 pytestmark = pytest.mark.browser
 

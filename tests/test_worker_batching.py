@@ -14,10 +14,10 @@ from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.policy import Policy, write_mirror
 from classpulse.streams import read_groups
-from tests import test_stream_services as streams
+from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message, now_ms, parity_clip
 from tests.pipeline_helpers import InferenceWorker
-from tests.test_stream_services import stats
+from tests.stream_helpers import stats
 from worker.batch import WriteBatch, lookups, unfilter_rows, write_script
 from worker.pipeline import decode_jpeg
 

@@ -10,7 +10,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.auth import create_access_token
 from classpulse import contracts
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     bearer,
     client_for,
     join,

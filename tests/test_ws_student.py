@@ -12,7 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.auth import create_student_token
 from classpulse import contracts, edge_wire
-from tests.test_gateway_helpers import (
+from tests.gateway_helpers import (
     JPEG,
     PNG,
     join,

@@ -140,3 +140,16 @@ def token_protocols(token: str) -> list[str]:
     from app.ws_common import SUBPROTOCOL, TOKEN_PREFIX
 
     return [SUBPROTOCOL, TOKEN_PREFIX + token]
+
+
+# --- 5. login limits -------------------------------------------------------------------------
+@contextmanager
+def from_address(client, address: str):
+    """Requests of this block come from ``address`` (as uvicorn reports it, proxy resolved)."""
+    transport = client._transport
+    before = transport.client
+    transport.client = (address, 50000)
+    try:
+        yield client
+    finally:
+        transport.client = before
