@@ -116,3 +116,25 @@ def test_the_slow_list_names_tests_that_exist():
                 if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
             }
             assert test in names, f"SLOW names {key}, but {module} has no test {test}"
+
+
+def test_test_modules_never_import_test_modules():
+    """What several test modules share lives in a helper module (tests/*_helpers.py,
+    tests/browser.py...), never in a test_*.py that others import: importing one runs its
+    module-level code and fixtures in another module, and ties two tests' files together."""
+    offenders = {}
+    for path in sorted([*(REPO_ROOT / "tests").glob("*.py"), *(REPO_ROOT / "bench").glob("*.py")]):
+        tree = ast.parse(path.read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("tests.test_")}
+            elif isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                if module.startswith(("tests.test_", ".test_")):
+                    found.add(module)
+                elif module in ("tests", "."):
+                    found |= {f"tests.{a.name}" for a in node.names if a.name.startswith("test_")}
+        if found:
+            offenders[str(path.relative_to(REPO_ROOT))] = sorted(found)
+    assert not offenders, f"test modules imported as helpers (move what they share): {offenders}"
