@@ -1,4 +1,6 @@
 """HTTPS on the teacher's own network (`classpulse run --lan`): the certificate the gateway serves.
+(Over 300 lines: the CA, its name constraints, the names it covers and when to issue again are
+one trust decision, read and changed together.)
 
 Browsers give the camera only to secure contexts, so a class on the school's network needs
 HTTPS. Either the school's own certificate and key (``CLASSPULSE_TLS_CERT`` / ``_KEY``), used as
