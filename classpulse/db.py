@@ -100,12 +100,25 @@ class Student(Base):
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class EmotionBucket(Base):
-    """Per student and fixed time bucket: frame counts and summed probabilities of faced frames.
+class BucketCounts:
+    """The counts both bucket tables keep per bucket (a mixin: each table gets its own columns).
 
     Sums, not means, so that folding more results in is an addition; the mean is
     ``prob_sums[label] / frames_with_face`` and the dominant emotion its argmax, computed on read.
     """
+
+    frames: Mapped[int] = mapped_column(Integer, default=0)
+    frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
+    prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    # Faced frames whose head orientation was observed, and of those, facing the screen
+    # (docs/attention.md); 0 while attention is off.
+    attention_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    facing_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EmotionBucket(BucketCounts, Base):
+    """Per student and fixed time bucket: frame counts and summed probabilities of faced frames."""
 
     __tablename__ = "emotion_buckets"
     # The primary key (session_id, student_id, bucket_start) serves per-session reads; these
@@ -123,17 +136,9 @@ class EmotionBucket(Base):
         ForeignKey("students.id", ondelete="CASCADE"), primary_key=True
     )
     bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    frames: Mapped[int] = mapped_column(Integer, default=0)
-    frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
-    prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
-    # Faced frames whose head orientation was observed, and of those, facing the screen
-    # (docs/attention.md); 0 while attention is off.
-    attention_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    facing_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ClassBucket(Base):
+class ClassBucket(BucketCounts, Base):
     """Per session and time bucket, the whole class: what ``aggregate_only`` keeps instead of
     per-student emotions (same sums-not-means layout as ``EmotionBucket``).
 
@@ -150,14 +155,6 @@ class ClassBucket(Base):
         ForeignKey("class_sessions.id", ondelete="CASCADE"), primary_key=True
     )
     bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    frames: Mapped[int] = mapped_column(Integer, default=0)
-    frames_with_face: Mapped[int] = mapped_column(Integer, default=0)
-    prob_sums: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
-    # Faced frames whose head orientation was observed, and of those, facing the screen
-    # (docs/attention.md); 0 while attention is off.
-    attention_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    facing_frames: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class OrgPolicy(Base):

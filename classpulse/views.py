@@ -147,6 +147,15 @@ def may_carry_attention(data: bytes) -> bool:
     return _ATTENTION_HINT.search(data) is not None
 
 
+def json_object(data: bytes) -> dict[str, Any] | None:
+    """A live message as a JSON object, or None when it is not one (not ours to judge)."""
+    try:
+        msg = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
 def live_message(data: bytes, policy: Mode) -> bytes:
     """A message of a session's live channel as the policy allows it to reach a socket: a
     student's update carrying an estimate outside ``per_student``, or attention while the
@@ -156,11 +165,8 @@ def live_message(data: bytes, policy: Mode) -> bytes:
     attention = not shows_attention(policy) and may_carry_attention(data)
     if not (estimates or attention):
         return data
-    try:
-        msg = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return data
-    if not isinstance(msg, dict):
+    msg = json_object(data)
+    if msg is None:
         return data
     if not ((estimates and carries_estimate(msg)) or (attention and carries_attention(msg))):
         return data

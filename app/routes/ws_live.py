@@ -90,11 +90,8 @@ def _shows_per_student(item: bytes | str) -> bool:
         b'"policy"' in item or views.may_carry_estimate(item) or views.may_carry_attention(item)
     ):
         return False
-    try:
-        msg = msgspec.json.decode(item)
-    except msgspec.DecodeError:
-        return False
-    if not isinstance(msg, dict):
+    msg = views.json_object(item)
+    if msg is None:
         return False
     if msg.get("type") == "policy":
         return views.shows_students(msg.get("emotion_mode")) or msg.get("attention") is True
