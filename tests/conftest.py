@@ -35,6 +35,7 @@ MODELS = REPO_ROOT / "models"
 # The full suite (`scripts/test`, CI) runs everything. Measured: tests/test_*.py one module at
 # a time with --durations, then the fast tier as a whole (README, "Tests in parts").
 SLOW = {
+    "test_backpressure": "waits for the gateway's rate control to slow a page and speed it up",
     "test_caddy_proxy": "the real Caddy in front of a running service, Chromium through it",
     "test_class_arrival": "40 students arriving at once against the whole service",
     "test_cli_accounts": "the classpulse command as a process",
@@ -47,6 +48,7 @@ SLOW = {
     "test_scale": "many students and processes at once",
     "test_school_limits": "a school's worth of joins and logins from one address (600, 1,000)",
     "test_static_streams": "stalled readers held until their deadlines, the gateway's memory",
+    "test_stream_shards": "workers and an aggregator running their loops over several shards",
     "test_training": "trains networks with torch",
     # Walks of the whole app (20 s and 16 s here); the table checks beside them stay fast.
     "test_access_matrix::test_access_matrix": "every route and socket as each of six callers",
