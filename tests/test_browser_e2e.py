@@ -71,6 +71,8 @@ def test_student_in_chromium_appears_on_the_teacher_dashboard(server, tmp_path):
             "data-capture", "edge", timeout=20_000
         )
         expect(tile.locator(".capture-mode")).to_contain_text("only face crops are sent")
+        # ...and which detector found the face there (pages and workers differ by default).
+        expect(tile.locator(".capture-mode")).to_contain_text("by face_detection_short_range")
         student_token = student.evaluate(
             "code => JSON.parse(sessionStorage.getItem('classpulse.join.' + code)).token",
             session["join_code"],

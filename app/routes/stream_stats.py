@@ -4,6 +4,7 @@ each page's capture mode and detector time (edge capture)."""
 from __future__ import annotations
 
 import uuid
+from pathlib import PurePosixPath
 from typing import Literal
 
 from fastapi import APIRouter
@@ -33,6 +34,13 @@ class StudentStreamStats(BaseModel):
     fallback: str | None = None
 
 
+class DetectorsOut(BaseModel):
+    # The face detector each side runs (pages and workers differ by default: README, "How it
+    # works"): the model pages load for edge capture, and the one the workers published.
+    device: str
+    server: str | None = None  # None until a worker has published its models
+
+
 class StreamStatsOut(BaseModel):
     session_id: uuid.UUID
     target_fps: float  # the rate pages are asked to send at now (lowered under backpressure)
@@ -43,6 +51,7 @@ class StreamStatsOut(BaseModel):
     stream: str = contracts.FRAMES_STREAM
     stream_backlog: int | None = None
     students: dict[str, StudentStreamStats]
+    detectors: DetectorsOut | None = None
 
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -58,6 +67,13 @@ async def stream_stats(
     shards = res.settings.stream_shards
     stream = contracts.frames_stream(contracts.shard_of(str(session.id), shards), shards)
     stats = res.frame_flow
+    try:  # "<model name>@<version>", published by the workers at start (contracts.MODEL_INFO_KEY)
+        published = await res.redis.hget(contracts.MODEL_INFO_KEY, "detector")
+    except (RedisError, OSError):
+        published = None
+    if isinstance(published, bytes):
+        published = published.decode(errors="replace")
+    server = published.split("@")[0] if published else None
     return StreamStatsOut(
         session_id=session.id,
         target_fps=stats.fps,
@@ -66,6 +82,9 @@ async def stream_stats(
         stream=stream,
         stream_backlog=await _backlog(res, stream),
         students={k: StudentStreamStats(**v) for k, v in parse(raw).items()},
+        detectors=DetectorsOut(
+            device=PurePosixPath(contracts.EDGE_DETECTOR_URL).stem, server=server
+        ),
     )
 
 

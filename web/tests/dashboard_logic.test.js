@@ -131,4 +131,11 @@ test("captureText: what leaves the device, in words", () => {
   );
   assert.equal(captureText({ capture: "frames" }), "Sending camera frames (face found on the server)");
   assert.equal(captureText({}), "");
+  const detectors = { device: "face_detection_short_range", server: "face_detection_full_range" };
+  assert.match(
+    captureText({ capture: "edge", detector_ms: 9 }, detectors),
+    /on the device by face_detection_short_range, 9 ms/,
+  );
+  assert.match(captureText({ capture: "frames" }, detectors), /on the server by face_detection_full_range\)$/);
+  assert.match(captureText({ capture: "frames" }, { device: "x", server: null }), /on the server\)$/);
 });

@@ -112,15 +112,19 @@ export function frameCounts(st) {
   return { captured: captured, sent: sent, analysed: analysed, dropped: dropped, droppedBy: droppedBy };
 }
 
-/** What leaves this student's device, as the page last reported it. */
-export function captureText(st) {
+/** What leaves this student's device, as the page last reported it; with ``detectors`` (the
+ * stream-stats' {device, server}: pages and workers run different detectors by default) which
+ * detector found the face. */
+export function captureText(st, detectors) {
+  const device = detectors?.device ? " by " + detectors.device : "";
+  const server = detectors?.server ? " by " + detectors.server : "";
   if (st.capture === "edge") {
     const ms = typeof st.detector_ms === "number" ? ", " + Math.round(st.detector_ms) + " ms per frame" : "";
-    return "Face found on the device" + ms + "; only face crops are sent";
+    return "Face found on the device" + device + ms + "; only face crops are sent";
   }
   if (st.capture === "frames" && st.fallback) {
-    return "Sending camera frames: " + fallbackText(st.fallback, false) + " (face found on the server)";
+    return "Sending camera frames: " + fallbackText(st.fallback, false) + " (face found on the server" + server + ")";
   }
-  if (st.capture === "frames") return "Sending camera frames (face found on the server)";
+  if (st.capture === "frames") return "Sending camera frames (face found on the server" + server + ")";
   return "";
 }

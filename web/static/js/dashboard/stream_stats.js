@@ -50,7 +50,7 @@ async function poll() {
     const mode = child(s.el, "capture-mode");
     mode.dataset.capture = st.capture || "unknown";
     mode.dataset.fallback = st.fallback || "";
-    mode.textContent = captureText(st);
+    mode.textContent = captureText(st, result.data.detectors);
     const stats = child(s.el, "stream-stats");
     const c = frameCounts(st);
     for (const k of ["captured", "sent", "analysed", "dropped"]) stats.dataset[k] = String(c[k]);
