@@ -50,12 +50,6 @@ def _mirror(r, attention: bool | None) -> None:
         r.hset(c.POLICY_KEY, "attention", "1" if attention else "0")
 
 
-def _mirror_reads_attention() -> bool:
-    raw = {"emotion_mode": "per_student", "min_group_size": "5", "retention_days": "30"}
-    policy = Policy.from_redis({**raw, "attention": "1"})
-    return policy is not None and policy.attention
-
-
 def _inputs(pipeline):
     """(kind, payload) per capture: a JPEG frame, a version 2 faces message with the page's own
     angles, a version 1 message; and the angles each result must carry when attention is on."""
@@ -106,8 +100,6 @@ def _results(r, settings, pipeline) -> list[tuple[dict, c.FrameResult]]:
 def test_yaw_and_pitch_only_under_stamp_and_policy(
     settings, clean_redis, pipeline, stamp, mirror, observed
 ):
-    if mirror and not _mirror_reads_attention():
-        pytest.skip("Policy.from_redis does not read the mirror's attention field yet")
     _mirror(clean_redis, mirror)
     inputs = _inputs(pipeline)
     for seq, (kind, payload, _) in enumerate(inputs, 1):
