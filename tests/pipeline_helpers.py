@@ -19,6 +19,11 @@ from worker.pipeline import BadFrame
 
 
 class InferenceWorker(worker_service.InferenceWorker):
+    @property
+    def frames_streams(self) -> list[str]:
+        """The frames stream shards this worker reads (``StreamConsumer.streams``)."""
+        return self.streams
+
     def read_batch(self) -> list[Entry]:
         """The entries of ``read`` (of one shard, or every shard's together: ``process`` then
         finds each entry's shard from its session)."""
@@ -28,13 +33,13 @@ class InferenceWorker(worker_service.InferenceWorker):
         """Analyse one batch read from ``stream`` (a frames stream shard; None: the one this
         worker owns, or with several the shard of each entry's session); returns how many results
         were written."""
-        if stream is None and len(self.frames_streams) > 1:
+        if stream is None and len(self.streams) > 1:
             by_stream: dict[str, list[Entry]] = defaultdict(list)
             for entry in entries:
                 sid = entry[1].get(c.F_SESSION, b"").decode(errors="replace")
                 by_stream[c.frames_stream(c.shard_of(sid, self.shards), self.shards)].append(entry)
             return self.process_parts(list(by_stream.items()))
-        return self.process_parts([(stream or self.frames_streams[0], entries)])
+        return self.process_parts([(stream or self.streams[0], entries)])
 
 
 class Aggregator(aggregator_service.Aggregator):

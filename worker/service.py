@@ -123,7 +123,6 @@ class InferenceWorker(StreamConsumer):
         )
         self.settings = settings
         self.pipeline = pipeline
-        self.frames_streams = self.streams  # the frames stream shards read (StreamConsumer's)
         self.aof = AofCompactor(r, self.name, settings.aof_rewrite_every_s)
         self._last_lag_prune = 0.0
         self.batch_size = batch_size(settings, pipeline)
@@ -132,7 +131,7 @@ class InferenceWorker(StreamConsumer):
         self._write_script = write_script(r)  # a read's writes in one call (worker/batch.py)
         # XREADGROUP's COUNT is per stream: the batch size split over the owned shards, so that
         # one read (one model call, one MULTI/EXEC) stays about one batch however many shards.
-        self.read_count = max(1, -(-self.batch_size // len(self.frames_streams)))
+        self.read_count = max(1, -(-self.batch_size // len(self.streams)))
         # Edge capture: the crop side faces messages must have (the classifier's square input).
         clf = pipeline.classifier
         self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
@@ -162,7 +161,7 @@ class InferenceWorker(StreamConsumer):
             self.name,
             ", ".join(self.pipeline.detector.model.providers),
             self.batch_size,
-            ", ".join(self.frames_streams),
+            ", ".join(self.streams),
         )
 
     def read(self) -> Parts:
