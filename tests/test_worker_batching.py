@@ -13,7 +13,6 @@ import redis
 from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.policy import Policy, write_mirror
-from classpulse.streams import read_groups
 from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message, now_ms, parity_clip
 from tests.pipeline_helpers import InferenceWorker
@@ -56,7 +55,7 @@ def results(r: redis.Redis) -> dict[int, c.FrameResult]:
 def read_all(worker: InferenceWorker) -> list[tuple[str, list]]:
     """Every new entry in one read, as the worker's loop gets a read."""
     worker.setup()
-    return read_groups(worker.r, worker.frames_streams, c.WORKER_GROUP, worker.name, 1000)
+    return worker.read_new(1000, None)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 33])
