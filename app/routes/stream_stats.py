@@ -55,6 +55,8 @@ class StreamStatsOut(BaseModel):
 
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+# The model pages load for edge capture, by name (fixed for the process, not per request).
+_DEVICE_DETECTOR = PurePosixPath(contracts.EDGE_DETECTOR_URL).stem
 
 
 @router.get("/{session_id}/stream-stats", response_model=StreamStatsOut)
@@ -82,9 +84,7 @@ async def stream_stats(
         stream=stream,
         stream_backlog=await _backlog(res, stream),
         students={k: StudentStreamStats(**v) for k, v in parse(raw).items()},
-        detectors=DetectorsOut(
-            device=PurePosixPath(contracts.EDGE_DETECTOR_URL).stem, server=server
-        ),
+        detectors=DetectorsOut(device=_DEVICE_DETECTOR, server=server),
     )
 
 

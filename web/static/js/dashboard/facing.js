@@ -23,7 +23,7 @@ let chart = null;
 
 /** Whether the panel and the tiles' lines show: the policy's word when one came, else
  * whether any student's update carries an observation (the server withholds them when off). */
-export function attentionShown() {
+function attentionShown() {
   if (state.attention !== null) return state.attention;
   for (const s of state.students.values()) if (s.attention && observed(s.attention)) return true;
   return false;
