@@ -47,7 +47,6 @@ def _mirror(r, attention: bool | None) -> None:
     r.delete(c.POLICY_KEY)
     if attention is not None:
         write_mirror(r, Policy(attention=attention), 1)
-        r.hset(c.POLICY_KEY, "attention", "1" if attention else "0")
 
 
 def _inputs(pipeline):
