@@ -37,9 +37,8 @@ HEADER = struct.Struct("<4sBBBBHHfd")
 HEADER_SIZE = HEADER.size  # 24
 KEYPOINTS = 6  # MediaPipe's order: right eye, left eye, nose tip, mouth, right ear, left ear
 # x, y, w, h, score, then the keypoints' x, y (version 1); version 2 adds yaw, pitch (degrees)
-FACE_V1 = struct.Struct(f"<{5 + 2 * KEYPOINTS}f")
+FACE_V1 = struct.Struct(f"<{5 + 2 * KEYPOINTS}f")  # 68 bytes
 FACE = struct.Struct(f"<{5 + 2 * KEYPOINTS + 2}f")
-FACE_SIZE_V1 = FACE_V1.size  # 68
 FACE_SIZE = FACE.size  # 76: version 2's, the longest (the gateway's length cap uses it)
 FACE_STRUCTS = {1: FACE_V1, 2: FACE}
 MIN_SIDE, MAX_SIDE = 16, 4096  # frame width and height, pixels
@@ -162,7 +161,7 @@ def parse(
         raise WireError(BAD_FACES, f"crop size {size}; expected {want}")
     if not crops and size != 0:
         raise WireError(BAD_FACES, "crop size must be 0 when no crops are included")
-    expected = message_size(n, size, version)
+    expected = faces_end + n * size * size  # message_size(n, size, version)
     if packed:  # the crops' length is the deflate stream's: it must inflate to exactly n·s·s
         if len(view) <= faces_end:
             raise WireError(BAD_FACES, f"{len(view)} bytes; {n} faces and packed crops need more")
