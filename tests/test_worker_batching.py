@@ -177,6 +177,30 @@ def test_a_failed_result_write_acknowledges_nothing(settings, clean_redis, pipel
     assert r.xpending(c.FRAMES_STREAM, c.WORKER_GROUP)["pending"] == 0
 
 
+def test_an_entry_that_cannot_be_processed_is_dropped_counted_and_deleted(
+    settings, clean_redis, pipeline, monkeypatch
+):
+    """When a read fails, and then each entry alone, every entry is acknowledged, deleted and
+    counted as an error in one write: never left pending to fail again after a reclaim."""
+    r = clean_redis
+    jpeg = streams.jpeg()
+    for seq in range(2):
+        faces(r, STUDENTS[seq], seq, faces_message(pipeline, jpeg))
+    worker = InferenceWorker(settings, r, pipeline)
+    parts = read_all(worker)
+
+    def broken(parts):
+        raise RuntimeError("poisonous")
+
+    monkeypatch.setattr(worker, "process_parts", broken)
+    assert worker.process_safely(parts) == 0
+    assert r.xlen(c.FRAMES_STREAM) == 0
+    assert r.xpending(c.FRAMES_STREAM, c.WORKER_GROUP)["pending"] == 0
+    assert stats(r)["worker.dropped.error"] == 2
+    per_student = r.hgetall(c.stream_stats_key(SESSION))
+    assert per_student[STUDENTS[1].encode() + b":dropped.error"] == b"1"
+
+
 def test_write_batch_groups_by_key_and_sends_nothing_when_empty(clean_redis):
     r = clean_redis
     script = write_script(r)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import Protocol
 
 import numpy as np
 import redis
@@ -126,13 +125,6 @@ return 1
 Arg = bytes | str | int
 
 
-class Commands(Protocol):
-    """What ``Tally.write`` needs: a redis-py pipeline or a ``WriteBatch``."""
-
-    def hincrby(self, name: str, key: str | bytes, amount: int = 1) -> object: ...
-    def expire(self, name: str, time: int) -> object: ...
-
-
 class WriteBatch:
     """A read's writes, sent as one call of ``WRITE_SCRIPT``: the results (XADD), the entries'
     XACK and XDEL, the lag report and the counters, grouped by key. The same atomicity as the
@@ -210,7 +202,7 @@ class Tally:
     def processed(self, session_id: str, student_id: str) -> None:
         self.students[(session_id.encode(), student_id.encode())]["processed"] += 1
 
-    def write(self, pipe: Commands) -> None:
+    def write(self, pipe: WriteBatch) -> None:
         for key, n in self.totals.items():
             if n:
                 pipe.hincrby(c.STATS_KEY, key, n)

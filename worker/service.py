@@ -264,9 +264,8 @@ class InferenceWorker(StreamConsumer):
                     raise
                 except Exception:
                     log.exception("dropping frame %s that cannot be processed", entry[0])
-                    pipe = self.r.pipeline(transaction=True)
-                    pipe.xack(stream, c.WORKER_GROUP, entry[0])
-                    pipe.xdel(stream, entry[0])
+                    pipe = WriteBatch(self._write_script)
+                    pipe.ack_delete(stream, c.WORKER_GROUP, [entry[0]])
                     tally = Tally()
                     tally.dropped("error", entry[1])
                     tally.write(pipe)
