@@ -69,6 +69,12 @@ def shows_attention(policy: Mode) -> bool:
     return isinstance(policy, Policy) and policy.attention
 
 
+def shows_student_data(policy: Mode) -> bool:
+    """Whether anything per student beyond presence may be shown: estimates (``per_student``)
+    or attention. What the live view audits and the per-student history serves."""
+    return shows_students(policy) or shows_attention(policy)
+
+
 def shows_class(policy: Policy, students_present: int) -> bool:
     """Whether the class's mix of a bucket (or a moment) where ``students_present`` students
     showed a face may be shown: emotions on and, outside ``per_student``, a big enough group."""

@@ -14,6 +14,7 @@ It also stores ``attention_frames`` (faced frames whose head orientation was obs
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 DIGITS = 4  # probabilities are rounded to this many decimals in reports and exports
 
@@ -60,3 +61,12 @@ def facing_share(attention_frames: int | None, facing_frames: int | None) -> flo
     if not attention_frames:
         return None
     return round((facing_frames or 0) / attention_frames, DIGITS)
+
+
+def total_facing_share(rows: Iterable[Any]) -> float | None:
+    """``facing_share`` over several buckets or rows (their attention_frames, facing_frames)."""
+    observed = facing = 0
+    for r in rows:
+        observed += r.attention_frames or 0
+        facing += r.facing_frames or 0
+    return facing_share(observed, facing)

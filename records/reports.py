@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from classpulse import views
 from classpulse.db import Alert, ClassBucket, ClassSession, EmotionBucket, Student, User, utcnow
 from classpulse.policy import Policy
-from records.bucket_stats import DIGITS, dominant, facing_share, mean_probs
+from records.bucket_stats import DIGITS, dominant, facing_share, mean_probs, total_facing_share
 from records.csvsafe import safe_row
 
 # The FER2013 order, which the emotion model uses too; unknown labels are appended sorted.
@@ -356,10 +356,7 @@ def _summary(db: Session, report: Report, students: Sequence[Any]) -> dict[str, 
         "suppressed_buckets": sum(1 for r in report.class_rows if r.suppressed),
         "alerts": len(report.alerts),
         # Share of the class's observed frames facing the screen (None: attention off or none).
-        "facing_share": facing_share(
-            sum(r.attention_frames or 0 for r in report.class_rows),
-            sum(r.facing_frames or 0 for r in report.class_rows),
-        ),
+        "facing_share": total_facing_share(report.class_rows),
     }
 
 

@@ -165,7 +165,7 @@ def student_history(
     if student is None or student.session_id != session.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "student not found in this session")
     policy = org_policy.load(db)
-    if not (views.shows_students(policy) or views.shows_attention(policy)):
+    if not views.shows_student_data(policy):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "the organisation's policy keeps no per-student emotions"
         )

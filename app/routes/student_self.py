@@ -20,7 +20,7 @@ from app.deps import CurrentStudent, DbSession, Res
 from app.snapshot import model_labels
 from classpulse import views
 from classpulse.db import ClassSession, ConsentRecord, EmotionBucket, Student
-from records.bucket_stats import DIGITS, dominant, facing_share, shares, summed
+from records.bucket_stats import DIGITS, dominant, facing_share, shares, summed, total_facing_share
 
 router = APIRouter(prefix="/api/student", tags=["join"])
 
@@ -111,9 +111,7 @@ async def me(claims: CurrentStudent, db: DbSession, res: Res) -> SelfView:
             shown.append(SelfBucket(**views.student_view("bucket", bucket, policy)))
         own: dict[str, Any] = {
             "probs": _mean(buckets, labels),
-            "facing_share": facing_share(
-                sum(b.attention_frames for b in buckets), sum(b.facing_frames for b in buckets)
-            ),
+            "facing_share": total_facing_share(buckets),
         }
         own = views.student_view("self", own, policy)
         return SelfView(

@@ -61,7 +61,7 @@ def _check(
         if not can_watch(user, session):
             # The same answer as for a session that does not exist, as the HTTP routes give.
             return wsc.NOT_FOUND, "session not found"
-        audited = _per_student(res.policy.policy)
+        audited = views.shows_student_data(res.policy.policy)
         if audited:  # a view of per-student data (estimates or attention): audited
             record_view(db, user, "view.live", session.id, client_address(ws))
         return _Allowed(session.id, audited)
@@ -74,11 +74,6 @@ def _audit_late(res: Resources, ip: str | None, user_id: int, session_id: uuid.U
         user = db.get(User, user_id)
         if user is not None:
             record_view(db, user, "view.live", session_id, ip, reason="policy changed")
-
-
-def _per_student(policy: views.Mode) -> bool:
-    """Whether the policy shows per-student data: estimates (per_student) or attention."""
-    return views.shows_students(policy) or views.shows_attention(policy)
 
 
 def _shows_per_student(item: bytes | str) -> bool:
@@ -135,7 +130,9 @@ async def live_socket(ws: WebSocket, session_id: str, res: Res) -> None:
             except RedisError as exc:
                 log.warning("live socket: no snapshot, Redis unavailable: %s", exc)
                 return await wsc.close(ws, 1011, "Redis unavailable; reconnect later")
-            if _per_student(policy):  # the policy changed to show per-student data since the check
+            if views.shows_student_data(
+                policy
+            ):  # the policy changed to show per-student data since the check
                 await audit_if_needed()
             await ws.send_text(msgspec.json.encode(snapshot).decode())
 
