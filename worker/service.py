@@ -351,18 +351,14 @@ class InferenceWorker(StreamConsumer):
         Without a mirror (Redis lost it, the gateway has not re-written it yet) the stamp rules;
         with the mode ``off`` the emotion model never sees the frame (nor a page's crops).
         Attention likewise: observed only when the stamp and the mirrored policy both say so;
-        otherwise a page's yaw/pitch are dropped here, before anything reads them."""
+        otherwise ``_result`` writes no yaw/pitch (a page's included)."""
         for frame in frames:
             if current is not None:
                 frame.mode = stricter(frame.mode, current.emotion_mode)
                 frame.attention = frame.attention and current.attention
             frame.emotion = frame.emotion and frame.mode != "off"
-            if isinstance(frame.image, DetectedFrame):
-                if not frame.emotion:
-                    frame.image.crops = None  # presence only: the boxes
-                if not frame.attention:
-                    for face in frame.image.faces:
-                        face.yaw = face.pitch = None
+            if not frame.emotion and isinstance(frame.image, DetectedFrame):
+                frame.image.crops = None  # presence only: the boxes
 
     def _one_by_one(
         self, frames: list[Frame], tally: Tally
