@@ -63,18 +63,19 @@ def unfilter_rows(crops: np.ndarray) -> np.ndarray:
 
 
 def unfilter(frames: Iterable[DetectedFrame]) -> None:
-    """Undo the "Sub" filter of these frames' crops (packed faces messages), all in one pass
-    per crop size; each frame then holds a view of its own crops."""
+    """Undo the "Sub" filter of these frames' crops where still filtered (packed faces
+    messages), all in one pass per crop size; each such frame then holds a view of its own
+    crops."""
     by_side: defaultdict[tuple[int, ...], list[tuple[DetectedFrame, np.ndarray]]]
     by_side = defaultdict(list)
     for frame in frames:
-        if frame.crops is not None and len(frame.crops):
+        if frame.filtered and frame.crops is not None and len(frame.crops):
             by_side[frame.crops.shape[1:]].append((frame, frame.crops))
     for group in by_side.values():
         pixels = unfilter_rows(np.concatenate([crops for _, crops in group]))
         at = 0
         for frame, crops in group:
-            frame.crops = pixels[at : at + len(crops)]
+            frame.crops, frame.filtered = pixels[at : at + len(crops)], False
             at += len(crops)
 
 

@@ -69,6 +69,7 @@ class DetectedFrame:
     height: int
     faces: list[FaceResult]
     crops: np.ndarray | None = None  # (n, side, side) uint8
+    filtered: bool = False  # crops still "Sub"-filtered (packed), until worker.batch.unfilter
 
 
 @dataclass

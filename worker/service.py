@@ -135,7 +135,6 @@ class InferenceWorker(StreamConsumer):
         # Edge capture: the crop side faces messages must have (the classifier's square input).
         clf = pipeline.classifier
         self.crop_size = clf.size[0] if clf is not None and clf.size[0] == clf.size[1] else None
-        self.packed: list[DetectedFrame] = []  # this read's packed crops, still "Sub"-filtered
 
     # --- the consumer loop's steps (classpulse/consumer.py) ----------------------------------
     def setup(self) -> None:
@@ -196,7 +195,7 @@ class InferenceWorker(StreamConsumer):
         frames, oldest_ms = self._parse_batch(entries, now_ms, tally, shards, withdrawn)
         self._apply_policy(frames, mirror)
         # The packed crops that the policy kept, un-filtered together (``_faces`` left them).
-        unfilter(self.packed)
+        unfilter(f.image for f in frames if isinstance(f.image, DetectedFrame))
         decode_ms = (time.perf_counter() - t0) * 1000
         frames, results, timings = self._analyze(frames, tally)
         per_frame = {
@@ -283,10 +282,9 @@ class InferenceWorker(StreamConsumer):
         """The batch's analysable frames, decoded, and the oldest receive time seen; the rest
         (``withdrawn`` students, malformed, stale, undecodable) are counted and dropped.
         ``shards``: the stream shard of each entry. The packed crops of faces
-        messages are left filtered, listed in ``self.packed`` for ``unfilter``."""
+        messages are left filtered (``DetectedFrame.filtered``) for ``unfilter``."""
         frames: list[Frame] = []
         oldest_ms = now_ms
-        self.packed = []
         for (entry_id, fields), shard in zip(entries, shards, strict=True):
             with contextlib.suppress(KeyError, ValueError):
                 oldest_ms = min(oldest_ms, float(fields[c.F_RECEIVED_MS]))
@@ -430,10 +428,10 @@ class InferenceWorker(StreamConsumer):
         if msg.has_crops and faces:
             side = msg.crop_size
             crops = np.frombuffer(msg.crops, np.uint8).reshape(len(faces), side, side)
-        frame = DetectedFrame(msg.width, msg.height, faces, crops)
-        if crops is not None and msg.filtered:  # packed: its "Sub" filter undone with the read's
-            self.packed.append(frame)
-        return frame
+        # Packed: its "Sub" filter undone with the read's (worker.batch.unfilter).
+        return DetectedFrame(
+            msg.width, msg.height, faces, crops, crops is not None and msg.filtered
+        )
 
 
 def _pose(face: FaceResult) -> dict[str, float]:
