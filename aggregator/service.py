@@ -2,8 +2,8 @@
 (Over 300 lines: the read → commit → publish → ack loop and its exactly-once rules are one unit;
 folding, live state, class mix and alerts live in their own modules.)
 
-The only writer of emotion data. Each flush (one read, or while the stream has a backlog several
-reads, bounded by FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
+The only writer of emotion data. Each flush (the reads of CLASSPULSE_AGGREGATOR_LINGER_MS, more
+while the stream has a backlog, bounded by FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
 transaction that also records the flush's frame ids in ``applied_results``; only frames not seen
 before are added, so a replay (a crash between commit and XACK, a reclaimed batch) never
 double-counts. A flush writes each bucket it touches once, however many of its results fall in
@@ -93,6 +93,7 @@ class Aggregator(StreamConsumer):
         self.settings = settings
         self.engine = engine
         self.results_streams = self.streams  # the results stream shards read (StreamConsumer's)
+        self.linger_s = settings.aggregator_linger_ms / 1000  # a flush gathers results this long
         self.alerts = AlertEngine(r, engine, self.name)  # alert rules: aggregator/alerts.py
         self.students: dict[str, StudentState] = {}
         self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
@@ -125,12 +126,14 @@ class Aggregator(StreamConsumer):
         return self.read_more(self.read_new(count, READ_BLOCK_MS), count)
 
     def read_more(self, parts: Parts, count: int) -> Parts:
-        """Add further reads of new results to ``parts`` while the last read came back full (a
-        backlog: results that are late already), without blocking, up to FLUSH_MAX_RESULTS or
-        FLUSH_MAX_S. A read that is not full ends the flush at once, so at a rate the
-        aggregator keeps up with nothing waits for more. Only new results (">"): a re-read of
-        pending ones returns the same entries until they are acknowledged."""
-        deadline = time.monotonic() + FLUSH_MAX_S
+        """Add further reads of new results to ``parts`` until the flush is FLUSH_LINGER_S old
+        (a flush's fixed cost, one transaction and a bucket row per student and class, is then
+        shared by the results of that time), at once while reads come back full (a backlog:
+        results that are late already), up to FLUSH_MAX_RESULTS or FLUSH_MAX_S. Only new
+        results (">"): a re-read of pending ones returns the same entries until they are
+        acknowledged."""
+        start = time.monotonic()
+        linger_until, deadline = start + self.linger_s, start + FLUSH_MAX_S
         merged: dict[str, list[Entry]] = {}
         total, last = 0, parts
         while True:
@@ -138,11 +141,17 @@ class Aggregator(StreamConsumer):
                 merged.setdefault(stream, []).extend(entries)
                 total += len(entries)
             full = any(len(entries) >= count for _, entries in last)
-            if not full or total >= FLUSH_MAX_RESULTS or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if not total or total >= FLUSH_MAX_RESULTS or now >= deadline:
                 return list(merged.items())
+            block = None
+            if not full:  # caught up: wait for more only until the flush is old enough
+                if now >= linger_until:
+                    return list(merged.items())
+                block = max(1, int((linger_until - now) * 1000))
             try:
                 last = read_groups(
-                    self.r, self.results_streams, c.AGGREGATOR_GROUP, self.name, count
+                    self.r, self.results_streams, c.AGGREGATOR_GROUP, self.name, count, block
                 )
             except redis.RedisError:
                 self._pending_own = True  # what this flush read stays pending: re-read it first

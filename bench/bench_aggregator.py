@@ -2,7 +2,7 @@
 per result.
 
     .venv/bin/python bench/bench_aggregator.py [--students 1000] [--classes 40] [--results 20000]
-        [--attention] [--compare REV [--rounds 3]]
+        [--attention] [--rate 2000] [--compare REV [--rounds 3]]
 
 The real Aggregator (aggregator/service.py) drains a results stream filled beforehand with
 FrameResults as the workers write them (one face with the seven probabilities and its head
@@ -11,7 +11,11 @@ persistence): per flush one transaction (applied_results ids, the students' FOR 
 upsert per student bucket and per class bucket it touches), the live publish and the XACK.
 --students spread over --classes sessions, each sending at 2 fps. A drained backlog is the
 aggregator's saturated state: each flush then holds as many reads as the aggregator's bounds
-allow, so the rows written per result show how well a flush folds.
+allow, so the rows written per result show how well a flush folds. --rate R instead writes the
+results at R per second while the aggregator runs (a process of its own writes them), the state
+of a service that keeps up: each flush then holds what arrived during its linger
+(CLASSPULSE_AGGREGATOR_LINGER_MS), and the output adds how long a result waited from its XADD to
+the end of its flush (its live update published).
 
 Prints the load average, results/s, the bucket rows written per result (PostgreSQL's own count
 of inserted + updated bucket tuples, read after the aggregator's connections closed) and the CPU
@@ -84,33 +88,57 @@ def seed(url: str, students: int, classes: int) -> list[tuple[str, str]]:
     return pairs
 
 
+PROBS = dict(zip(LABELS, (0.05, 0.02, 0.03, 0.6, 0.1, 0.05, 0.15), strict=True))
+
+
+def result(pairs: list[tuple[str, str]], k: int, received_ms: float) -> bytes:
+    """The k-th result of a class (students in turn, as a class at 2 fps produces them)."""
+    session, student = pairs[k % len(pairs)]
+    # Facing the screen most of the time, now and then turned away (attention's ring).
+    yaw = 40.0 if k % 7 == 0 else 5.0
+    res = c.FrameResult(
+        frame_id=f"{k + 1}-0",
+        session_id=session,
+        student_id=student,
+        seq=k // len(pairs),
+        received_ms=received_ms,
+        processed_ms=received_ms,
+        width=320,
+        height=240,
+        faces=[c.Face(box=(100, 60, 120, 120), score=0.93, probs=PROBS, yaw=yaw, pitch=3.0)],
+        models={"detector": "bench", "emotion": "bench"},
+        timings_ms={"decode": 0.3, "detect": 2.0, "classify": 0.4},
+    )
+    return c.encoder.encode(res)
+
+
 def fill(r: redis.Redis, pairs: list[tuple[str, str]], n: int) -> None:
-    """n results, students in turn (2 fps each: the same order a class produces them)."""
+    """n results written beforehand: a backlog to drain."""
     now_ms = time.time() * 1000
-    probs = dict(zip(LABELS, (0.05, 0.02, 0.03, 0.6, 0.1, 0.05, 0.15), strict=True))
     for start in range(0, n, 1000):
         pipe = r.pipeline(transaction=False)
         for k in range(start, min(n, start + 1000)):
-            session, student = pairs[k % len(pairs)]
-            # Facing the screen most of the time, now and then turned away (attention's ring).
-            yaw = 40.0 if k % 7 == 0 else 5.0
-            res = c.FrameResult(
-                frame_id=f"{k + 1}-0",
-                session_id=session,
-                student_id=student,
-                seq=k // len(pairs),
-                received_ms=now_ms - 500 * (n - k) / len(pairs),
-                processed_ms=now_ms,
-                width=320,
-                height=240,
-                faces=[
-                    c.Face(box=(100, 60, 120, 120), score=0.93, probs=probs, yaw=yaw, pitch=3.0)
-                ],
-                models={"detector": "bench", "emotion": "bench"},
-                timings_ms={"decode": 0.3, "detect": 2.0, "classify": 0.4},
-            )
-            pipe.xadd(c.RESULTS_STREAM, {c.R_DATA: c.encoder.encode(res)})
+            received_ms = now_ms - 500 * (n - k) / len(pairs)
+            pipe.xadd(c.RESULTS_STREAM, {c.R_DATA: result(pairs, k, received_ms)})
         pipe.execute()
+
+
+def feed(redis_url: str, pairs_file: str, n: int, rate: float) -> None:
+    """n results at ``rate`` per second, written every 10 ms as the workers would (run in a
+    process of its own, so that its CPU is not the aggregator's)."""
+    r = redis.Redis.from_url(redis_url)
+    pairs = [tuple(p) for p in json.loads(Path(pairs_file).read_text())]
+    t0, k = time.monotonic(), 0
+    while k < n:
+        due = min(n, int((time.monotonic() - t0) * rate) + 1)
+        if due > k:
+            now_ms = time.time() * 1000
+            pipe = r.pipeline(transaction=False)
+            for i in range(k, due):
+                pipe.xadd(c.RESULTS_STREAM, {c.R_DATA: result(pairs, i, now_ms)})
+            pipe.execute()
+            k = due
+        time.sleep(0.01)
 
 
 def pg_cpu(pg: chaos.PrivatePostgres) -> float:
@@ -161,7 +189,16 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
             # would read the policy from PostgreSQL (a fallback), which is not what runs.
             write_mirror(r, Policy("per_student", attention=args.attention), 1)
             ensure_group(r, c.RESULTS_STREAM, c.AGGREGATOR_GROUP)
-            fill(r, pairs, args.results)
+            feeder = None
+            if args.rate:  # results arrive at a steady rate while the aggregator runs
+                pairs_file = Path(tmp) / "pairs.json"
+                pairs_file.write_text(json.dumps(pairs))
+                feeder = subprocess.Popen(
+                    [sys.executable, __file__, "--feed", str(pairs_file), "--redis-url", rd.url,
+                     "--results", str(args.results), "--rate", str(args.rate)]
+                )
+            else:
+                fill(r, pairs, args.results)
             settings = Settings(database_url=pg.url, redis_url=rd.url)
             engine = make_engine(pg.url, pool_size=2)
             agg = Aggregator(settings, r, engine)
@@ -174,9 +211,17 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
             redis_proc = psutil.Process(rd.proc.pid)
             rd0 = sum(redis_proc.cpu_times()[:2])
             cpu0, pg0, t0 = time.process_time(), pg_cpu(pg), time.perf_counter()
-            while parts := agg.read():
+            ages: list[float] = []  # ms from a result's XADD to its flush's end (live published)
+            while applied < args.results:
+                parts = agg.read()
+                if not parts:
+                    continue
                 applied += agg.handle_parts(parts)
                 flushes += 1
+                now_ms = time.time() * 1000
+                ages.extend(now_ms - int(e[0].split(b"-")[0]) for _, part in parts for e in part)
+            if feeder is not None:
+                feeder.wait(timeout=30)
             elapsed = time.perf_counter() - t0
             cpu, pgc = time.process_time() - cpu0, pg_cpu(pg) - pg0
             rdc = sum(redis_proc.cpu_times()[:2]) - rd0
@@ -189,7 +234,10 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
             pg.stop()
     assert applied == args.results == stored, (applied, stored)
     n = args.results
+    ages.sort()
     return {
+        "age_p50": ages[len(ages) // 2],
+        "age_p95": ages[int(len(ages) * 0.95)],
         "results_s": n / elapsed,
         "flushes": flushes,
         "elapsed": elapsed,
@@ -209,7 +257,8 @@ def show(label: str, m: dict[str, float]) -> None:
         f"  {label:>8}: {m['results_s']:7,.0f} results/s, {m['flushes']:4.0f} flushes in "
         f"{m['elapsed']:5.2f} s, {m['rows_per_result']:.3f} bucket rows written per result; "
         f"CPU per result: aggregator {m['agg_us']:5.1f} µs + PostgreSQL {m['pg_us']:5.1f} µs "
-        f"= {m['agg_us'] + m['pg_us']:5.1f} µs (Redis {m['redis_us']:4.1f} µs)   (load {loadavg()})"
+        f"= {m['agg_us'] + m['pg_us']:5.1f} µs (Redis {m['redis_us']:4.1f} µs); result written → "
+        f"flushed p50 {m.get('age_p50', 0):.0f} / p95 {m.get('age_p95', 0):.0f} ms   (load {loadavg()})"
     )
 
 
@@ -273,11 +322,20 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=40)
     ap.add_argument("--results", type=int, default=20000)
     ap.add_argument("--attention", action="store_true", help="policy observes attention")
+    ap.add_argument(
+        "--rate", type=float, default=0.0,
+        help="results per second written while the aggregator runs (default: a backlog drained)",
+    )
+    ap.add_argument("--feed", help=argparse.SUPPRESS)  # the feeder process: its pairs file
+    ap.add_argument("--redis-url", help=argparse.SUPPRESS)
     ap.add_argument("--compare", metavar="REV", help="also run the aggregator of this git revision")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --compare")
     ap.add_argument("--worker-from", help=argparse.SUPPRESS)  # folder of the revision's packages
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.feed:
+        feed(args.redis_url, args.feed, args.results, args.rate)
+        return 0
     if args.worker_from:
         sys.path.insert(0, args.worker_from)
     print(

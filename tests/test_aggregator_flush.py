@@ -5,6 +5,7 @@ live update per student per flush carries the same state as folding the results 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -91,10 +92,27 @@ def test_a_backlog_is_folded_in_flushes_of_several_reads(settings, clean_redis, 
     )
 
 
-def test_a_read_that_is_not_full_is_its_own_flush(settings, clean_redis, engine, roster):
+def test_a_flush_gathers_what_arrives_while_it_lingers(settings, clean_redis, engine, roster):
     t0 = bucket_t0(settings)
     push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(10)])
-    agg = aggregator(settings, clean_redis, engine)
+    agg = aggregator(settings.model_copy(update={"aggregator_linger_ms": 300}), clean_redis, engine)
+    late = threading.Timer(0.1, push, (clean_redis, [result(roster, "bo", 10, t0 + 10)]))
+    late.start()
+    started = time.monotonic()
+    parts = agg.read()
+    late.join()
+    # The result written 100 ms into the flush joined it; the flush ended at its linger.
+    assert sum(len(entries) for _, entries in parts) == 11
+    assert 0.25 <= time.monotonic() - started < 1.0
+    assert agg.handle_parts(parts) == 11
+
+
+def test_without_linger_a_read_that_is_not_full_is_its_own_flush(
+    settings, clean_redis, engine, roster
+):
+    t0 = bucket_t0(settings)
+    push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(10)])
+    agg = aggregator(settings.model_copy(update={"aggregator_linger_ms": 0}), clean_redis, engine)
     parts = agg.read()
     assert sum(len(entries) for _, entries in parts) == 10
     push(clean_redis, [result(roster, "ada", 10, t0 + 10)])  # arrives after: the next flush
