@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+import pytest
+
 from aggregator import service as aggregator_service
 from aggregator.live_state import StudentState, step
 from classpulse import contracts as c
@@ -61,6 +63,23 @@ class Aggregator(aggregator_service.Aggregator):
         state = self.students.setdefault(res.student_id, StudentState())
         s = step(state, res, self.settings.smoothing_alpha, time.monotonic())
         return self._build(state, s)
+
+
+@pytest.fixture
+def classify_calls(pipeline, monkeypatch) -> list[int]:
+    """How many crops (faces) each call of the emotion model got, in order; the model itself
+    still runs. Requests the module's ``pipeline`` fixture (tests/stream_helpers.py), so a test
+    module takes both: ``pipeline = streams.pipeline`` and
+    ``classify_calls = pipeline_helpers.classify_calls``."""
+    calls: list[int] = []
+    real = pipeline.classifier.classify_crops
+
+    def counted(crops):
+        calls.append(len(crops))
+        return real(crops)
+
+    monkeypatch.setattr(pipeline.classifier, "classify_crops", counted)
+    return calls
 
 
 def jpeg_dimensions(data: bytes) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.head_pose import head_pose
 from classpulse.policy import Policy, write_mirror
+from tests import pipeline_helpers
 from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message, now_ms
 from tests.edge_socket_helpers import (
@@ -39,6 +40,7 @@ from tests.stream_helpers import jpeg as face_jpeg
 from worker.pipeline import decode_jpeg
 
 pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
+classify_calls = pipeline_helpers.classify_calls  # the emotion model's calls, counted
 
 
 def message(faces=(FACE,), crops: bool = True, size: int = 64, w=320, h=240, **kw) -> bytes:
@@ -418,20 +420,6 @@ def _published(pubsub, student_id: str, timeout_s: float = 5.0) -> dict:
             if update.get("student_id") == student_id and update.get("type") == "student":
                 last = update
     return last
-
-
-@pytest.fixture
-def classify_calls(pipeline, monkeypatch) -> list[int]:
-    """How many crops each call of the emotion model got (the model itself still runs)."""
-    calls: list[int] = []
-    real = pipeline.classifier.classify_crops
-
-    def counted(crops):
-        calls.append(len(crops))
-        return real(crops)
-
-    monkeypatch.setattr(pipeline.classifier, "classify_crops", counted)
-    return calls
 
 
 @pytest.mark.parametrize("batch_detector", [False, True], ids=["cpu_detector", "gpu_detector"])

@@ -10,35 +10,19 @@ import pytest
 
 from classpulse import contracts as c
 from classpulse.policy import Policy, write_mirror
-from classpulse.settings import Settings
+from tests import pipeline_helpers
+from tests import stream_helpers as streams
 from tests.gateway_helpers import token_protocols
 from tests.privacy_helpers import Pipeline, a_class, rows, send_frames
 from tests.stream_helpers import add_frame, make_result, push, run_aggregator
-from worker.pipeline import FramePipeline
 
-
-@pytest.fixture(scope="module")
-def model() -> FramePipeline:
-    return FramePipeline.from_settings(Settings(providers=["cpu"]))
+pipeline = streams.pipeline  # the stream tests' fixture: the models, loaded once per module
+classify_calls = pipeline_helpers.classify_calls  # the emotion model's calls, counted
 
 
 @pytest.fixture
-def classify_calls(model, monkeypatch) -> list[int]:
-    """How many faces each call of the emotion model got (the model itself still runs)."""
-    calls: list[int] = []
-    real = model.classifier.classify_crops
-
-    def counted(crops):
-        calls.append(len(crops))
-        return real(crops)
-
-    monkeypatch.setattr(model.classifier, "classify_crops", counted)
-    return calls
-
-
-@pytest.fixture
-def pipe(settings, clean_redis, model):
-    p = Pipeline(settings, clean_redis, model)
+def pipe(settings, clean_redis, pipeline):
+    p = Pipeline(settings, clean_redis, pipeline)
     yield p
     p.close()
 

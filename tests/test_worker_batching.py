@@ -13,6 +13,7 @@ import redis
 from classpulse import contracts as c
 from classpulse import edge_wire
 from classpulse.policy import Policy, write_mirror
+from tests import pipeline_helpers
 from tests import stream_helpers as streams
 from tests.edge_helpers import faces_message, now_ms, parity_clip
 from tests.pipeline_helpers import InferenceWorker
@@ -21,6 +22,7 @@ from worker.batch import WriteBatch, lookups, unfilter_rows, write_script
 from worker.pipeline import decode_jpeg
 
 pipeline = streams.pipeline  # the models, loaded once per module
+classify_calls = pipeline_helpers.classify_calls  # the emotion model's calls, counted
 
 SESSION = "00000000-0000-0000-0000-00000000aaaa"
 STUDENTS = [f"00000000-0000-0000-0000-{k:012d}" for k in range(1, 5)]
@@ -73,31 +75,23 @@ def test_unfilter_rows_is_a_running_sum_per_row_modulo_256(n, side):
 
 
 def test_a_read_of_packed_and_raw_messages_classifies_what_the_pages_cut(
-    settings, clean_redis, pipeline, monkeypatch
+    settings, clean_redis, pipeline, classify_calls
 ):
     """Twenty faces messages in one read, packed and not, with zero, one or two faces: one
     classifier call for the read, and each face's probabilities those of the JPEG path (each
     frame got its own crops back from the read's un-filter pass)."""
     r = clean_redis
-    calls: list[int] = []
-    real = pipeline.classifier.classify_crops
-
-    def counted(crops):
-        calls.append(len(crops))
-        return real(crops)
-
-    monkeypatch.setattr(pipeline.classifier, "classify_crops", counted)
     clip = parity_clip(frames=20)
     jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes() for f in clip]
     expected = [pipeline.analyze([decode_jpeg(j)])[0][0] for j in jpegs]
     for seq, jpeg in enumerate(jpegs):
         faces(r, STUDENTS[seq % 4], seq, faces_message(pipeline, jpeg, packed=seq % 3 != 0))
-    calls.clear()
+    classify_calls.clear()
     worker = InferenceWorker(settings, r, pipeline)
     parts = read_all(worker)
     assert worker.process_safely(parts) == 20
     n_faces = sum(len(e) for e in expected)
-    assert calls == [n_faces] and n_faces >= 20  # the clip has frames with two people
+    assert classify_calls == [n_faces] and n_faces >= 20  # the clip has frames with two people
     got = results(r)
     for seq, want in enumerate(expected):
         assert len(got[seq].faces) == len(want)
@@ -201,11 +195,45 @@ def test_an_entry_that_cannot_be_processed_is_dropped_counted_and_deleted(
     assert per_student[STUDENTS[1].encode() + b":dropped.error"] == b"1"
 
 
-def test_write_batch_groups_by_key_and_sends_nothing_when_empty(clean_redis):
+def command_names(packed: bytes) -> list[bytes]:
+    """The name of each command in ``packed``: RESP arrays of bulk strings, as redis-py packs
+    them (``*n``, then ``$len`` and the bytes for each of the n parts, the first the name)."""
+    names, at = [], 0
+    while at < len(packed):
+        end = packed.index(b"\r\n", at)
+        assert packed[at : at + 1] == b"*", packed[at:]
+        parts, at = int(packed[at + 1 : end]), end + 2
+        for k in range(parts):
+            end = packed.index(b"\r\n", at)
+            size, at = int(packed[at + 1 : end]), end + 2
+            if k == 0:
+                names.append(packed[at : at + size].upper())
+            at += size + 2
+    return names
+
+
+def sent_commands(r: redis.Redis, monkeypatch) -> list[bytes]:
+    """The names of the commands ``r``'s connections send from now on, in order, as they go on
+    the wire (a pipeline's commands one by one). Filled until the test ends."""
+    sent: list[bytes] = []
+    cls = r.connection_pool.connection_class
+    real = cls.send_packed_command
+
+    def spy(self, command, *args, **kwargs):
+        packed = command if isinstance(command, bytes | str) else b"".join(command)
+        sent.extend(command_names(packed.encode() if isinstance(packed, str) else packed))
+        return real(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "send_packed_command", spy)
+    return sent
+
+
+def test_write_batch_groups_by_key_and_sends_nothing_when_empty(clean_redis, monkeypatch):
     r = clean_redis
     script = write_script(r)
-    WriteBatch(script).execute()  # nothing queued: no call, nothing written
-    assert r.dbsize() == 0
+    sent = sent_commands(r, monkeypatch)
+    WriteBatch(script).execute()  # nothing queued: no round trip at all
+    assert sent == []
     batch = WriteBatch(script)
     for k in range(3):
         batch.xadd("s:a", b"data", f"blob{k}".encode(), 1000)
@@ -216,6 +244,8 @@ def test_write_batch_groups_by_key_and_sends_nothing_when_empty(clean_redis):
     batch.hset("lag", "w", "12 1.0")
     batch.expire("h", 60)
     batch.execute()
+    # One script call (the spy sees it): SCRIPT LOAD and a second EVALSHA only if Redis lost it.
+    assert sent in ([b"EVALSHA"], [b"EVALSHA", b"SCRIPT", b"EVALSHA"])
     assert [f[b"data"] for _, f in r.xrange("s:a")] == [b"blob0", b"blob1", b"blob2"]
     assert r.xlen("s:b") == 1 and r.hget("lag", "w") == b"12 1.0"
     assert r.hgetall("h") == {b"x": b"5", b"y": b"1"} and 0 < r.ttl("h") <= 60
