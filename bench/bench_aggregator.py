@@ -194,8 +194,18 @@ def run_once(args: argparse.Namespace) -> dict[str, float]:
                 pairs_file = Path(tmp) / "pairs.json"
                 pairs_file.write_text(json.dumps(pairs))
                 feeder = subprocess.Popen(
-                    [sys.executable, __file__, "--feed", str(pairs_file), "--redis-url", rd.url,
-                     "--results", str(args.results), "--rate", str(args.rate)]
+                    [
+                        sys.executable,
+                        __file__,
+                        "--feed",
+                        str(pairs_file),
+                        "--redis-url",
+                        rd.url,
+                        "--results",
+                        str(args.results),
+                        "--rate",
+                        str(args.rate),
+                    ]
                 )
             else:
                 fill(r, pairs, args.results)
@@ -323,7 +333,9 @@ def main() -> int:
     ap.add_argument("--results", type=int, default=20000)
     ap.add_argument("--attention", action="store_true", help="policy observes attention")
     ap.add_argument(
-        "--rate", type=float, default=0.0,
+        "--rate",
+        type=float,
+        default=0.0,
         help="results per second written while the aggregator runs (default: a backlog drained)",
     )
     ap.add_argument("--feed", help=argparse.SUPPRESS)  # the feeder process: its pairs file

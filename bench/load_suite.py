@@ -36,7 +36,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import psutil
+import uvloop
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,6 +56,21 @@ class Stats:
     sent: int = 0
     skipped: int = 0
     connected: int = 0  # students whose socket is open (their config received)
+
+
+class _Message(msgspec.Struct):
+    """The fields of a socket message the simulated pages and teacher read (the rest skipped):
+    the load generator shares the box with the service, so it decodes as little as it can."""
+
+    type: str = ""
+    ok: bool | None = None
+    reason: str | None = None
+    fps: float | None = None
+    student_id: str | None = None
+    seq: int | None = None
+
+
+_decode = msgspec.json.Decoder(_Message).decode
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -91,12 +108,12 @@ async def student(
 
         async def receive() -> None:
             async for message in ws:
-                msg = json.loads(message)
-                if msg.get("type") == "ack":
-                    stats.acks["accepted" if msg.get("ok") else msg.get("reason", "?")] += 1
+                msg = _decode(message)
+                if msg.type == "ack":
+                    stats.acks["accepted" if msg.ok else msg.reason or "?"] += 1
                     window.release()
-                elif msg.get("type") == "rate":  # backpressure: slow down (or speed up again)
-                    rate["fps"] = max(0.1, float(msg["fps"]))
+                elif msg.type == "rate" and msg.fps is not None:  # backpressure: slow down
+                    rate["fps"] = max(0.1, msg.fps)  # (or speed up again)
                     stats.rates[rate["fps"]] += 1
 
         receiver = asyncio.create_task(receive())
@@ -132,9 +149,9 @@ async def teacher(url: str, token: str, until: float, stats: Stats) -> None:
                 message = await asyncio.wait_for(ws.recv(), timeout=1.0)
             except TimeoutError:
                 continue
-            msg = json.loads(message)
-            if msg.get("type") == "student" and msg.get("seq") is not None:
-                sent = stats.sent_at.get((msg["student_id"], msg["seq"]))
+            msg = _decode(message)
+            if msg.type == "student" and msg.seq is not None:
+                sent = stats.sent_at.get((msg.student_id, msg.seq))
                 if sent is not None:
                     stats.latencies_ms.append((time.time() - sent) * 1000)
 
@@ -428,7 +445,9 @@ def main() -> int:
     ):
         roles = processes(server)
         start_rss = {role: rss_mb(ps) for role, ps in roles.items()}
-        results = asyncio.run(main_async(args, server))
+        # uvloop, as the gateway runs: the load generator shares the two cores it measures.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results = runner.run(main_async(args, server))
         print(f"\nmemory (RSS, MB) at start → end ({args.workers} worker process(es)):")
         for role, ps in sorted(roles.items()):
             print(

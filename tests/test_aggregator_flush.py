@@ -96,6 +96,8 @@ def test_a_flush_gathers_what_arrives_while_it_lingers(settings, clean_redis, en
     t0 = bucket_t0(settings)
     push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(10)])
     agg = aggregator(settings.model_copy(update={"aggregator_linger_ms": 300}), clean_redis, engine)
+    # Results streaming in (the last flush read 10 in 10 ms), and a flush just ended.
+    agg._rate, agg._read_ended = 1000.0, time.monotonic()  # noqa: SLF001
     late = threading.Timer(0.1, push, (clean_redis, [result(roster, "bo", 10, t0 + 10)]))
     late.start()
     started = time.monotonic()
@@ -105,6 +107,20 @@ def test_a_flush_gathers_what_arrives_while_it_lingers(settings, clean_redis, en
     assert sum(len(entries) for _, entries in parts) == 11
     assert 0.25 <= time.monotonic() - started < 1.0
     assert agg.handle_parts(parts) == 11
+
+
+def test_a_flush_does_not_linger_at_a_low_rate_or_after_a_quiet_spell(
+    settings, clean_redis, engine, roster
+):
+    t0 = bucket_t0(settings)
+    agg = aggregator(settings.model_copy(update={"aggregator_linger_ms": 300}), clean_redis, engine)
+    for rate, ended in ((100.0, time.monotonic()), (1000.0, time.monotonic() - 5)):
+        agg._rate, agg._read_ended = rate, ended  # noqa: SLF001
+        push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(3)])
+        started = time.monotonic()
+        parts = agg.read()
+        assert time.monotonic() - started < 0.2, (rate, "waited for more")
+        assert agg.handle_parts(parts) == 3
 
 
 def test_without_linger_a_read_that_is_not_full_is_its_own_flush(
