@@ -248,14 +248,26 @@ def payloads() -> dict[str, bytes]:
 
 
 async def run_level(
-    server: DevServer, n: int, seconds: float, fps: float, capture: str, data: bytes
+    server: DevServer,
+    n: int,
+    seconds: float,
+    fps: float,
+    capture: str,
+    data: bytes,
+    class_size: int = 0,
 ) -> dict:
+    """One level: ``n`` students in classes of ``class_size`` (0: all in one), each class with
+    its teacher's dashboard socket."""
     token = server.login()
-    session = server.api("POST", "/api/sessions", {"title": f"Load {n}"}, token)
+    classes = -(-n // class_size) if class_size else 1
+    sessions = [
+        server.api("POST", "/api/sessions", {"title": f"Load {n} class {k + 1}"}, token)
+        for k in range(classes)
+    ]
     students = [
         server.api(
             "POST",
-            f"/api/join/{session['join_code']}",
+            f"/api/join/{sessions[i % classes]['join_code']}",
             {"display_name": f"Student {i + 1}", "consent": True},
         )
         for i in range(n)
@@ -264,8 +276,12 @@ async def run_level(
     before = metrics(server)
     cpu_before = cpu_by_role(server)
     until = time.monotonic() + seconds
-    live = f"{server.ws_base}/ws/sessions/{session['id']}/live"
-    tasks = [asyncio.create_task(teacher(live, token, until + 3, stats))]
+    tasks = [
+        asyncio.create_task(
+            teacher(f"{server.ws_base}/ws/sessions/{session['id']}/live", token, until + 3, stats)
+        )
+        for session in sessions
+    ]
     await asyncio.sleep(0.5)
     t0 = time.monotonic()
     for i, s in enumerate(students):
@@ -289,7 +305,10 @@ async def run_level(
         for k, v in delta.items()
         if k.startswith("classpulse_frames_dropped_total{") and v
     }
-    stream = server.api("GET", f"/api/sessions/{session['id']}/stream-stats", token=token)
+    streams = [
+        server.api("GET", f"/api/sessions/{session['id']}/stream-stats", token=token)
+        for session in sessions
+    ]
     ingest = {
         kind: (
             delta.get(f'classpulse_ingest_messages_total{{kind="{kind}"}}', 0),
@@ -308,7 +327,10 @@ async def run_level(
         "drops": drops,
         "processed": delta.get("classpulse_frames_processed_total", 0),
         "received": delta.get("classpulse_frames_received_total", 0),
-        "api_processed": sum(s["processed"] for s in stream["students"].values()),
+        "api_processed": sum(
+            s["processed"] for stream in streams for s in stream["students"].values()
+        ),
+        "classes": classes,
         "target_fps": after.get("classpulse_target_fps", float("nan")),
         "cpu": (cpu_before, cpu_after),
         "steady": await steady,
@@ -335,8 +357,9 @@ async def steady_cpu(server: DevServer, stats: Stats, n: int, until: float) -> t
 def report(r: dict) -> None:
     s, lat, secs = r["stats"], r["stats"].latencies_ms, r["seconds"]
     print(
-        f"\n{r['n']} students × {r['fps']:g} fps for {secs:.0f} s, capture {r['capture']}: page captures "
-        f"skipped (window full) {s.skipped}, sent {s.sent} ({s.sent / secs:.0f}/s)"
+        f"\n{r['n']} students × {r['fps']:g} fps for {secs:.0f} s in {r['classes']} class(es), "
+        f"capture {r['capture']}: page captures skipped (window full) {s.skipped}, sent {s.sent} "
+        f"({s.sent / secs:.0f}/s)"
     )
     ingest = ", ".join(
         f"{kind} {n:.0f} messages, {b / 1e6:.2f} MB ({b / n:.0f} B/message)"
@@ -385,7 +408,11 @@ async def main_async(args: argparse.Namespace, server: DevServer) -> list[dict]:
     for mode in modes:
         for n in levels:
             await settle(server, args.fps)
-            results.append(await run_level(server, n, args.seconds, args.fps, mode, sizes[mode]))
+            results.append(
+                await run_level(
+                    server, n, args.seconds, args.fps, mode, sizes[mode], args.class_size
+                )
+            )
             report(results[-1])
     return results
 
@@ -413,11 +440,22 @@ def gateway_per_k(r: dict) -> str:
     return f"{steady:.3f} s/1k msgs steady, {whole:.3f} over the level"
 
 
+def met(r: dict, p95_ms: float = 250.0) -> bool:
+    """A level is served when its p95 is within ``p95_ms``, no frame went stale, and the gateway
+    never asked the pages to send slower than the level's rate (backpressure: then the service
+    kept up by lowering the load it was offered)."""
+    return (
+        pct(r["stats"].latencies_ms, 95) <= p95_ms
+        and not r["drops"].get("stale")
+        and not any(fps < r["fps"] for fps in r["stats"].rates)
+    )
+
+
 def most_students(results: list[dict], p95_ms: float = 250.0) -> dict[str, int]:
-    """Per capture mode, the most students whose level met p95 ≤ ``p95_ms`` with no stale drop."""
+    """Per capture mode, the most students whose level was served (``met``)."""
     best: dict[str, int] = {}
     for r in results:
-        ok = pct(r["stats"].latencies_ms, 95) <= p95_ms and not r["drops"].get("stale")
+        ok = met(r, p95_ms)
         if ok:
             best[r["capture"]] = max(best.get(r["capture"], 0), r["n"])
     return best
@@ -430,6 +468,12 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--sweep", help="comma-separated student counts, e.g. 100,200,400")
+    ap.add_argument(
+        "--class-size",
+        type=int,
+        default=0,
+        help="students per class session, each with its teacher's dashboard (0: one class)",
+    )
     ap.add_argument(
         "--capture",
         choices=("frames", "edge", "both"),
@@ -463,7 +507,9 @@ def main() -> int:
                     f"p95 {pct(lat, 95):.0f} ms; gateway CPU {gateway_per_k(r)}"
                 )
             best = most_students(results)
-            print(f"most students at p95 ≤ 250 ms and no stale drops: {best}")
+            print(
+                f"most students at p95 ≤ 250 ms, no stale drops and no request to slow down: {best}"
+            )
             if best.get("frames") and best.get("edge"):
                 print(f"edge / frames: {best['edge'] / best['frames']:.1f}×")
     return 0
