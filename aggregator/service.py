@@ -8,7 +8,7 @@ FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
 transaction that also records the flush's frame ids in ``applied_results``; only frames not seen
 before are added, so a replay (a crash between commit and XACK, a reclaimed batch) never
 double-counts. A flush writes each bucket it touches once, however many of its results fall in
-it. Results are acknowledged only after the commit; live updates are published after it too,
+it. Results are acknowledged (and deleted from the stream) only after the commit; live updates are published after it too,
 one per student per flush (their latest state). The loop around (groups, heartbeat, reclaim,
 backoff, a lost group) is the one the inference worker runs too: classpulse/consumer.py.
 """
@@ -331,7 +331,12 @@ class Aggregator(StreamConsumer):
         pipe = self.r.pipeline(transaction=False)
         for stream, part in parts:
             if part:
-                pipe.xack(stream, c.AGGREGATOR_GROUP, *[e[0] for e in part])
+                # Acknowledged and deleted: a stored result has no reader left, and what stays in
+                # a stream (per student probabilities) stays in Redis's memory and its
+                # append-only file, whose rewrites copy it every time (worker/aof.py).
+                ids = [e[0] for e in part]
+                pipe.xack(stream, c.AGGREGATOR_GROUP, *ids)
+                pipe.xdel(stream, *ids)
         pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
         if len(results) - len(applied):
             pipe.hincrby(c.STATS_KEY, "aggregator.skipped", len(results) - len(applied))

@@ -104,15 +104,21 @@ class Pipeline:
         self.engine = make_engine(settings.database_url or "")
         self.worker = InferenceWorker(settings, r, pipeline)
         self.aggregator = Aggregator(settings, r, self.engine)
+        self.written: list[c.FrameResult] = []
 
     def run(self) -> int:
         """Analyse every frame in the stream and fold every result; return the frames analysed."""
         n = drain_worker(self.worker)
+        # What the worker wrote, read before the aggregator stores (and deletes) it.
+        self.written += [
+            c.result_decoder.decode(f[c.R_DATA]) for _, f in self.r.xrange(c.RESULTS_STREAM)
+        ]
         run_aggregator(self.aggregator)
         return n
 
     def results(self) -> list[c.FrameResult]:
-        return [c.result_decoder.decode(f[c.R_DATA]) for _, f in self.r.xrange(c.RESULTS_STREAM)]
+        """The results the worker wrote, in every ``run`` so far."""
+        return self.written
 
     def close(self) -> None:
         self.engine.dispose()

@@ -37,7 +37,9 @@ def test_three_workers_and_two_aggregators_share_the_work(
         lag_reports = r.hgetall(c.WORKER_LAG_KEY)
     assert not any(t.is_alive() for t in threads)  # every loop stopped cleanly
     assert sum(b.frames for b in buckets(engine)) == 60  # each frame exactly once
-    assert r.xlen(c.RESULTS_STREAM) == 60  # one result per frame, none written twice
+    # One result per frame, none written twice; each deleted once stored.
+    assert r.xinfo_stream(c.RESULTS_STREAM)["entries-added"] == 60
+    assert r.xlen(c.RESULTS_STREAM) == 0
     consumers = {x["name"].decode(): x for x in r.xinfo_consumers(c.FRAMES_STREAM, c.WORKER_GROUP)}
     assert len(consumers) == 3 and all(x["pending"] == 0 for x in consumers.values())
     assert stats(r)["worker.processed"] == 60 and stats(r)["aggregator.applied"] == 60

@@ -161,11 +161,16 @@ def test_workers_and_an_aggregator_consume_every_shard_exactly_once(
         frames_key, results_key = c.frames_stream(k, 4), c.results_stream(k, 4)
         assert r.xpending(frames_key, c.WORKER_GROUP)["pending"] == 0
         assert r.xpending(results_key, c.AGGREGATOR_GROUP)["pending"] == 0
-        # Results stay on their session's shard.
-        on_shard = {
-            c.result_decoder.decode(f[c.R_DATA]).session_id for _, f in r.xrange(results_key)
-        }
-        assert on_shard and all(c.shard_of(s, 4) == k for s in on_shard)
+        # Results stay on their session's shard: as many were added to it as its sessions'
+        # students sent; each was deleted once stored.
+        expected = sum(
+            n
+            for (sess, st) in pairs
+            for who, n in sent.items()
+            if who == st and c.shard_of(sess, 4) == k
+        )
+        assert expected and r.xinfo_stream(results_key)["entries-added"] == expected
+        assert r.xlen(results_key) == 0
     assert not r.exists(c.FRAMES_STREAM) and not r.exists(c.RESULTS_STREAM)
 
 
