@@ -4,11 +4,11 @@ folding, live state, class mix and alerts live in their own modules.)
 
 The only writer of emotion data. Each flush (what arrived since the last one, gathered for up to
 CLASSPULSE_AGGREGATOR_LINGER_MS, more while the stream has a backlog, bounded by
-FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE
-transaction that also records the flush's frame ids in ``applied_results``; only frames not seen
-before are added, so a replay (a crash between commit and XACK, a reclaimed batch) never
-double-counts. A flush writes each bucket it touches once, however many of its results fall in
-it. Results are acknowledged (and deleted from the stream) only after the commit; live updates are published after it too,
+FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE transaction that also
+records the flush's frame ids in ``applied_results``; only frames not seen before are added, so
+a replay (a crash between commit and XACK, a reclaimed batch) never double-counts. A flush writes
+each bucket it touches once, however many of its results fall in it. Results are acknowledged
+(and deleted from the stream) only after the commit; live updates are published after it too,
 one per student per flush (their latest state). The loop around (groups, heartbeat, reclaim,
 backoff, a lost group) is the one the inference worker runs too: classpulse/consumer.py.
 """
