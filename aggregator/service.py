@@ -4,13 +4,16 @@ folding, live state, class mix and alerts live in their own modules.)
 
 The only writer of emotion data. Each flush (what arrived since the last one, gathered for up to
 CLASSPULSE_AGGREGATOR_LINGER_MS, more while the stream has a backlog, bounded by
-FLUSH_MAX_RESULTS and FLUSH_MAX_S) is folded into its buckets in ONE transaction that also
-records the flush's frame ids in ``applied_results``; only frames not seen before are added, so
-a replay (a crash between commit and XACK, a reclaimed batch) never double-counts. A flush writes
-each bucket it touches once, however many of its results fall in it. Results are acknowledged
-(and deleted from the stream) only after the commit; live updates are published after it too,
-one per student per flush (their latest state). The loop around (groups, heartbeat, reclaim,
-backoff, a lost group) is the one the inference worker runs too: classpulse/consumer.py.
+FLUSH_MAX_RESULTS and FLUSH_MAX_S) is shown live at once: one update per student per flush
+(their latest state), without students who withdrew or were erased (their Redis flag) and
+without a result shown before. Its results are then held, with the flushes after it, until
+their commit is due (CLASSPULSE_AGGREGATOR_COMMIT_MS): one transaction folds them into their
+buckets, each bucket written once, and records their frame ids in ``applied_results``; only
+frames not seen before are added and only students that exist and have not withdrawn, so a
+replay (a crash between commit and XACK, a reclaimed batch) never double-counts. Results are
+acknowledged (and deleted from the stream) only after that commit. The loop around (groups,
+heartbeat, reclaim, backoff, a lost group) is the one the inference worker runs too:
+classpulse/consumer.py.
 """
 
 from __future__ import annotations
@@ -101,6 +104,17 @@ class Aggregator(StreamConsumer):
         self.linger_s = settings.aggregator_linger_ms / 1000  # flushes start at most this often
         self._read_ended = 0.0  # when the last flush stopped reading (time.monotonic)
         self._rate = 0.0  # results per second read by the last flush (since the one before)
+        # Shown live, not committed yet (CLASSPULSE_AGGREGATOR_COMMIT_MS): entries by stream,
+        # their (stream, id) keys, their decoded results, the malformed ones' count.
+        self.commit_s = settings.aggregator_commit_ms / 1000
+        self._held: dict[str, list[Entry]] = {}
+        self._held_ids: set[tuple[str, bytes | str]] = set()
+        self._held_results: list[c.FrameResult] = []
+        self._held_bad = 0
+        self._held_since: float | None = None
+        # Frame ids shown live since the last commit, and in the window before it.
+        self._shown: set[str] = set()
+        self._shown_before: set[str] = set()
         self.alerts = AlertEngine(r, engine, self.name)  # alert rules: aggregator/alerts.py
         self.students: dict[str, StudentState] = {}
         self.privacy = PolicyReader(r, engine)  # the organisation's policy, read per batch
@@ -123,6 +137,7 @@ class Aggregator(StreamConsumer):
         count = max(50, -(-READ_COUNT // len(self.results_streams)))
         streams = self.results_streams
         if self._pending_own:  # after a restart: this consumer's own unacknowledged results first
+            self.commit_held()  # what is held is pending too: committed, it is not re-read
             parts = read_groups(self.r, streams, c.AGGREGATOR_GROUP, self.name, count, start="0")
             if parts:
                 return parts
@@ -255,9 +270,10 @@ class Aggregator(StreamConsumer):
         self._uuids.clear()
 
     def publish(self, applied: list[c.FrameResult]) -> None:
-        """Fold the applied results into the students' live state in receive order, then
-        publish each student's latest update once (snapshot and channel): the dashboard shows
-        the newest state, and a flush of several reads costs one update per student."""
+        """Fold a flush's results (``live_results``) into the students' live state in receive
+        order, then publish each student's latest update once (snapshot and channel): the
+        dashboard shows the newest state, and a flush of several reads costs one update per
+        student."""
         now = time.monotonic()
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
@@ -296,7 +312,17 @@ class Aggregator(StreamConsumer):
         return self.handle_parts(parts)
 
     def tick(self) -> None:
+        if self.commit_due():  # no new results since: what is held is committed all the same
+            self.commit_held()
         self.alerts.tick()  # hook: open/close alerts, at most every 2 s (aggregator/alerts.py)
+
+    def stopped(self) -> None:
+        """Commit what is held before the process ends; if that fails it stays pending, for
+        this consumer after a restart or for another after the reclaim delay."""
+        try:
+            self.commit_held()
+        except Exception as exc:  # noqa: BLE001 (PostgreSQL or Redis gone at shutdown)
+            log.warning("held results left pending at shutdown: %s", exc)
 
     def outage(self, exc: Exception) -> str | None:
         """PostgreSQL unreachable (or its connection lost): the flush is folded again later."""
@@ -307,42 +333,99 @@ class Aggregator(StreamConsumer):
         return None
 
     def handle_parts(self, parts: Parts) -> int:
-        """One batch of several results stream shards: folded in one transaction, then each
-        part acknowledged on its own stream."""
-        entries = [e for _, part in parts for e in part]
+        """One flush of several results stream shards: its results shown live at once, then
+        held, with what earlier flushes held, until their commit is due (``commit_held``).
+        Entries already held (a flush retried after an outage, a re-read of pending ones) are
+        skipped. Returns how many results a commit made here applied (0 when none was due)."""
+        fresh: Parts = []
         results, bad = [], 0
-        for _, fields in entries:
-            try:
-                res = c.result_decoder.decode(fields[c.R_DATA])
-                for i in (res.session_id, res.student_id):
-                    if i not in self._uuids:  # a student's id is parsed once, not per result
-                        uuid.UUID(i)
-                        self._uuids.add(i)
-                # FrameResult.v is checked here, where results are consumed: one of a schema this
-                # aggregator does not know (a newer worker mid-upgrade) is malformed to it.
-                if res.v != c.SCHEMA_VERSION:
-                    raise ValueError(f"result schema version {res.v}")
-                results.append(res)
-            except (KeyError, msgspec.DecodeError, ValueError):
-                bad += 1
-        applied = self.commit(results)
-        self.publish(applied)
-        self.alerts.observe(applied)  # hook: the alert rules evaluate these sessions (tick below)
-        pipe = self.r.pipeline(transaction=False)
         for stream, part in parts:
-            if part:
-                # Acknowledged and deleted: a stored result has no reader left, and what stays in
-                # a stream (per student probabilities) stays in Redis's memory and its
-                # append-only file, whose rewrites copy it every time (worker/aof.py).
-                ids = [e[0] for e in part]
-                pipe.xack(stream, c.AGGREGATOR_GROUP, *ids)
-                pipe.xdel(stream, *ids)
+            entries = [e for e in part if (stream, e[0]) not in self._held_ids]
+            if not entries:
+                continue
+            fresh.append((stream, entries))
+            for _, fields in entries:
+                try:
+                    res = c.result_decoder.decode(fields[c.R_DATA])
+                    for i in (res.session_id, res.student_id):
+                        if i not in self._uuids:  # a student's id is parsed once, not per result
+                            uuid.UUID(i)
+                            self._uuids.add(i)
+                    # FrameResult.v is checked here, where results are consumed: one of a schema
+                    # this aggregator does not know (a newer worker mid-upgrade) is malformed.
+                    if res.v != c.SCHEMA_VERSION:
+                        raise ValueError(f"result schema version {res.v}")
+                    results.append(res)
+                except (KeyError, msgspec.DecodeError, ValueError):
+                    bad += 1
+        if fresh:
+            live = self.live_results(results)
+            self.publish(live)
+            self.alerts.observe(live)  # hook: the alert rules evaluate these sessions (tick)
+            for stream, entries in fresh:
+                self._held.setdefault(stream, []).extend(entries)
+                self._held_ids.update((stream, e[0]) for e in entries)
+            self._held_results.extend(results)
+            self._held_bad += bad
+            if self._held_since is None:
+                self._held_since = time.monotonic()
+        return self.commit_held() if self.commit_due() else 0
+
+    def live_results(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
+        """The results to show now, before their commit: under the policy in force (the
+        stricter of each result's mode and now), without students who withdrew or were erased
+        meanwhile (the flag the gateway sets, as the workers read it; the commit drops them
+        from storage), and without a result shown before (a worker's retry, a replay)."""
+        if not results:
+            return []
+        self.policy = self.privacy.current()
+        apply_mode(results, self.policy)
+        students = list({r.student_id for r in results})
+        flags = self.r.mget([c.withdrawn_key(s) for s in students])
+        gone = {s for s, flag in zip(students, flags, strict=True) if flag is not None}
+        live = []
+        for r in results:
+            if (
+                r.student_id in gone
+                or r.frame_id in self._shown
+                or r.frame_id in self._shown_before
+            ):
+                continue
+            self._shown.add(r.frame_id)
+            live.append(r)
+        return live
+
+    def commit_due(self) -> bool:
+        return self._held_since is not None and (
+            time.monotonic() - self._held_since >= self.commit_s
+            or len(self._held_results) >= FLUSH_MAX_RESULTS
+        )
+
+    def commit_held(self) -> int:
+        """Fold every held result into its buckets in one transaction, then acknowledge and
+        delete their entries; a failure leaves them held and pending, to be committed again
+        (idempotent: applied ids). Returns how many were applied (not stored before)."""
+        if self._held_since is None:
+            return 0
+        results = self._held_results
+        applied = self.commit(results)
+        pipe = self.r.pipeline(transaction=False)
+        for stream, entries in self._held.items():
+            # Acknowledged and deleted: a stored result has no reader left, and what stays in a
+            # stream (per student probabilities) stays in Redis's memory and its append-only
+            # file, whose rewrites copy it every time (worker/aof.py).
+            ids = [e[0] for e in entries]
+            pipe.xack(stream, c.AGGREGATOR_GROUP, *ids)
+            pipe.xdel(stream, *ids)
         pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
         if len(results) - len(applied):
             pipe.hincrby(c.STATS_KEY, "aggregator.skipped", len(results) - len(applied))
-        if bad:
-            pipe.hincrby(c.STATS_KEY, "aggregator.malformed", bad)
+        if self._held_bad:
+            pipe.hincrby(c.STATS_KEY, "aggregator.malformed", self._held_bad)
         pipe.execute()
+        self._held, self._held_ids, self._held_results = {}, set(), []
+        self._held_bad, self._held_since = 0, None
+        self._shown_before, self._shown = self._shown, set()
         return len(applied)
 
 

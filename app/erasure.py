@@ -108,6 +108,9 @@ async def forget_live(redis: Redis, session_id: str, student_ids: list[str], sha
             pipe.publish(contracts.live_channel(session_id), contracts.encoder.encode(notice))
             pipe.hdel(contracts.snapshot_key(session_id), sid)
             pipe.hdel(contracts.presence_key(session_id), sid)
+            # As after a withdrawal: workers drop their frames still queued, and the aggregator
+            # does not show their results still in flight (it shows before it stores).
+            pipe.set(contracts.withdrawn_key(sid), session_id, ex=contracts.STATE_TTL_S)
         await pipe.execute()
     stats_key = contracts.stream_stats_key(session_id)
     fields = [

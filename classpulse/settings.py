@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # cost 282 µs of aggregator + PostgreSQL CPU per result (bench/bench_aggregator.py --rate
     # 2000), 50 ms 106 µs; the dashboard waits up to this long more.
     aggregator_linger_ms: int = Field(default=50, ge=0, le=1000)
+    # An aggregator shows each flush's results live at once but writes them to PostgreSQL (and
+    # acknowledges them) this often (ms): every student's bucket once per commit instead of once
+    # per flush. 0: a commit per flush. Nothing is acknowledged before its commit, so a crash
+    # replays at most this much (not shown twice by the survivor: a fresh process shows it).
+    aggregator_commit_ms: int = Field(default=2000, ge=0, le=10_000)
     smoothing_alpha: float = 0.5
     # A smoothed top probability under this is shown as "uncertain". None: the threshold the
     # emotion model's calibration derived (modelmeta.Calibration.uncertain_below, published by

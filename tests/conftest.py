@@ -177,6 +177,9 @@ def settings(clean_db: str, clean_redis: redis.Redis, redis_url: str, tmp_path: 
         redis_url=redis_url,
         data_dir=tmp_path / "data",
         secret_key="test-secret-key-which-is-long-enough-0123456789",
+        # A commit per flush: a test that hands the aggregator a read finds it stored and
+        # acknowledged (tests/test_aggregator_flush.py checks commits that span flushes).
+        aggregator_commit_ms=0,
     )
 
 

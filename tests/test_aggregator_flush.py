@@ -218,3 +218,93 @@ def test_one_live_update_per_student_per_flush_as_if_folded_one_by_one(
     got = c.live_decoder.decode(snapshot[roster["ada"].encode()])
     assert got.probs == {k: round(float(v), 4) for k, v in zip(LABELS, p, strict=True)}
     assert got.facing is False and got.away_s is not None and got.facing_share == 0.375
+
+
+def live_messages(sub) -> list[dict]:
+    out = []
+    while msg := sub.get_message(timeout=0.3):
+        if msg["type"] == "message":
+            out.append(msgspec.json.decode(msg["data"]))
+    return out
+
+
+def test_results_are_shown_at_once_and_stored_together_when_the_commit_is_due(
+    settings, clean_redis, engine, roster
+):
+    t0 = bucket_t0(settings)
+    agg = aggregator(
+        settings.model_copy(update={"aggregator_commit_ms": 60_000}), clean_redis, engine
+    )
+    sub = clean_redis.pubsub()
+    sub.subscribe(c.live_channel(roster["session"]))
+    sub.get_message(timeout=1)
+    for k in range(3):  # three flushes of two results each
+        push(clean_redis, [result(roster, w, k, t0 + 10 * k) for w in ("ada", "bo")])
+        assert agg.handle_parts(agg.read()) == 0  # not due: nothing stored yet
+        shown = [m["student_id"] for m in live_messages(sub) if m.get("type") == "student"]
+        assert sorted(shown) == sorted([roster["ada"], roster["bo"]])  # ...but shown at once
+    assert stored(settings) == [] and pending(clean_redis) == 6  # nothing acknowledged
+    agg.tick()  # not due yet
+    assert pending(clean_redis) == 6
+    agg.commit_s = 0.0  # now it is
+    agg.tick()
+    bucket = datetime.fromtimestamp(t0 / 1000, UTC)
+    assert stored(settings) == sorted([(roster["ada"], bucket, 3), (roster["bo"], bucket, 3)])
+    assert pending(clean_redis) == 0 and clean_redis.xlen(c.RESULTS_STREAM) == 0
+    assert int(clean_redis.hget(c.STATS_KEY, "aggregator.applied")) == 6
+    sub.close()
+
+
+def test_a_withdrawn_or_erased_student_is_not_shown_and_a_replay_not_twice(
+    settings, clean_redis, engine, roster
+):
+    t0 = bucket_t0(settings)
+    agg = aggregator(
+        settings.model_copy(update={"aggregator_commit_ms": 60_000}), clean_redis, engine
+    )
+    clean_redis.set(c.withdrawn_key(roster["bo"]), roster["session"])  # as the gateway sets it
+    retried = result(roster, "ada", 0, t0)
+    push(clean_redis, [retried, result(roster, "bo", 1, t0 + 1), retried])  # a worker's retry
+    sub = clean_redis.pubsub()
+    sub.subscribe(c.live_channel(roster["session"]))
+    sub.get_message(timeout=1)
+    agg.handle_parts(agg.read())
+    push(clean_redis, [retried])  # again, in a later flush
+    agg.handle_parts(agg.read())
+    shown = [m for m in live_messages(sub) if m.get("type") == "student"]
+    assert [m["student_id"] for m in shown] == [roster["ada"]]  # once, and Bo not at all
+    assert shown[0]["frames"] == 1
+    sub.close()
+
+
+def test_a_failed_commit_keeps_results_held_and_a_retried_flush_is_not_held_twice(
+    settings, clean_redis, engine, roster, monkeypatch
+):
+    t0 = bucket_t0(settings)
+    push(clean_redis, [result(roster, w, 0, t0) for w in ("ada", "bo")])
+    agg = aggregator(settings, clean_redis, engine)  # a commit per flush
+
+    def database_gone(*_args, **_kw):
+        raise OperationalError("INSERT ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(aggregator_module, "write_buckets", database_gone)
+    parts = agg.read()
+    for _ in range(2):  # the loop retries the same flush while PostgreSQL is away
+        with pytest.raises(OperationalError):
+            agg.handle_parts(parts)
+    assert pending(clean_redis) == 2 and len(agg._held_results) == 2  # noqa: SLF001
+    monkeypatch.undo()
+    assert agg.handle_parts(parts) == 2
+    assert sum(frames for *_, frames in stored(settings)) == 2 and pending(clean_redis) == 0
+
+
+def test_what_is_held_is_committed_when_the_process_stops(settings, clean_redis, engine, roster):
+    t0 = bucket_t0(settings)
+    agg = aggregator(
+        settings.model_copy(update={"aggregator_commit_ms": 60_000}), clean_redis, engine
+    )
+    push(clean_redis, [result(roster, "ada", k, t0 + k) for k in range(4)])
+    assert agg.handle_parts(agg.read()) == 0
+    assert pending(clean_redis) == 4
+    agg.stopped()
+    assert pending(clean_redis) == 0 and sum(f for *_, f in stored(settings)) == 4

@@ -128,6 +128,10 @@ def test_admin_deletes_a_students_data_on_request(settings, clean_redis):
             == 404
         )
         assert not clean_redis.hexists(c.snapshot_key(k.session["id"]), ada["student_id"])
+        # Flagged as withdrawn: her frames and results still in flight are neither analysed
+        # nor shown (the aggregator shows results before it stores them).
+        assert clean_redis.get(c.withdrawn_key(ada["student_id"])) == k.session["id"].encode()
+        assert clean_redis.get(c.withdrawn_key(bo["student_id"])) is None
         # Her page's token no longer finds anything.
         me = k.client.get("/api/student/me", headers={"Authorization": "Bearer " + ada["token"]})
         assert me.status_code == 404
