@@ -623,19 +623,19 @@ def stored_frames_per_student(database_url: str, session_id: str) -> dict[str, i
 
 def written_frames_per_student(r: redis.Redis, shards: int, session_id: str) -> dict[str, int]:
     """Frames of the session written to the streams: those still in the frames streams plus
-    those analysed (workers delete a frame's entry when they write its result, one result per
-    frame; nothing is trimmed at these volumes)."""
+    those analysed, by the workers' per-student "processed" counters (written in the same
+    atomic call as the results; one result per frame). Results themselves do not stay: the
+    aggregator deletes each from the results stream once stored."""
     counts: dict[str, int] = {}
     for stream in c.frames_streams(shards):
         for _, fields in r.xrange(stream):
             if fields.get(c.F_SESSION, b"").decode() == session_id:
                 sid = fields[c.F_STUDENT].decode()
                 counts[sid] = counts.get(sid, 0) + 1
-    for stream in c.results_streams(shards):
-        for _, fields in r.xrange(stream):
-            result = c.result_decoder.decode(fields[c.R_DATA])
-            if result.session_id == session_id:
-                counts[result.student_id] = counts.get(result.student_id, 0) + 1
+    for field, n in r.hgetall(c.stream_stats_key(session_id)).items():
+        sid, _, name = field.decode().partition(":")
+        if name == "processed":
+            counts[sid] = counts.get(sid, 0) + int(n)
     return counts
 
 

@@ -126,3 +126,19 @@ def set_policy(settings: Settings, mode: str, min_group_size: int = 5) -> None:
     with db_session(settings) as db:
         org_policy.save(db, Policy(mode, min_group_size), None)  # type: ignore[arg-type]
         db.commit()
+
+
+def wait_until_stored(page, dashboard_url: str, timeout_s: float = 15.0) -> None:
+    """Wait until the session's history API has a row: the aggregator shows results live at
+    once but stores them every CLASSPULSE_AGGREGATOR_COMMIT_MS, so a history opened the moment
+    the dashboard shows something may still say "no stored data yet"."""
+    import time
+
+    url = dashboard_url.replace("/sessions/", "/api/sessions/", 1) + "/history"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = page.request.get(url)
+        if r.ok and r.json().get("rows"):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"nothing stored for {dashboard_url} within {timeout_s} s")

@@ -20,6 +20,7 @@ import pytest
 
 from tests.a11y import check_page
 from tests.browser import TEACHER, chromium, create_teacher, teacher_logged_in
+from tests.history_helpers import wait_until_stored
 
 pytestmark = pytest.mark.browser
 
@@ -155,6 +156,7 @@ def test_facing_the_screen_with_emotions_off(server, tmp_path):
 
         # The history page: the stored share per bucket, still no expression anywhere.
         history = teacher.context.new_page()
+        wait_until_stored(history, dashboard)
         history.goto(dashboard + "/history")
         expect(history.locator("#facing-section")).to_be_visible(timeout=15_000)
         expect(history.locator("#facing-text")).to_contain_text("observed frames faced the screen")
