@@ -63,11 +63,6 @@ FLUSH_MAX_S = 0.25  # reading a flush stops this long after its first read retur
 # a flush per read then costs little CPU in all (200 students at 2 fps: ≈ 6 % of a core at
 # 282 µs a result), and the dashboards get each result as soon as it is read.
 LINGER_FROM_RATE = 400.0
-# A result is shown at once when it came this share of CLASSPULSE_LIVE_UPDATE_MS after the one
-# last shown (by the gateway's receive times): at 2 fps and 1,000 ms every other result, on
-# time, however the flushes fall (a fixed interval on this process's clock would catch every
-# result a little early and show the one after it late).
-LIVE_GAP = 0.75
 PRUNE_EVERY_S = 60.0
 GC_YOUNG = 20_000  # allocations between young-generation collections (Python's default: 700)
 THRESHOLD_READ_S = 10.0  # the workers' published "uncertain" threshold is re-read this often
@@ -279,11 +274,10 @@ class Aggregator(StreamConsumer):
 
     def publish(self, results: list[c.FrameResult]) -> None:
         """Fold a flush's results (``live_results``) into the students' live state in receive
-        order; then each student's latest update is published (snapshot and channel) at once
-        if its result came LIVE_GAP × CLASSPULSE_LIVE_UPDATE_MS or more after the one their
-        last update showed, else it waits (``publish_waiting``), a newer result replacing it.
-        A flush of several reads costs one update per student, and a student at 2 fps one
-        update a second, every other result shown as soon as it is folded."""
+        order; then each student's latest update is published (snapshot and channel) if their
+        last one is CLASSPULSE_LIVE_UPDATE_MS old, else it waits for ``publish_waiting``, a
+        newer result replacing it. A flush of several reads costs one update per student, and a
+        student at 2 fps one update a second: the dashboard shows the newest state."""
         now = time.monotonic()
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
@@ -300,26 +294,23 @@ class Aggregator(StreamConsumer):
             latest[res.student_id] = (state, step(state, res, alpha, now))
             state.waiting = latest[res.student_id][1]
         due = []
-        gap_ms = LIVE_GAP * self.live_update_s * 1000
         for sid, (state, s) in latest.items():
-            if s.res.received_ms - state.shown_ms >= gap_ms:
+            if now - state.shown_at >= self.live_update_s:
                 due.append((state, s))
             else:
-                state.waiting_at = now
                 self._waiting[sid] = state
-        self.emit(due)
+        self.emit(due, now)
 
     def publish_waiting(self) -> None:
-        """Publish the updates that waited a whole interval with no newer result of their
-        student (the stream slowed down or stopped: its last state must still show), except
-        those of students who withdrew or were erased meanwhile (their Redis flag, re-read)."""
+        """Publish the waiting updates whose interval has passed, except those of students who
+        withdrew or were erased meanwhile (their Redis flag, re-read here)."""
         if not self._waiting:
             return
         now = time.monotonic()
         ready = [
             (sid, st)
             for sid, st in self._waiting.items()
-            if now - st.waiting_at >= self.live_update_s or st.waiting is None
+            if now - st.shown_at >= self.live_update_s or st.waiting is None
         ]
         if not ready:
             return
@@ -336,9 +327,9 @@ class Aggregator(StreamConsumer):
                 due.append((st, st.waiting))
             else:
                 st.waiting = None
-        self.emit(due)
+        self.emit(due, now)
 
-    def emit(self, due: list[tuple[StudentState, Step]]) -> None:
+    def emit(self, due: list[tuple[StudentState, Step]], now: float) -> None:
         """Build and publish these students' updates (snapshot and channel), and the class
         updates due."""
         # Each result's own mode (apply_mode) with the policy's attention switch: the policy a
@@ -347,7 +338,7 @@ class Aggregator(StreamConsumer):
         shown: dict[str, Policy] = {m: replace(self.policy, emotion_mode=m) for m in modes}
         sessions: dict[str, dict[str, bytes]] = defaultdict(dict)
         for state, s in due:
-            state.shown_ms, state.waiting = s.res.received_ms, None
+            state.shown_at, state.waiting = now, None
             update = self._build(state, s)
             self.class_mix.observe(update)  # in memory only: the class's mix without names
             payload = c.encoder.encode(views.redact_update(update, shown[s.res.mode]))
