@@ -32,8 +32,6 @@ class StudentState:
     streak: int = 0  # faced frames since the stream (re)started
     used: float = 0.0  # monotonic time this process last updated it, to drop idle states
     attention: AttentionState | None = None  # made at the first observed orientation
-    shown_at: float = 0.0  # monotonic time its last update was published
-    waiting: Step | None = None  # its latest result, not published yet (CLASSPULSE_LIVE_UPDATE_MS)
 
 
 @dataclass(slots=True)

@@ -112,9 +112,6 @@ class Aggregator(StreamConsumer):
         self._held_results: list[c.FrameResult] = []
         self._held_bad = 0
         self._held_since: float | None = None
-        # A student's live update at most this often; newer results replace a waiting one.
-        self.live_update_s = settings.live_update_ms / 1000
-        self._waiting: dict[str, StudentState] = {}  # students with a waiting update
         # Frame ids shown live since the last commit, and in the window before it.
         self._shown: set[str] = set()
         self._shown_before: set[str] = set()
@@ -272,80 +269,36 @@ class Aggregator(StreamConsumer):
             del self.students[sid]
         self._uuids.clear()
 
-    def publish(self, results: list[c.FrameResult]) -> None:
+    def publish(self, applied: list[c.FrameResult]) -> None:
         """Fold a flush's results (``live_results``) into the students' live state in receive
-        order; then each student's latest update is published (snapshot and channel) if their
-        last one is CLASSPULSE_LIVE_UPDATE_MS old, else it waits for ``publish_waiting``, a
-        newer result replacing it. A flush of several reads costs one update per student, and a
-        student at 2 fps one update a second: the dashboard shows the newest state."""
+        order, then publish each student's latest update once (snapshot and channel): the
+        dashboard shows the newest state, and a flush of several reads costs one update per
+        student."""
         now = time.monotonic()
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
             self.prune(now)
         alpha = self.settings.smoothing_alpha
         latest: dict[str, tuple[StudentState, Step]] = {}
-        for res in sorted(results, key=lambda r: r.received_ms):
+        for res in sorted(applied, key=lambda r: r.received_ms):
             state = self.students.get(res.student_id)
             if state is None:
                 state = self.students[res.student_id] = StudentState()
-            if state.waiting is not None:  # an earlier result, never to be published itself
-                add_attention(state, state.waiting)
-                state.waiting = None
+            before = latest.get(res.student_id)
+            if before is not None:  # an earlier result of the flush: its update is not built
+                add_attention(*before)
             latest[res.student_id] = (state, step(state, res, alpha, now))
-            state.waiting = latest[res.student_id][1]
-        due = []
-        for sid, (state, s) in latest.items():
-            if now - state.shown_at >= self.live_update_s:
-                due.append((state, s))
-            else:
-                self._waiting[sid] = state
-        self.emit(due, now)
-
-    def publish_waiting(self) -> None:
-        """Publish the waiting updates whose interval has passed, except those of students who
-        withdrew or were erased meanwhile (their Redis flag, re-read here)."""
-        if not self._waiting:
-            return
-        now = time.monotonic()
-        ready = [
-            (sid, st)
-            for sid, st in self._waiting.items()
-            if now - st.shown_at >= self.live_update_s or st.waiting is None
-        ]
-        if not ready:
-            return
-        for sid, _ in ready:
-            del self._waiting[sid]
-        ready = [(sid, st) for sid, st in ready if st.waiting is not None]
-        if not ready:
-            return
-        flags = self.r.mget([c.withdrawn_key(sid) for sid, _ in ready])
-        due = []
-        for (_, st), flag in zip(ready, flags, strict=True):
-            assert st.waiting is not None
-            if flag is None:
-                due.append((st, st.waiting))
-            else:
-                st.waiting = None
-        self.emit(due, now)
-
-    def emit(self, due: list[tuple[StudentState, Step]], now: float) -> None:
-        """Build and publish these students' updates (snapshot and channel), and the class
-        updates due."""
         # Each result's own mode (apply_mode) with the policy's attention switch: the policy a
         # view of it is checked against.
         modes: tuple[EmotionMode, ...] = ("per_student", "aggregate_only", "off")
         shown: dict[str, Policy] = {m: replace(self.policy, emotion_mode=m) for m in modes}
         sessions: dict[str, dict[str, bytes]] = defaultdict(dict)
-        for state, s in due:
-            state.shown_at, state.waiting = now, None
+        for state, s in latest.values():
             update = self._build(state, s)
             self.class_mix.observe(update)  # in memory only: the class's mix without names
             payload = c.encoder.encode(views.redact_update(update, shown[s.res.mode]))
             sessions[update.session_id][update.student_id] = payload
         publish_class(self.r, self.class_mix.updates(self.policy))
-        if not sessions:
-            return
         pipe = self.r.pipeline(transaction=False)
         for session_id, payloads in sessions.items():  # one HSET and EXPIRE per session
             pipe.hset(c.snapshot_key(session_id), mapping=payloads)  # type: ignore[arg-type]
@@ -359,7 +312,6 @@ class Aggregator(StreamConsumer):
         return self.handle_parts(parts)
 
     def tick(self) -> None:
-        self.publish_waiting()  # updates held back by CLASSPULSE_LIVE_UPDATE_MS, now due
         if self.commit_due():  # no new results since: what is held is committed all the same
             self.commit_held()
         self.alerts.tick()  # hook: open/close alerts, at most every 2 s (aggregator/alerts.py)

@@ -127,11 +127,6 @@ class Settings(BaseSettings):
     # per flush. 0: a commit per flush. Nothing is acknowledged before its commit, so a crash
     # replays at most this much (not shown twice by the survivor: a fresh process shows it).
     aggregator_commit_ms: int = Field(default=2000, ge=0, le=10_000)
-    # A student's live state goes to the dashboards (and their own page) at most this often
-    # (ms): a result that comes sooner waits, a newer one replacing it, so at 2 fps every other
-    # result is shown, as soon as it is folded, and each shown update still holds every result
-    # (smoothing, counts, attention). 0: an update per result.
-    live_update_ms: int = Field(default=1000, ge=0, le=10_000)
     smoothing_alpha: float = 0.5
     # A smoothed top probability under this is shown as "uncertain". None: the threshold the
     # emotion model's calibration derived (modelmeta.Calibration.uncertain_below, published by

@@ -180,7 +180,6 @@ def settings(clean_db: str, clean_redis: redis.Redis, redis_url: str, tmp_path: 
         # A commit per flush: a test that hands the aggregator a read finds it stored and
         # acknowledged (tests/test_aggregator_flush.py checks commits that span flushes).
         aggregator_commit_ms=0,
-        live_update_ms=0,  # ...and an update per flush (tests/test_aggregator_flush.py: less)
     )
 
 

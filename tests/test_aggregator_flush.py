@@ -308,35 +308,3 @@ def test_what_is_held_is_committed_when_the_process_stops(settings, clean_redis,
     assert pending(clean_redis) == 4
     agg.stopped()
     assert pending(clean_redis) == 0 and sum(f for *_, f in stored(settings)) == 4
-
-
-def test_a_student_is_shown_at_most_once_per_interval_with_every_result_folded_in(
-    settings, clean_redis, engine, roster
-):
-    t0 = bucket_t0(settings)
-    agg = aggregator(settings.model_copy(update={"live_update_ms": 60_000}), clean_redis, engine)
-    sub = clean_redis.pubsub()
-    sub.subscribe(c.live_channel(roster["session"]))
-    sub.get_message(timeout=1)
-    for k in range(3):  # three flushes, one result each
-        push(clean_redis, [result(roster, "ada", k, t0 + 500 * k, happy=0.9)])
-        agg.handle_parts(agg.read())
-        agg.tick()
-    shown = [m for m in live_messages(sub) if m.get("type") == "student"]
-    assert [m["frames"] for m in shown] == [1]  # the first at once, the others waiting
-    # A withdrawal meanwhile: the waiting update is never shown.
-    clean_redis.set(c.withdrawn_key(roster["ada"]), roster["session"])
-    agg.live_update_s = 0.0
-    agg.tick()
-    assert live_messages(sub) == []
-    clean_redis.delete(c.withdrawn_key(roster["ada"]))
-    # Once the interval has passed, the newest waiting state goes out, holding every result.
-    push(clean_redis, [result(roster, "ada", 3, t0 + 1500, happy=0.9)])
-    agg.live_update_s = 60.0
-    agg.handle_parts(agg.read())
-    assert live_messages(sub) == []
-    agg.live_update_s = 0.0
-    agg.tick()
-    (update,) = [m for m in live_messages(sub) if m.get("type") == "student"]
-    assert (update["frames"], update["seq"]) == (4, 3)
-    sub.close()
