@@ -632,8 +632,8 @@ def written_frames_per_student(r: redis.Redis, shards: int, session_id: str) -> 
             if fields.get(c.F_SESSION, b"").decode() == session_id:
                 sid = fields[c.F_STUDENT].decode()
                 counts[sid] = counts.get(sid, 0) + 1
-    for field, n in r.hgetall(c.stream_stats_key(session_id)).items():
-        sid, _, name = field.decode().partition(":")
+    for key, n in r.hgetall(c.stream_stats_key(session_id)).items():
+        sid, _, name = key.decode().partition(":")
         if name == "processed":
             counts[sid] = counts.get(sid, 0) + int(n)
     return counts
