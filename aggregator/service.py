@@ -361,6 +361,8 @@ class Aggregator(StreamConsumer):
         if fresh:
             live = self.live_results(results)
             self.publish(live)
+            # Marked shown once published: a flush retried after a failed publish shows them.
+            self._shown.update(r.frame_id for r in live)
             self.alerts.observe(live)  # hook: the alert rules evaluate these sessions (tick)
             for stream, entries in fresh:
                 self._held.setdefault(stream, []).extend(entries)
@@ -383,15 +385,16 @@ class Aggregator(StreamConsumer):
         students = list({r.student_id for r in results})
         flags = self.r.mget([c.withdrawn_key(s) for s in students])
         gone = {s for s, flag in zip(students, flags, strict=True) if flag is not None}
-        live = []
+        live, ids = [], set()
         for r in results:
             if (
                 r.student_id in gone
+                or r.frame_id in ids
                 or r.frame_id in self._shown
                 or r.frame_id in self._shown_before
             ):
                 continue
-            self._shown.add(r.frame_id)
+            ids.add(r.frame_id)
             live.append(r)
         return live
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 import pytest
+import redis
 from sqlalchemy.exc import OperationalError
 
 import aggregator.service as aggregator_module
@@ -308,3 +309,27 @@ def test_what_is_held_is_committed_when_the_process_stops(settings, clean_redis,
     assert pending(clean_redis) == 4
     agg.stopped()
     assert pending(clean_redis) == 0 and sum(f for *_, f in stored(settings)) == 4
+
+
+def test_a_flush_whose_publish_failed_is_shown_when_retried(
+    settings, clean_redis, engine, roster, monkeypatch
+):
+    t0 = bucket_t0(settings)
+    push(clean_redis, [result(roster, "ada", 0, t0)])
+    agg = aggregator(settings, clean_redis, engine)
+    parts = agg.read()
+
+    def redis_gone(*_args, **_kw):
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(aggregator_module, "publish_class", redis_gone)  # mid-publish
+    with pytest.raises(redis.ConnectionError):
+        agg.handle_parts(parts)
+    monkeypatch.undo()
+    sub = clean_redis.pubsub()
+    sub.subscribe(c.live_channel(roster["session"]))
+    sub.get_message(timeout=1)
+    assert agg.handle_parts(parts) == 1  # the loop retries the same flush
+    shown = [m for m in live_messages(sub) if m.get("type") == "student"]
+    assert [m["student_id"] for m in shown] == [roster["ada"]]
+    sub.close()
