@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import msgspec
@@ -85,6 +85,28 @@ KNOWN_STUDENTS = text(
 )
 
 
+@dataclass
+class Held:
+    """A flush's results once shown live, with those of the flushes after it, until their
+    commit: the entries by stream, their (stream, id) keys (a retried flush is not held twice),
+    the decoded results, how many were malformed, and when the first was held."""
+
+    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    keys: set[tuple[str, bytes | str]] = field(default_factory=set)
+    results: list[c.FrameResult] = field(default_factory=list)
+    bad: int = 0
+    since: float | None = None
+
+    def add(self, parts: Parts, results: list[c.FrameResult], bad: int) -> None:
+        for stream, entries in parts:
+            self.entries.setdefault(stream, []).extend(entries)
+            self.keys.update((stream, e[0]) for e in entries)
+        self.results.extend(results)
+        self.bad += bad
+        if self.since is None:
+            self.since = time.monotonic()
+
+
 class Aggregator(StreamConsumer):
     retry_failed_read = True  # a flush whose commit failed is folded again: it is idempotent
 
@@ -104,14 +126,8 @@ class Aggregator(StreamConsumer):
         self.linger_s = settings.aggregator_linger_ms / 1000  # flushes start at most this often
         self._read_ended = 0.0  # when the last flush stopped reading (time.monotonic)
         self._rate = 0.0  # results per second read by the last flush (since the one before)
-        # Shown live, not committed yet (CLASSPULSE_AGGREGATOR_COMMIT_MS): entries by stream,
-        # their (stream, id) keys, their decoded results, the malformed ones' count.
         self.commit_s = settings.aggregator_commit_ms / 1000
-        self._held: dict[str, list[Entry]] = {}
-        self._held_ids: set[tuple[str, bytes | str]] = set()
-        self._held_results: list[c.FrameResult] = []
-        self._held_bad = 0
-        self._held_since: float | None = None
+        self._held = Held()  # shown live, not committed yet (CLASSPULSE_AGGREGATOR_COMMIT_MS)
         # Frame ids shown live since the last commit, and in the window before it.
         self._shown: set[str] = set()
         self._shown_before: set[str] = set()
@@ -206,6 +222,8 @@ class Aggregator(StreamConsumer):
         and the deleted student's results are dropped (and acknowledged)."""
         if not results:
             return []
+        # Again at the commit, not only when shown: a policy made stricter while the results
+        # were held (up to CLASSPULSE_AGGREGATOR_COMMIT_MS) decides what is stored.
         self.policy = self.privacy.current()
         apply_mode(results, self.policy)  # each result's mode: the stricter of its own and now
         try:
@@ -340,7 +358,7 @@ class Aggregator(StreamConsumer):
         fresh: Parts = []
         results, bad = [], 0
         for stream, part in parts:
-            entries = [e for e in part if (stream, e[0]) not in self._held_ids]
+            entries = [e for e in part if (stream, e[0]) not in self._held.keys]
             if not entries:
                 continue
             fresh.append((stream, entries))
@@ -364,13 +382,7 @@ class Aggregator(StreamConsumer):
             # Marked shown once published: a flush retried after a failed publish shows them.
             self._shown.update(r.frame_id for r in live)
             self.alerts.observe(live)  # hook: the alert rules evaluate these sessions (tick)
-            for stream, entries in fresh:
-                self._held.setdefault(stream, []).extend(entries)
-                self._held_ids.update((stream, e[0]) for e in entries)
-            self._held_results.extend(results)
-            self._held_bad += bad
-            if self._held_since is None:
-                self._held_since = time.monotonic()
+            self._held.add(fresh, results, bad)
         return self.commit_held() if self.commit_due() else 0
 
     def live_results(self, results: list[c.FrameResult]) -> list[c.FrameResult]:
@@ -399,21 +411,22 @@ class Aggregator(StreamConsumer):
         return live
 
     def commit_due(self) -> bool:
-        return self._held_since is not None and (
-            time.monotonic() - self._held_since >= self.commit_s
-            or len(self._held_results) >= FLUSH_MAX_RESULTS
+        held = self._held
+        return held.since is not None and (
+            time.monotonic() - held.since >= self.commit_s or len(held.results) >= FLUSH_MAX_RESULTS
         )
 
     def commit_held(self) -> int:
         """Fold every held result into its buckets in one transaction, then acknowledge and
         delete their entries; a failure leaves them held and pending, to be committed again
         (idempotent: applied ids). Returns how many were applied (not stored before)."""
-        if self._held_since is None:
+        held = self._held
+        if held.since is None:
             return 0
-        results = self._held_results
+        results = held.results
         applied = self.commit(results)
         pipe = self.r.pipeline(transaction=False)
-        for stream, entries in self._held.items():
+        for stream, entries in held.entries.items():
             # Acknowledged and deleted: a stored result has no reader left, and what stays in a
             # stream (per student probabilities) stays in Redis's memory and its append-only
             # file, whose rewrites copy it every time (worker/aof.py).
@@ -423,11 +436,10 @@ class Aggregator(StreamConsumer):
         pipe.hincrby(c.STATS_KEY, "aggregator.applied", len(applied))
         if len(results) - len(applied):
             pipe.hincrby(c.STATS_KEY, "aggregator.skipped", len(results) - len(applied))
-        if self._held_bad:
-            pipe.hincrby(c.STATS_KEY, "aggregator.malformed", self._held_bad)
+        if held.bad:
+            pipe.hincrby(c.STATS_KEY, "aggregator.malformed", held.bad)
         pipe.execute()
-        self._held, self._held_ids, self._held_results = {}, set(), []
-        self._held_bad, self._held_since = 0, None
+        self._held = Held()
         self._shown_before, self._shown = self._shown, set()
         return len(applied)
 

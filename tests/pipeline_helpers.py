@@ -71,14 +71,20 @@ def classify_calls(pipeline, monkeypatch) -> list[int]:
     still runs. Requests the module's ``pipeline`` fixture (tests/stream_helpers.py), so a test
     module takes both: ``pipeline = streams.pipeline`` and
     ``classify_calls = pipeline_helpers.classify_calls``."""
+    return count_calls(monkeypatch, pipeline.classifier, "classify_crops")
+
+
+def count_calls(monkeypatch, obj: object, name: str) -> list[int]:
+    """Patch ``obj.name`` to record the length of its argument per call (crops, frames), in
+    order; the real method still runs."""
     calls: list[int] = []
-    real = pipeline.classifier.classify_crops
+    real = getattr(obj, name)
 
-    def counted(crops):
-        calls.append(len(crops))
-        return real(crops)
+    def counted(items):
+        calls.append(len(items))
+        return real(items)
 
-    monkeypatch.setattr(pipeline.classifier, "classify_crops", counted)
+    monkeypatch.setattr(obj, name, counted)
     return calls
 
 

@@ -293,7 +293,7 @@ def test_a_failed_commit_keeps_results_held_and_a_retried_flush_is_not_held_twic
     for _ in range(2):  # the loop retries the same flush while PostgreSQL is away
         with pytest.raises(OperationalError):
             agg.handle_parts(parts)
-    assert pending(clean_redis) == 2 and len(agg._held_results) == 2  # noqa: SLF001
+    assert pending(clean_redis) == 2 and len(agg._held.results) == 2  # noqa: SLF001
     monkeypatch.undo()
     assert agg.handle_parts(parts) == 2
     assert sum(frames for *_, frames in stored(settings)) == 2 and pending(clean_redis) == 0

@@ -430,14 +430,7 @@ def test_a_batch_of_jpeg_and_faces_entries_is_classified_in_one_call(
     only (one call per frame on the CPU, one for the batch as on a GPU), and every face goes to
     the classifier in one call."""
     monkeypatch.setattr(pipeline, "batch_detector", batch_detector)
-    detected: list[int] = []
-    real_batch = pipeline.detector.detect_batch
-
-    def counted_batch(frames):
-        detected.append(len(frames))
-        return real_batch(frames)
-
-    monkeypatch.setattr(pipeline.detector, "detect_batch", counted_batch)
+    detected = pipeline_helpers.count_calls(monkeypatch, pipeline.detector, "detect_batch")
     r = clean_redis
     frame = face_jpeg()
     expected = pipeline.analyze([decode_jpeg(frame)])[0][0][0].probs

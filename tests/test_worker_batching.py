@@ -149,16 +149,21 @@ def test_lookups_reads_withdrawals_and_the_policy_together(clean_redis):
     assert lookups(r, [(b"1-3", {})])[0] == set()  # no student field: no flags to read
 
 
+def one_read_of_faces(settings, r, pipeline, n: int):
+    """A worker and its read of one faces message from each of the first ``n`` students."""
+    jpeg = streams.jpeg()
+    for seq in range(n):
+        faces(r, STUDENTS[seq], seq, faces_message(pipeline, jpeg))
+    worker = InferenceWorker(settings, r, pipeline)
+    return worker, read_all(worker)
+
+
 def test_a_failed_result_write_acknowledges_nothing(settings, clean_redis, pipeline):
     """The write script stops at the first failing command and writes results before it
     acknowledges: if a result cannot be written, the read's entries stay pending (and are
     reclaimed later, then written once), where a MULTI/EXEC would have acknowledged them."""
     r = clean_redis
-    jpeg = streams.jpeg()
-    for seq in range(3):
-        faces(r, STUDENTS[seq], seq, faces_message(pipeline, jpeg))
-    worker = InferenceWorker(settings, r, pipeline)
-    parts = read_all(worker)
+    worker, parts = one_read_of_faces(settings, r, pipeline, 3)
     r.set(c.RESULTS_STREAM, "not a stream")  # every XADD to it fails (WRONGTYPE)
     with pytest.raises(redis.ResponseError):
         worker.process_safely(parts)
@@ -177,11 +182,7 @@ def test_an_entry_that_cannot_be_processed_is_dropped_counted_and_deleted(
     """When a read fails, and then each entry alone, every entry is acknowledged, deleted and
     counted as an error in one write: never left pending to fail again after a reclaim."""
     r = clean_redis
-    jpeg = streams.jpeg()
-    for seq in range(2):
-        faces(r, STUDENTS[seq], seq, faces_message(pipeline, jpeg))
-    worker = InferenceWorker(settings, r, pipeline)
-    parts = read_all(worker)
+    worker, parts = one_read_of_faces(settings, r, pipeline, 2)
 
     def broken(parts):
         raise RuntimeError("poisonous")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,14 @@ def _widen_plan(g: _Graph, tensor: str, channels: int) -> list[tuple[str, Any]] 
     return plan
 
 
+def _dense_convs(model: Any, g: _Graph) -> Iterator[tuple[Any, Any]]:
+    """Each plain (not grouped) Conv of the graph, with its weight array; over a copy of the
+    node list, so the caller may add or replace nodes meanwhile."""
+    for node in list(model.graph.node):
+        if _plain_conv(node, g) and _attr(node, "group", 1) == 1:
+            yield node, g.inits[node.input[1]]
+
+
 def widen_narrow_channels(model: Any, block: int = BLOCK) -> int:
     """Widen every conv output narrower than ``block`` that only feeds depthwise/1×1 convs.
 
@@ -212,10 +221,7 @@ def widen_narrow_channels(model: Any, block: int = BLOCK) -> int:
     """
     g = _Graph(model.graph)
     done = 0
-    for node in list(model.graph.node):
-        if not _plain_conv(node, g) or _attr(node, "group", 1) != 1:
-            continue
-        w = g.inits[node.input[1]]
+    for node, w in _dense_convs(model, g):
         channels = w.shape[0]
         if channels % block == 0 or channels > block or w.ndim != 4:
             continue
@@ -281,10 +287,7 @@ def fold_conv_global_pool(model: Any) -> int:
 
     g = _Graph(model.graph)
     done = 0
-    for node in list(model.graph.node):
-        if not _plain_conv(node, g) or _attr(node, "group", 1) != 1:
-            continue
-        w = g.inits[node.input[1]]
+    for node, w in _dense_convs(model, g):
         users = g.consumers(node.output[0])
         if w.ndim != 4 or node.output[0] in g.outputs or len(users) != 1:
             continue
